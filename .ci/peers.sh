@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), Python venv (asyncua, AAS validators).
+#
+#   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt (idempotent)
+#   .ci/peers.sh start     mosquitto + VictoriaMetrics on free 127.0.0.1 ports; writes .peers/env
+#   .ci/peers.sh stop      stops them (pid files), removes their temp dir; safe to repeat
+#   .ci/peers.sh env       prints .peers/env
+#   source .ci/peers.sh start|env   same, then exports the .peers/env variables into the caller
+#
+# VictoriaMetrics 1.79 (Debian) as an ILP sink, seen here (line `m,asset=a f=... TS` -> series `m_f{asset="a"}`):
+# - /write answers 204 to everything, even a malformed line (that line is skipped, logged, and
+#   vm_rows_invalid_total{type="influx"} grows; the other lines of the body are stored): always read back.
+# - double 1.5 -> 1.5; integer 5i -> 5 and 7u -> 7 (stored as float64: 9007199254740993i -> ...992);
+#   boolean true/T -> 1, false -> 0; string s="x" -> 0 (!), s="12.5" -> 12.5 (strings are parsed as numbers
+#   or become 0); NaN is dropped; +-Inf are kept but exported as bare +Inf/-Inf, which is not valid JSON.
+# - timestamps are kept in ms: ns 1700000000123456789 -> 1700000000123 (truncated, not rounded; sub-ms lost);
+#   ?precision=ms works; a bare 10-digit 1700000002 was taken as seconds; no timestamp -> arrival time (ms).
+# - Freshly written data is NOT readable at once. To read it back at once:
+#   1. GET /internal/force_flush first (else ~1 s of buffering, and a series queried before it existed can
+#      stay invisible for 10-30 s from a cached empty answer);
+#   2. pass an explicit future `end` to /api/v1/export (e.g. &end=4000000000): the default end excludes
+#      samples of the current second.
+#   e.g. curl -s $ILP_HTTP_URL/internal/force_flush
+#        curl -sg "$ILP_HTTP_URL/api/v1/export?match[]={__name__=~\"machine_.*\"}&end=4000000000"
+#   Export is JSON lines: {"metric":{"__name__":"machine_value_f64","asset":"cnc1"},"values":[1.5],"timestamps":[ms]}
+# - Re-writing a sample (same series and timestamp) keeps both (no dedup flag set): counts stay exact.
+# - ILP over TCP (-influxListenAddr, ILP_TCP_ADDR) stores the same way, but asynchronously: poll after sending.
+
+PEERS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEERS_DIR=${PEERS_DIR:-$PEERS_ROOT/.peers}
+
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then # sourced: run in a child shell, export the env into the caller
+  if [[ -n "${1:-}" && "$1" != env ]]; then PEERS_DIR=$PEERS_DIR bash "${BASH_SOURCE[0]}" "$@" || return; fi
+  if [[ "${1:-env}" == start || "${1:-env}" == env ]]; then
+    [[ -f "$PEERS_DIR/env" ]] || { echo "peers: $PEERS_DIR/env missing (run .ci/peers.sh start)" >&2; return 1; }
+    set -a
+    # shellcheck disable=SC1091
+    . "$PEERS_DIR/env"
+    set +a
+  fi
+  return 0
+fi
+
+set -euo pipefail
+APT_PKGS=(mosquitto mosquitto-clients victoria-metrics)
+VENV=$PEERS_ROOT/.venv
+REQS=$PEERS_ROOT/.ci/requirements.txt
+
+say() { echo "peers: $*"; }
+die() { echo "peers: ERROR: $*" >&2; exit 1; }
+run_logged() { # run quietly; on failure show the output and fail
+  local log; log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then tail -n 40 "$log" >&2; rm -f "$log"; die "failed: $*"; fi
+  rm -f "$log"
+}
+
+stop_system_service() { # a package's own service must not hold ports or run beside ours
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$1" 2>/dev/null; then
+    say "stopping and disabling system service $1"; systemctl disable --now "$1" >/dev/null 2>&1
+  elif [[ -x /etc/init.d/$1 ]] && service "$1" status >/dev/null 2>&1; then
+    say "stopping system service $1"; service "$1" stop >/dev/null 2>&1
+    update-rc.d "$1" disable >/dev/null 2>&1 || true
+  fi
+}
+
+install() {
+  local missing=() p
+  for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    say "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    run_logged apt-get update -qq
+    run_logged apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    say "apt: ${APT_PKGS[*]} already installed"
+  fi
+  stop_system_service mosquitto
+  stop_system_service victoria-metrics
+
+  local want; want=$(sha256sum "$REQS" | cut -d' ' -f1)
+  if [[ -x $VENV/bin/python && "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" == "$want" ]]; then
+    say "venv: $VENV up to date"
+  else
+    say "venv: installing $REQS into $VENV"
+    [[ -x $VENV/bin/python ]] || run_logged python3 -m venv "$VENV"
+    run_logged "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
+    echo "$want" >"$VENV/.requirements.sha256"
+  fi
+  "$VENV/bin/python" -c 'import asyncua, aas_core3, basyx.aas, aas_test_engines' ||
+    die "venv: imports failed"
+  say "venv: asyncua, aas_core3, basyx.aas, aas_test_engines import"
+}
+
+free_ports() { # N distinct free TCP ports on 127.0.0.1
+  python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))' "$1"
+}
+
+wait_until() { # NAME PID LOG CMD...: poll CMD for up to 15 s while PID lives
+  local name=$1 pid=$2 log=$3 i; shift 3
+  for ((i = 0; i < 150; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$log" >&2; stop; die "$name did not become ready"
+}
+
+vm_ready() { [[ "$(curl -fsS "http://127.0.0.1:$1/health")" == OK ]]; }
+
+start() {
+  local p; for p in mosquitto mosquitto_pub victoria-metrics curl python3; do
+    command -v "$p" >/dev/null || die "$p not found (run .ci/peers.sh install)"
+  done
+  stop >/dev/null
+  mkdir -p "$PEERS_DIR"
+  local tmp mqtt_port vm_port ilp_tcp_port
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/aas-peers.XXXXXX")
+  read -r mqtt_port vm_port ilp_tcp_port < <(free_ports 3)
+  echo "PEERS_TMP=$tmp" >"$PEERS_DIR/env" # lets stop clean up even if start fails below
+
+  # user root: as root mosquitto otherwise drops to user mosquitto and cannot read files in $tmp (mode 0700),
+  # e.g. a password_file or TLS keys that a test adds
+  cat >"$tmp/mosquitto.conf" <<EOF
+user root
+listener $mqtt_port 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 100000
+max_inflight_messages 1000
+log_dest stderr
+EOF
+  mosquitto -c "$tmp/mosquitto.conf" </dev/null >"$tmp/mosquitto.log" 2>&1 &
+  echo $! >"$PEERS_DIR/mosquitto.pid"
+  victoria-metrics -storageDataPath="$tmp/vm" -httpListenAddr="127.0.0.1:$vm_port" \
+    -influxListenAddr="127.0.0.1:$ilp_tcp_port" -retentionPeriod=100y \
+    -search.latencyOffset=0s -search.disableCache </dev/null >"$tmp/vm.log" 2>&1 &
+  echo $! >"$PEERS_DIR/vm.pid"
+  say "started mosquitto (pid $(cat "$PEERS_DIR/mosquitto.pid")) and victoria-metrics (pid $(cat "$PEERS_DIR/vm.pid")), logs in $tmp"
+
+  wait_until mosquitto "$(cat "$PEERS_DIR/mosquitto.pid")" "$tmp/mosquitto.log" \
+    mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -q 1 -t peers/ready -m ok
+  wait_until victoria-metrics "$(cat "$PEERS_DIR/vm.pid")" "$tmp/vm.log" vm_ready "$vm_port"
+
+  cat >"$PEERS_DIR/env" <<EOF
+MQTT_HOST=127.0.0.1
+MQTT_PORT=$mqtt_port
+ILP_HTTP_URL=http://127.0.0.1:$vm_port
+ILP_TCP_ADDR=127.0.0.1:$ilp_tcp_port
+VM_URL=http://127.0.0.1:$vm_port
+MOSQUITTO_PID=$(cat "$PEERS_DIR/mosquitto.pid")
+VM_PID=$(cat "$PEERS_DIR/vm.pid")
+PEERS_PIDS="$(cat "$PEERS_DIR/mosquitto.pid") $(cat "$PEERS_DIR/vm.pid")"
+PEERS_TMP=$tmp
+PEERS_PYTHON=$VENV/bin/python
+EOF
+  say "ready; $PEERS_DIR/env:"
+  cat "$PEERS_DIR/env"
+}
+
+stop() {
+  local f pid name i
+  for f in mosquitto vm; do
+    [[ -f $PEERS_DIR/$f.pid ]] || continue
+    pid=$(cat "$PEERS_DIR/$f.pid"); name=$f; [[ $f == vm ]] && name=victoria-metric # comm is cut to 15 chars
+    if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]; then
+      kill "$pid" 2>/dev/null || true
+      for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      say "stopped $f (pid $pid)"
+    fi
+    rm -f "$PEERS_DIR/$f.pid"
+  done
+  if [[ -f $PEERS_DIR/env ]]; then
+    local tmp; tmp=$(sed -n 's/^PEERS_TMP=//p' "$PEERS_DIR/env")
+    [[ $tmp == */aas-peers.* && -d $tmp ]] && rm -rf "$tmp"
+    rm -f "$PEERS_DIR/env"
+  fi
+  return 0
+}
+
+case "${1:-}" in
+  install | start | stop) "$1" ;;
+  env) cat "$PEERS_DIR/env" ;;
+  *) echo "usage: $0 install|start|stop|env   (or: source $0 start|env)" >&2; exit 2 ;;
+esac

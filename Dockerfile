@@ -1,0 +1,23 @@
+# Multi-stage build: compile in the Rust image, run in a small Debian image as a non-root user.
+#   docker build -t aas-gateway .
+#   docker run --rm -p 8080:8080 -v $PWD/config:/etc/aas-gateway:ro aas-gateway run -c /etc/aas-gateway/gateway.toml
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p aas-gateway -p opcua-sim \
+ && strip target/release/aas-gateway target/release/opcua-sim
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home /var/lib/aas-gateway --create-home gateway
+COPY --from=build /src/target/release/aas-gateway /src/target/release/opcua-sim /usr/local/bin/
+COPY --from=build /src/aas-templates /usr/share/aas-gateway/aas-templates
+COPY --from=build /src/config /usr/share/aas-gateway/config
+USER gateway
+WORKDIR /var/lib/aas-gateway
+# The API listens on 127.0.0.1 by default; in a container set AAS_GATEWAY__API__LISTEN=0.0.0.0:8080.
+ENV AAS_GATEWAY__API__LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["aas-gateway"]
+CMD ["run", "-c", "/usr/share/aas-gateway/config/demo.toml"]

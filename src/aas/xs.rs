@@ -1,0 +1,288 @@
+//! XSD value types (`DataTypeDefXsd`) and the conversions between them and [`TypedValue`].
+//!
+//! AAS keeps every Property value as a string in the XSD lexical form; the Part 2 "ValueOnly"
+//! form and our MQTT payloads use JSON numbers/booleans where the type allows.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::model::TypedValue;
+
+/// The `xs:*` types a mapped element can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsType {
+    Boolean,
+    Byte,
+    Short,
+    Int,
+    Long,
+    Integer,
+    UnsignedByte,
+    UnsignedShort,
+    UnsignedInt,
+    UnsignedLong,
+    Float,
+    Double,
+    Decimal,
+    String,
+    DateTime,
+    Base64Binary,
+    AnyUri,
+}
+
+impl XsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XsType::Boolean => "xs:boolean",
+            XsType::Byte => "xs:byte",
+            XsType::Short => "xs:short",
+            XsType::Int => "xs:int",
+            XsType::Long => "xs:long",
+            XsType::Integer => "xs:integer",
+            XsType::UnsignedByte => "xs:unsignedByte",
+            XsType::UnsignedShort => "xs:unsignedShort",
+            XsType::UnsignedInt => "xs:unsignedInt",
+            XsType::UnsignedLong => "xs:unsignedLong",
+            XsType::Float => "xs:float",
+            XsType::Double => "xs:double",
+            XsType::Decimal => "xs:decimal",
+            XsType::String => "xs:string",
+            XsType::DateTime => "xs:dateTime",
+            XsType::Base64Binary => "xs:base64Binary",
+            XsType::AnyUri => "xs:anyURI",
+        }
+    }
+
+    /// Inclusive range of the integer types, `None` for the others.
+    fn int_range(self) -> Option<(i128, i128)> {
+        Some(match self {
+            XsType::Byte => (i8::MIN as i128, i8::MAX as i128),
+            XsType::Short => (i16::MIN as i128, i16::MAX as i128),
+            XsType::Int => (i32::MIN as i128, i32::MAX as i128),
+            XsType::Long | XsType::Integer => (i64::MIN as i128, i64::MAX as i128),
+            XsType::UnsignedByte => (0, u8::MAX as i128),
+            XsType::UnsignedShort => (0, u16::MAX as i128),
+            XsType::UnsignedInt => (0, u32::MAX as i128),
+            XsType::UnsignedLong => (0, u64::MAX as i128),
+            _ => return None,
+        })
+    }
+
+    /// Checks that a value fits this type and brings it to the canonical variant
+    /// (`Int` for signed, `UInt` for unsigned, `Float` for floating point, `Text` for text types).
+    pub fn coerce(self, value: TypedValue) -> Result<TypedValue, String> {
+        use TypedValue::*;
+        if let List(items) = value {
+            return items
+                .into_iter()
+                .map(|v| self.coerce(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map(List);
+        }
+        if let Some((lo, hi)) = self.int_range() {
+            let n: i128 = match value {
+                Int(i) => i as i128,
+                UInt(u) => u as i128,
+                Bool(b) => b as i128,
+                Float(f) if f.fract() == 0.0 && f.is_finite() => f as i128,
+                other => return Err(format!("{other:?} is not an integer")),
+            };
+            if n < lo || n > hi {
+                return Err(format!("{n} is out of range for {}", self.as_str()));
+            }
+            return Ok(if lo < 0 {
+                Int(n as i64)
+            } else {
+                UInt(n as u64)
+            });
+        }
+        match (self, value) {
+            (XsType::Boolean, Bool(b)) => Ok(Bool(b)),
+            (XsType::Boolean, Int(i)) if i == 0 || i == 1 => Ok(Bool(i == 1)),
+            (XsType::Boolean, UInt(u)) if u <= 1 => Ok(Bool(u == 1)),
+            (XsType::Float | XsType::Double | XsType::Decimal, Float(f)) => Ok(Float(f)),
+            (XsType::Float | XsType::Double | XsType::Decimal, Int(i)) => Ok(Float(i as f64)),
+            (XsType::Float | XsType::Double | XsType::Decimal, UInt(u)) => Ok(Float(u as f64)),
+            (XsType::String | XsType::AnyUri, Text(s)) => Ok(Text(s)),
+            (XsType::String, Bool(b)) => Ok(Text(b.to_string())),
+            (XsType::String, Int(i)) => Ok(Text(i.to_string())),
+            (XsType::String, UInt(u)) => Ok(Text(u.to_string())),
+            (XsType::String, Float(f)) => Ok(Text(format_double(f))),
+            (XsType::DateTime | XsType::Base64Binary, Text(s)) => Ok(Text(s)),
+            (t, other) => Err(format!("{other:?} cannot be stored as {}", t.as_str())),
+        }
+    }
+
+    /// The XSD lexical form of a (coerced) scalar value, as AAS stores it in `Property.value`.
+    pub fn lexical(self, value: &TypedValue) -> String {
+        match value {
+            TypedValue::Bool(b) => b.to_string(),
+            TypedValue::Int(i) => i.to_string(),
+            TypedValue::UInt(u) => u.to_string(),
+            TypedValue::Float(f) if self == XsType::Float => format_float(*f as f32),
+            TypedValue::Float(f) => format_double(*f),
+            TypedValue::Text(s) => s.clone(),
+            TypedValue::List(items) => items
+                .iter()
+                .map(|v| self.lexical(v))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    /// The JSON form (Part 2 ValueOnly): numbers and booleans as JSON, non-finite floats and
+    /// text as strings.
+    pub fn json(self, value: &TypedValue) -> serde_json::Value {
+        use serde_json::Value as J;
+        match value {
+            TypedValue::Bool(b) => J::Bool(*b),
+            TypedValue::Int(i) => J::from(*i),
+            TypedValue::UInt(u) => J::from(*u),
+            TypedValue::Float(f) if f.is_finite() => {
+                if self == XsType::Float {
+                    // Print through f32 so 0.1f32 stays 0.1, not 0.10000000149011612.
+                    serde_json::from_str(&format_float(*f as f32)).unwrap_or(J::Null)
+                } else {
+                    J::from(*f)
+                }
+            }
+            TypedValue::Float(f) => J::String(format_double(*f)),
+            TypedValue::Text(s) => J::String(s.clone()),
+            TypedValue::List(items) => J::Array(items.iter().map(|v| self.json(v)).collect()),
+        }
+    }
+
+    /// Parses a lexical value of this type (template values, write-back input).
+    pub fn parse_lexical(self, s: &str) -> Result<TypedValue, String> {
+        let bad = || format!("{s:?} is not a valid {}", self.as_str());
+        if self.int_range().is_some() {
+            let v = if let Ok(i) = s.parse::<i64>() {
+                TypedValue::Int(i)
+            } else {
+                TypedValue::UInt(s.parse::<u64>().map_err(|_| bad())?)
+            };
+            return self.coerce(v);
+        }
+        match self {
+            XsType::Boolean => match s {
+                "true" | "1" => Ok(TypedValue::Bool(true)),
+                "false" | "0" => Ok(TypedValue::Bool(false)),
+                _ => Err(bad()),
+            },
+            XsType::Float | XsType::Double | XsType::Decimal => {
+                let f = match s {
+                    "INF" => f64::INFINITY,
+                    "-INF" => f64::NEG_INFINITY,
+                    "NaN" => f64::NAN,
+                    _ => s.parse::<f64>().map_err(|_| bad())?,
+                };
+                Ok(TypedValue::Float(f))
+            }
+            _ => Ok(TypedValue::Text(s.to_string())),
+        }
+    }
+}
+
+fn format_double(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "INF" } else { "-INF" }.into()
+    } else {
+        // Rust's shortest round-trip representation; it is valid xs:double lexical form.
+        format!("{f:?}")
+    }
+}
+
+fn format_float(f: f32) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "INF" } else { "-INF" }.into()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+impl fmt::Display for XsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for XsType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "xs:boolean" => XsType::Boolean,
+            "xs:byte" => XsType::Byte,
+            "xs:short" => XsType::Short,
+            "xs:int" => XsType::Int,
+            "xs:long" => XsType::Long,
+            "xs:integer" => XsType::Integer,
+            "xs:unsignedByte" => XsType::UnsignedByte,
+            "xs:unsignedShort" => XsType::UnsignedShort,
+            "xs:unsignedInt" => XsType::UnsignedInt,
+            "xs:unsignedLong" => XsType::UnsignedLong,
+            "xs:float" => XsType::Float,
+            "xs:double" => XsType::Double,
+            "xs:decimal" => XsType::Decimal,
+            "xs:string" => XsType::String,
+            "xs:dateTime" => XsType::DateTime,
+            "xs:base64Binary" => XsType::Base64Binary,
+            "xs:anyURI" => XsType::AnyUri,
+            other => return Err(format!("{other:?} is not a supported xs value type")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TypedValue::*;
+
+    #[test]
+    fn integers_are_range_checked() {
+        assert_eq!(XsType::UnsignedInt.coerce(Int(5)), Ok(UInt(5)));
+        assert!(XsType::UnsignedInt.coerce(Int(-1)).is_err());
+        assert!(XsType::Byte.coerce(Int(200)).is_err());
+        assert_eq!(XsType::Int.coerce(UInt(7)), Ok(Int(7)));
+    }
+
+    #[test]
+    fn floats_use_xsd_lexical_forms() {
+        assert_eq!(XsType::Double.lexical(&Float(f64::INFINITY)), "INF");
+        assert_eq!(XsType::Double.lexical(&Float(f64::NAN)), "NaN");
+        assert_eq!(XsType::Double.lexical(&Float(1.5)), "1.5");
+        assert_eq!(XsType::Float.lexical(&Float(0.1f32 as f64)), "0.1");
+        assert_eq!(
+            XsType::Float.json(&Float(0.1f32 as f64)),
+            serde_json::json!(0.1)
+        );
+        assert_eq!(
+            XsType::Double.json(&Float(f64::NAN)),
+            serde_json::json!("NaN")
+        );
+    }
+
+    #[test]
+    fn a_double_does_not_fit_a_boolean() {
+        assert!(XsType::Boolean.coerce(Float(1.5)).is_err());
+        assert_eq!(XsType::Boolean.parse_lexical("true"), Ok(Bool(true)));
+        assert!(XsType::Boolean.parse_lexical("yes").is_err());
+    }
+
+    #[test]
+    fn every_name_round_trips() {
+        for name in [
+            "xs:boolean",
+            "xs:unsignedLong",
+            "xs:dateTime",
+            "xs:anyURI",
+            "xs:double",
+        ] {
+            assert_eq!(name.parse::<XsType>().unwrap().as_str(), name);
+        }
+        assert!("xs:nope".parse::<XsType>().is_err());
+    }
+}

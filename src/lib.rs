@@ -1,0 +1,49 @@
+//! # aas-gateway
+//!
+//! An edge gateway that collects data from factory equipment over OPC UA, maps it onto Asset
+//! Administration Shell (IDTA-01001 v3) submodels, serves the live AAS over the Part 2 HTTP API
+//! and forwards every timestamped value to QuestDB (InfluxDB Line Protocol) and MQTT.
+//!
+//! ```text
+//! OPC UA server ──subscription──▶ sources::opcua ──Reading──▶ pipeline::dispatch
+//!                                                              │  mapping::Router (node → element, xs type)
+//!                                                              ├─▶ aas::Environment (live values) ◀── api (HTTP)
+//!                                                              ├─▶ sinks::mqtt     (rumqttc, QoS 1)
+//!                                                              └─▶ sinks::questdb  (questdb-rs, ILP/HTTP)
+//! ```
+//!
+//! Module map:
+//! - [`config`]: typed TOML config with env overrides; `validate()` lists every error with its path.
+//! - [`model`]: `Reading`, `SubmodelUpdate`, `TypedValue`, `Quality`: what the stages exchange.
+//! - [`sources::opcua`]: sessions, subscriptions, reconnects, node ids (`nsu=`), value conversion.
+//! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
+//! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form.
+//! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`.
+//! - [`sinks`]: MQTT and QuestDB writers with confirmation counting.
+//! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.
+//! - [`demo`]: the zero-setup demo: bundled simulator + embedded MQTT broker + gateway.
+
+pub mod aas;
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod mapping;
+pub mod model;
+pub mod pipeline;
+pub mod sinks;
+pub mod sources;
+
+/// Sets up logging to stderr (stdout is kept for machine-readable output such as the API URL).
+/// `RUST_LOG` overrides the default level (`info`).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,opcua_server=warn,opcua_crypto=warn,opcua_client=warn,opcua_core=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,148 @@
+//! `aas-gateway`: command-line entry point. All the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aas_gateway::config::Config;
+use aas_gateway::pipeline::{self, Gateway};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "aas-gateway",
+    version,
+    about = "OPC UA → Asset Administration Shell → QuestDB + MQTT edge gateway"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Override the API port (0 = pick a free one; the URL is printed on stdout).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Check a config file and report every error.
+    Validate {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Zero-setup demo: bundled OPC UA simulator + embedded MQTT broker + gateway, all on loopback.
+    Demo {
+        /// API port (0 = pick a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Also write to QuestDB/ILP, e.g. "http::addr=127.0.0.1:9000;".
+        #[arg(long)]
+        questdb: Option<String>,
+        /// Use this config instead of config/demo.toml (its endpoint and broker are replaced).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    aas_gateway::init_logging(cli.log_json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { config } => {
+            let cfg = Config::load(&config)?;
+            match pipeline::check(&cfg) {
+                Ok((env, router)) => {
+                    println!(
+                        "{}: OK: {} OPC UA source(s), {} mapping rule(s), {} shell(s), {} submodel(s); MQTT {}, QuestDB {}, API {}",
+                        config.display(),
+                        cfg.opcua.len(),
+                        router.routes.len(),
+                        env.shells.len(),
+                        env.submodels.len(),
+                        if cfg.mqtt.enabled { format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port) } else { "off".into() },
+                        if cfg.questdb.enabled { cfg.questdb.conf.as_str() } else { "off" },
+                        if cfg.api.enabled { cfg.api.listen.as_str() } else { "off" },
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    eprint!("{}: {errors}", config.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Run { config, port } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(port) = port {
+                cfg.api.listen = aas_gateway::demo::with_port(&cfg.api.listen, port);
+            }
+            let shutdown = CancellationToken::new();
+            let gateway = Gateway::start(cfg, shutdown.clone()).await?;
+            print_api_url(&gateway);
+            stop_on_signal(shutdown);
+            gateway.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            port,
+            questdb,
+            config,
+        } => {
+            let shutdown = CancellationToken::new();
+            let demo =
+                aas_gateway::demo::Demo::start(port, questdb, config, shutdown.clone()).await?;
+            print_api_url(&demo.gateway);
+            stop_on_signal(shutdown);
+            demo.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_api_url(gateway: &Gateway) {
+    if let Some(addr) = gateway.api_addr {
+        // First line on stdout: scripts and tests read the URL from here.
+        println!("http://{addr}/api/v3.0");
+    }
+}
+
+fn stop_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stopping: draining the pipeline");
+        shutdown.cancel();
+    });
+}

@@ -1,0 +1,3 @@
+//! Data sources. Today: OPC UA client subscriptions ([`opcua`]).
+
+pub mod opcua;

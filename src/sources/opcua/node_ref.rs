@@ -1,0 +1,110 @@
+//! Node ids as written in configs: `ns=2;s=Name` or, preferred, `nsu=<namespace URI>;s=Name`.
+//!
+//! A namespace *index* can change when a server restarts or is reconfigured; the namespace
+//! *URI* cannot. So `nsu=` ids are kept unresolved here and resolved against the server's
+//! NamespaceArray after every connect ([`NodeRef::resolve`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use opcua::types::{NamespaceMap, NodeId};
+
+/// A node id whose namespace may still be a URI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRef {
+    /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
+    pub namespace_uri: Option<String>,
+    /// The node id; for `nsu=` ids its namespace index is a placeholder until resolved.
+    pub node_id: NodeId,
+    text: String,
+}
+
+impl FromStr for NodeRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || {
+            format!("{s:?} is not a NodeId (expected ns=<index>;<i|s|g|b>=<id> or nsu=<uri>;<i|s|g|b>=<id>)")
+        };
+        if let Some(rest) = s.strip_prefix("nsu=") {
+            let (uri, id) = rest.split_once(';').ok_or_else(invalid)?;
+            if uri.is_empty() {
+                return Err(invalid());
+            }
+            let node_id = NodeId::from_str(id).map_err(|_| invalid())?;
+            Ok(NodeRef {
+                namespace_uri: Some(uri.to_string()),
+                node_id,
+                text: s.to_string(),
+            })
+        } else {
+            let node_id = NodeId::from_str(s).map_err(|_| invalid())?;
+            Ok(NodeRef {
+                namespace_uri: None,
+                node_id,
+                text: s.to_string(),
+            })
+        }
+    }
+}
+
+impl NodeRef {
+    /// The concrete node id on a server with the given namespace table.
+    pub fn resolve(&self, namespaces: &NamespaceMap) -> Result<NodeId, String> {
+        match &self.namespace_uri {
+            None => Ok(self.node_id.clone()),
+            Some(uri) => {
+                let index = namespaces
+                    .get_index(uri)
+                    .ok_or_else(|| format!("the server has no namespace {uri:?}"))?;
+                Ok(NodeId::new(index, self.node_id.identifier.clone()))
+            }
+        }
+    }
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_forms() {
+        for s in [
+            "ns=2;s=CNC1.SpindleSpeed",
+            "ns=0;i=2258",
+            "i=2258",
+            "ns=3;g=72962B91-FA75-4AE6-8D28-B404DC7DAF63",
+            "ns=4;b=AQID",
+            "nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeed",
+            "nsu=http://opcfoundation.org/UA/;i=2258",
+        ] {
+            let r: NodeRef = s.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn rejects_garbage_with_a_message() {
+        for s in ["ns=2;x=1", "nsu=;s=a", "nsu=urn:x", "hello", ""] {
+            let err = s.parse::<NodeRef>().unwrap_err();
+            assert!(err.contains("is not a NodeId"), "{err}");
+        }
+    }
+
+    #[test]
+    fn resolves_namespace_uris() {
+        let mut ns = NamespaceMap::new();
+        ns.add_namespace("urn:a");
+        let idx = ns.add_namespace("urn:b");
+        let r: NodeRef = "nsu=urn:b;s=X".parse().unwrap();
+        assert_eq!(r.resolve(&ns).unwrap(), NodeId::new(idx, "X"));
+        let missing: NodeRef = "nsu=urn:zzz;s=X".parse().unwrap();
+        assert!(missing.resolve(&ns).unwrap_err().contains("urn:zzz"));
+    }
+}

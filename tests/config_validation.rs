@@ -1,0 +1,107 @@
+//! The shipped configs validate; a broken config gets every mistake named with its path.
+
+mod common;
+
+use std::process::Command;
+
+use common::repo_root;
+
+fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+}
+
+#[test]
+fn shipped_demo_config_validates() {
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(repo_root().join("config/demo.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OK: 1 OPC UA source(s), 11 mapping rule(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn three_mistakes_are_all_named_with_their_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("broken.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[aas]
+environments = ["{root}/aas-templates/cnc1.aas.json"]
+[[opcua]]
+name = "sim"
+endpoint = "opc.tcp://127.0.0.1:4840/"
+[mqtt]
+qos = 2
+[[mapping]]
+node_id = "ns=2;x=1"
+submodel = "urn:aas-gateway:sim:sm:cnc1:operational-data"
+path = "SpindleSpeed"
+[[mapping]]
+node_id = "nsu=urn:opcua-sim:cnc;s=CNC1.FeedRate"
+submodel = "urn:aas-gateway:sim:sm:cnc1:operational-data"
+path = "FeedRateTypo"
+"#,
+            root = repo_root().display()
+        ),
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
+    assert!(
+        stderr.contains(r#"mapping[0].node_id: "ns=2;x=1" is not a NodeId"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mqtt.qos: 2 is not supported"), "{stderr}");
+    assert!(
+        stderr.contains(r#"mapping[1].path: "FeedRateTypo": no element "FeedRateTypo" here"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("typo.toml");
+    std::fs::write(&cfg, "[mqtt]\nhots = \"x\"\n").unwrap();
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("hots"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn env_overrides_apply() {
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(repo_root().join("config/demo.toml"))
+        .env("AAS_GATEWAY__MQTT__PORT", "2883")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("MQTT 127.0.0.1:2883"), "{stdout}");
+}

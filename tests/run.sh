@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it: installs the real test peers (mosquitto,
+# VictoriaMetrics as the ILP server, a Python venv with asyncua and the AAS validators) if they
+# are missing, checks formatting and lints, then runs every test. Tests start their own peers
+# on free loopback ports and stop them.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+echo "== installing test peers"
+bash .ci/peers.sh install
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
