@@ -38,6 +38,9 @@ pub struct Config {
     /// QuestDB sink over the InfluxDB Line Protocol.
     #[serde(default)]
     pub questdb: QuestDbConfig,
+    /// Durable store-and-forward queue between the pipeline and the sinks.
+    #[serde(default)]
+    pub outbox: crate::outbox::OutboxConfig,
     /// Directory the config file lives in: relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -440,6 +443,9 @@ impl Config {
             if self.questdb.flush_rows == 0 {
                 errors.push("questdb.flush_rows", "must be at least 1");
             }
+        }
+        if self.outbox.max_entries == 0 {
+            errors.push("outbox.max_entries", "must be at least 1");
         }
         errors.into_result()
     }

@@ -8,8 +8,8 @@
 //! OPC UA server ──subscription──▶ sources::opcua ──Reading──▶ pipeline::dispatch
 //!                                                              │  mapping::Router (node → element, xs type)
 //!                                                              ├─▶ aas::Environment (live values) ◀── api (HTTP)
-//!                                                              ├─▶ sinks::mqtt     (rumqttc, QoS 1)
-//!                                                              └─▶ sinks::questdb  (questdb-rs, ILP/HTTP)
+//!                                                              └─▶ outbox (redb, durable) ─┬─▶ sinks::mqtt    (rumqttc, QoS 1)
+//!                                                                                          └─▶ sinks::questdb (questdb-rs, ILP/HTTP)
 //! ```
 //!
 //! Module map:
@@ -19,7 +19,9 @@
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form.
 //! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`.
-//! - [`sinks`]: MQTT and QuestDB writers with confirmation counting.
+//! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
+//!   before the far side confirmed it.
+//! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.
 //! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.
 //! - [`demo`]: the zero-setup demo: bundled simulator + embedded MQTT broker + gateway.
 
@@ -29,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod mapping;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;

@@ -96,6 +96,7 @@ impl Router {
                     id_short_path: rule.path.clone(),
                     value_type: location.value_type,
                     topic,
+                    outbox_id: Default::default(),
                 }),
                 location,
             });

@@ -65,7 +65,10 @@ pub enum TypedValue {
 }
 
 /// Where an update goes: resolved once, at start, from a mapping rule.
-#[derive(Debug)]
+///
+/// Serialised once into the outbox (entries refer to it by id), so a restart with a changed
+/// config still delivers what an earlier config queued.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ElementTarget {
     /// Submodel identifier (IRI/URN) the element lives in.
     pub submodel_id: String,
@@ -79,6 +82,9 @@ pub struct ElementTarget {
     pub value_type: crate::aas::XsType,
     /// MQTT topic of this element (computed once from the topic scheme).
     pub topic: String,
+    /// Id of this target in the outbox's target table, assigned on first use.
+    #[serde(skip)]
+    pub outbox_id: std::sync::OnceLock<u32>,
 }
 
 /// One value for one submodel element, ready for the store and the sinks.

@@ -1,11 +1,12 @@
 //! Wiring: sources → dispatcher (mapping + AAS store) → sinks, plus the API.
 //!
-//! Every arrow is a bounded channel: when a sink cannot keep up, its channel fills, the
-//! dispatcher waits, the source channel fills, and the OPC UA client stops taking publish
-//! responses (the server queues). Memory stays bounded; nothing is dropped silently.
+//! Sources feed the dispatcher over a bounded channel; the dispatcher writes every batch durably
+//! into the outbox, which each sink reads at its own pace. A slow or unreachable sink makes the
+//! outbox grow on disk (bounded by `outbox.max_entries`), never memory.
 //!
 //! Shutdown runs front to back: the token stops the sources, their channel closes, the
-//! dispatcher drains it and closes the sink channels, and each sink flushes what it holds.
+//! dispatcher drains it and closes the outbox, and each sink delivers what is left (up to a
+//! drain timeout; the rest stays in the outbox for the next start).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::api::{self, SharedEnvironment};
 use crate::config::{Config, ConfigErrors};
 use crate::mapping::Router;
 use crate::model::{ReadingBatch, UpdateBatch};
+use crate::outbox::Outbox;
 use crate::sinks::{self, SinkStats};
 use crate::sources::opcua::{self, SourceStats};
 
@@ -38,7 +40,13 @@ pub struct PipelineStats {
     pub sources: Vec<Arc<SourceStats>>,
     pub mqtt: Arc<SinkStats>,
     pub questdb: Arc<SinkStats>,
+    /// The durable outbox (set once started).
+    pub outbox: Option<Arc<Outbox>>,
 }
+
+/// Outbox cursor names of the sinks.
+pub const MQTT_SINK: &str = "mqtt";
+pub const QUESTDB_SINK: &str = "questdb";
 
 /// Checks a config completely: its own settings, the AAS environments and every mapping rule.
 /// Returns all problems found, not just the first.
@@ -124,14 +132,26 @@ impl Gateway {
         };
 
         let mut stats = PipelineStats::default();
-        let mut sink_channels = Vec::new();
+        let mut sink_names = Vec::new();
         if cfg.mqtt.enabled {
-            let (tx, rx) = mpsc::channel(capacity);
-            sink_channels.push(tx);
+            sink_names.push(MQTT_SINK);
+        }
+        if cfg.questdb.enabled {
+            sink_names.push(QUESTDB_SINK);
+        }
+        let outbox_dir = cfg.resolve(&cfg.outbox.dir);
+        let outbox = {
+            let (dir, ocfg) = (outbox_dir.clone(), cfg.outbox.clone());
+            let names = sink_names.clone();
+            tokio::task::spawn_blocking(move || Outbox::open(&dir, ocfg, &names)).await??
+        };
+        info!(path = %outbox.path().display(), sinks = ?sink_names, "durable outbox open");
+        stats.outbox = Some(outbox.clone());
+        if cfg.mqtt.enabled {
             tasks.spawn(sinks::mqtt::run(
                 cfg.mqtt.clone(),
                 cfg.gateway.name.clone(),
-                rx,
+                outbox.reader(MQTT_SINK),
                 stats.mqtt.clone(),
                 shutdown.clone(),
             ));
@@ -139,11 +159,9 @@ impl Gateway {
             info!("MQTT sink is off (mqtt.enabled = false)");
         }
         let questdb_thread = if cfg.questdb.enabled {
-            let (tx, rx) = mpsc::channel(capacity);
-            sink_channels.push(tx);
             Some(sinks::questdb::spawn(
                 cfg.questdb.clone(),
-                rx,
+                outbox.reader(QUESTDB_SINK),
                 stats.questdb.clone(),
                 shutdown.clone(),
                 tokio::runtime::Handle::current(),
@@ -184,7 +202,7 @@ impl Gateway {
             reading_rx,
             router,
             environment.clone(),
-            sink_channels,
+            outbox,
             stats.clone(),
         ));
         tasks.spawn(report(stats.clone(), shutdown.clone()));
@@ -228,12 +246,13 @@ impl Gateway {
     }
 }
 
-/// Maps readings to updates, applies them to the AAS store and hands them to every sink.
+/// Maps readings to updates, applies them to the AAS store and persists them in the outbox,
+/// from which every sink reads. Closes the outbox when the sources are done.
 async fn dispatch(
     mut rx: mpsc::Receiver<ReadingBatch>,
     router: Arc<Router>,
     env: SharedEnvironment,
-    sinks: Vec<mpsc::Sender<UpdateBatch>>,
+    outbox: Arc<Outbox>,
     stats: Arc<PipelineStats>,
 ) {
     let mut reported = HashSet::new();
@@ -264,12 +283,15 @@ async fn dispatch(
         stats
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for tx in &sinks {
-            if tx.send(batch.clone()).await.is_err() {
-                error!("a sink stopped unexpectedly; its values are not delivered");
-            }
+        // Persist before taking the next batch; a failing disk is retried, never skipped.
+        let mut backoff = crate::sources::opcua::Backoff::new();
+        while let Err(e) = outbox.append(batch.clone()).await {
+            let wait = backoff.next_delay();
+            error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot persist values in the outbox; retrying");
+            tokio::time::sleep(wait).await;
         }
     }
+    outbox.close();
 }
 
 /// Logs what flows every 10 s, so an operator sees at a glance that data moves.
@@ -289,6 +311,14 @@ async fn report(stats: Arc<PipelineStats>, shutdown: CancellationToken) {
             mqtt_confirmed = stats.mqtt.confirmed.load(Ordering::Relaxed),
             questdb_confirmed = stats.questdb.confirmed.load(Ordering::Relaxed),
             conversion_errors = stats.conversion_errors.load(Ordering::Relaxed),
+            outbox_depth = stats
+                .outbox
+                .as_ref()
+                .map_or(0, |o| o.stats.depth.load(Ordering::Relaxed)),
+            outbox_dropped = stats
+                .outbox
+                .as_ref()
+                .map_or(0, |o| o.stats.dropped.load(Ordering::Relaxed)),
             "flowing"
         );
         last = updates;

@@ -77,6 +77,8 @@ async fn live_environment_served_by_the_api_passes() {
     cfg.opcua[0].endpoint = sim.endpoint_url();
     cfg.opcua[0].pki_dir = std::env::temp_dir().join("aas-gateway-validators-pki");
     cfg.mqtt.enabled = false;
+    let outbox_dir = tempfile::tempdir().unwrap();
+    cfg.outbox.dir = outbox_dir.path().to_path_buf();
     cfg.api.listen = "127.0.0.1:0".into();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let gateway = Gateway::start(cfg, shutdown.clone()).await.unwrap();

@@ -6,8 +6,10 @@
 //! (`online` after connecting, `offline` as last will).
 //!
 //! The rumqttc event loop is polled continuously by its own task (nothing moves otherwise) and
-//! reconnects with backoff; the session is persistent (`clean_session = false`) so the broker
-//! and the client both keep unacknowledged QoS 1 messages across a reconnect.
+//! reconnects with backoff; the session is persistent (`clean_session = false`). Values come
+//! from the durable outbox in windows of up to 1000 messages; a window is acknowledged to the
+//! outbox only after the broker sent a PUBACK for every message of it (QoS 1), so a broker or
+//! gateway outage never loses a value: it is re-sent (at least once, in order per element).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,13 +17,14 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::SinkStats;
 use crate::config::MqttConfig;
-use crate::model::{format_timestamp, SubmodelUpdate, UpdateBatch};
+use crate::model::{format_timestamp, SubmodelUpdate};
+use crate::outbox::OutboxReader;
 use crate::sources::opcua::Backoff;
 
 /// The JSON body of a value message.
@@ -58,11 +61,20 @@ pub fn state_topic(cfg: &MqttConfig, gateway_name: &str) -> String {
     format!("{}/_gateway/{gateway_name}/state", cfg.topic_prefix)
 }
 
-/// Runs the MQTT sink until `rx` closes (pipeline drained), then waits for outstanding PUBACKs.
+/// How long the sink keeps trying to deliver after shutdown was requested. What is still
+/// unconfirmed then stays in the outbox and is sent after the next start.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages published before waiting for their PUBACKs (also the client's in-flight window).
+const WINDOW: usize = 1000;
+
+/// Runs the MQTT sink: reads the outbox in order, publishes, and acknowledges to the outbox only
+/// what the broker confirmed. Ends when the outbox is closed and drained, or [`DRAIN_TIMEOUT`]
+/// after `shutdown`.
 pub async fn run(
     cfg: MqttConfig,
     gateway_name: String,
-    mut rx: mpsc::Receiver<UpdateBatch>,
+    mut reader: OutboxReader,
     stats: Arc<SinkStats>,
     shutdown: CancellationToken,
 ) {
@@ -73,9 +85,10 @@ pub async fn run(
     let state_topic = state_topic(&cfg, &gateway_name);
     let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
+        // A persistent session: unacknowledged QoS 1 messages are re-sent after a reconnect.
         .set_clean_session(false)
         .set_max_packet_size(1 << 20, 1 << 20)
-        .set_inflight(1000)
+        .set_inflight(WINDOW as u16)
         .set_last_will(LastWill::new(
             &state_topic,
             "offline",
@@ -85,22 +98,25 @@ pub async fn run(
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
-    let (client, mut event_loop) = AsyncClient::new(opts, cfg.queue_capacity);
+    let (client, mut event_loop) = AsyncClient::new(opts, cfg.queue_capacity.max(WINDOW));
     let qos = if cfg.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
+    let (acked_tx, mut acked_rx) = watch::channel(0u64);
 
-    // The event loop task: polls forever, counts confirmations, announces the gateway.
-    let loop_stats = stats.clone();
+    // The event loop task: polls forever (nothing moves otherwise), counts PUBACKs,
+    // reconnects with backoff and announces the gateway.
     let loop_client = client.clone();
     let stop_polling = CancellationToken::new();
     let stop = stop_polling.clone();
     let broker = format!("{}:{}", cfg.host, cfg.port);
+    let loop_stats = stats.clone();
     let poller = tokio::spawn(async move {
         let mut backoff = Backoff::new();
         let mut connected = false;
+        let mut acked = 0u64;
         loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -114,15 +130,16 @@ pub async fn run(
                     // QoS 0 so that its PUBACK never counts as a confirmed value.
                     let _ = loop_client.try_publish(&state_topic, QoS::AtMostOnce, true, "online");
                 }
-                Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => {
-                    loop_stats.confirmed.fetch_add(1, Ordering::Relaxed);
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acked += 1;
+                    let _ = acked_tx.send(acked);
                 }
                 Ok(_) => {}
                 Err(e) => {
                     loop_stats.errors.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff.next_delay();
                     if connected {
-                        warn!(broker = %broker, error = %e, "lost the MQTT broker; messages wait in the session until it is back");
+                        warn!(broker = %broker, error = %e, "lost the MQTT broker; values wait in the outbox until it is back");
                     } else {
                         warn!(broker = %broker, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the MQTT broker");
                     }
@@ -136,42 +153,62 @@ pub async fn run(
         }
     });
 
-    let mut published = 0u64;
-    while let Some(batch) = rx.recv().await {
-        for u in batch.iter() {
-            stats.received.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = client
-                .publish(u.target.topic.as_str(), qos, cfg.retain, payload(u))
-                .await
-            {
-                // Only happens when the event loop is gone, i.e. during shutdown.
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, topic = %u.target.topic, "MQTT publish failed");
-            } else {
-                published += 1;
-                if qos == QoS::AtMostOnce {
-                    // QoS 0 has no confirmation: handing it to the client is all there is.
-                    stats.confirmed.fetch_add(1, Ordering::Relaxed);
-                }
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::pin!(deadline);
+    let mut acked_so_far = 0u64;
+    'deliver: loop {
+        let next = tokio::select! {
+            r = reader.next_batch(WINDOW) => r,
+            _ = &mut deadline => break,
+        };
+        let batch = match next {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break, // outbox closed and fully delivered
+            Err(e) => {
+                error!(error = %e, "MQTT sink cannot read the outbox; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let last_seq = batch
+            .last()
+            .map(|(seq, _)| *seq)
+            .expect("batches are never empty");
+        stats
+            .received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for (_, u) in &batch {
+            let publish = client.publish(u.target.topic.as_str(), qos, cfg.retain, payload(u));
+            tokio::select! {
+                r = publish => if let Err(e) = r {
+                    // Only when the event loop is gone; the batch stays in the outbox.
+                    warn!(error = %e, "MQTT client stopped; undelivered values stay in the outbox");
+                    break 'deliver;
+                },
+                _ = &mut deadline => break 'deliver,
             }
         }
+        if qos == QoS::AtLeastOnce {
+            let target = acked_so_far + batch.len() as u64;
+            tokio::select! {
+                r = acked_rx.wait_for(|&n| n >= target) => if r.is_err() { break },
+                _ = &mut deadline => {
+                    warn!("MQTT broker did not confirm every value before shutdown; they stay in the outbox");
+                    break;
+                }
+            }
+            acked_so_far = target;
+        }
+        stats
+            .confirmed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Err(e) = reader.ack(last_seq).await {
+            error!(error = %e, "MQTT sink cannot record its outbox position; values may be sent again");
+        }
     }
-
-    // Drained: wait (bounded) until the broker confirmed everything we handed over.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stats.confirmed.load(Ordering::Relaxed) < published
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let confirmed = stats.confirmed.load(Ordering::Relaxed);
-    if confirmed < published {
-        warn!(
-            published,
-            confirmed, "MQTT broker did not confirm every value before shutdown"
-        );
-    }
-    let _ = shutdown; // shutdown is driven by the pipeline closing `rx`
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop_polling.cancel();

@@ -8,26 +8,24 @@
 //! `value_str`), `status` (OPC UA status code); designated timestamp = OPC UA source timestamp.
 //! Dedup key for at-least-once delivery: (table, asset, element, timestamp).
 //!
-//! Rows are flushed when `flush_rows` are buffered or the oldest is `flush_interval_ms` old. A
-//! failed flush keeps the buffer and is retried with backoff; meanwhile no new batches are taken,
-//! so the bounded channel in front of this sink fills and slows the pipeline instead of growing.
+//! Rows are read from the durable outbox and flushed when `flush_rows` are buffered or the oldest
+//! is `flush_interval_ms` old; only a confirmed flush (HTTP 2xx) is acknowledged to the outbox. A
+//! failed flush keeps the buffer and is retried with backoff; meanwhile nothing new is read, and
+//! the values wait on disk in the outbox, not in memory.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use questdb::ingress::{Buffer, Sender, TimestampNanos};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::SinkStats;
 use crate::config::QuestDbConfig;
-use crate::model::{SubmodelUpdate, TypedValue, UpdateBatch};
+use crate::model::{SubmodelUpdate, TypedValue};
+use crate::outbox::OutboxReader;
 use crate::sources::opcua::Backoff;
-
-/// How long a final flush at shutdown keeps retrying before it reports the rows as not delivered.
-const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
 
 /// Appends one update as one ILP row.
 pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> questdb::Result<()> {
@@ -55,23 +53,28 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
     buf.at(TimestampNanos::new(u.source_ts_nanos))
 }
 
-/// Starts the sink thread; it ends when `rx` closes and the last rows are flushed.
+/// How long the sink keeps trying to deliver after shutdown was requested. What is still
+/// unconfirmed then stays in the outbox and is written after the next start.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the sink thread; it ends when the outbox is closed and drained (or
+/// [`DRAIN_TIMEOUT`] after `shutdown`).
 pub fn spawn(
     cfg: QuestDbConfig,
-    rx: mpsc::Receiver<UpdateBatch>,
+    reader: OutboxReader,
     stats: Arc<SinkStats>,
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("questdb-sink".into())
-        .spawn(move || run(cfg, rx, stats, shutdown, runtime))
+        .spawn(move || run(cfg, reader, stats, shutdown, runtime))
         .expect("spawn questdb sink thread")
 }
 
 fn run(
     cfg: QuestDbConfig,
-    mut rx: mpsc::Receiver<UpdateBatch>,
+    mut reader: OutboxReader,
     stats: Arc<SinkStats>,
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
@@ -79,14 +82,29 @@ fn run(
     let interval = Duration::from_millis(cfg.flush_interval_ms.max(1));
     let mut sender: Option<Sender> = None;
     let mut buffer: Option<Buffer> = None;
-    // Updates not yet written into `buffer` because no sender (hence no buffer) exists yet.
     let mut rows = 0usize;
+    // Outbox position of the last row in the buffer: acknowledged after a confirmed flush.
+    let mut last_seq = 0u64;
     let mut oldest: Option<Instant> = None;
-    let mut closed = false;
+    let mut drained = false;
     let mut backoff = Backoff::new();
     let mut logged_ok = false;
-    let mut giving_up_since: Option<Instant> = None;
-    while !closed || rows > 0 {
+    let mut shutdown_at: Option<Instant> = None;
+    let out_of_time = |shutdown_at: &mut Option<Instant>| {
+        if shutdown.is_cancelled() {
+            shutdown_at.get_or_insert_with(Instant::now).elapsed() >= DRAIN_TIMEOUT
+        } else {
+            false
+        }
+    };
+    while !drained || rows > 0 {
+        if out_of_time(&mut shutdown_at) {
+            warn!(
+                rows,
+                "QuestDB/ILP did not confirm every value before shutdown; they stay in the outbox"
+            );
+            return;
+        }
         // Connect (lazily, and again after a failure that requires a new connection).
         if sender.is_none() {
             match Sender::from_conf(&cfg.conf) {
@@ -100,13 +118,7 @@ fn run(
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff.next_delay();
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot open the QuestDB/ILP connection");
-                    if closed
-                        && shutdown.is_cancelled()
-                        && give_up(&mut giving_up_since, &stats, rows)
-                    {
-                        return;
-                    }
-                    std::thread::sleep(wait);
+                    std::thread::sleep(wait.min(Duration::from_secs(1)));
                     continue;
                 }
             }
@@ -118,19 +130,23 @@ fn run(
         // Take more input unless a flush is due.
         let due = rows >= cfg.flush_rows
             || oldest.is_some_and(|t| t.elapsed() >= interval)
-            || (closed && rows > 0);
-        if !due && !closed {
+            || (drained && rows > 0);
+        if !due {
             let wait = oldest.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
-            match runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
-                Ok(Some(batch)) => {
-                    for u in batch.iter() {
+            let room = cfg.flush_rows - rows;
+            let next = runtime
+                .block_on(async { tokio::time::timeout(wait, reader.next_batch(room)).await });
+            match next {
+                Ok(Ok(Some(batch))) => {
+                    for (seq, u) in &batch {
                         stats.received.fetch_add(1, Ordering::Relaxed);
+                        last_seq = *seq;
                         let _ = buf.set_marker();
                         if let Err(e) = append_row(buf, &cfg.table_prefix, u) {
-                            // A name ILP cannot carry: report the element, keep the rest.
+                            // A value ILP cannot carry (e.g. an invalid name): say which, keep the rest.
                             stats.dropped.fetch_add(1, Ordering::Relaxed);
                             let _ = buf.rewind_to_marker();
-                            warn!(error = %e, element = %u.target.id_short_path, "value cannot be written as an ILP row");
+                            error!(error = %e, element = %u.target.id_short_path, "value cannot be written as an ILP row; skipped");
                             continue;
                         }
                         buf.clear_marker();
@@ -139,19 +155,27 @@ fn run(
                     if rows > 0 && oldest.is_none() {
                         oldest = Some(Instant::now());
                     }
+                    if rows == 0 && last_seq > 0 {
+                        // Everything in the batch was unwritable: move past it.
+                        let _ = reader.ack_blocking(last_seq);
+                    }
                 }
-                Ok(None) => closed = true,
+                Ok(Ok(None)) => drained = true,
+                Ok(Err(e)) => {
+                    error!(error = %e, "QuestDB sink cannot read the outbox; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
                 Err(_elapsed) => {}
             }
-            continue;
-        }
-        if rows == 0 {
             continue;
         }
         let s = sender.as_mut().expect("connected above");
         match s.flush(buf) {
             Ok(()) => {
                 stats.confirmed.fetch_add(rows as u64, Ordering::Relaxed);
+                if let Err(e) = reader.ack_blocking(last_seq) {
+                    error!(error = %e, "QuestDB sink cannot record its outbox position; values may be written again");
+                }
                 if !logged_ok {
                     info!("writing to QuestDB/ILP");
                     logged_ok = true;
@@ -168,27 +192,8 @@ fn run(
                 if s.must_close() {
                     sender = None;
                 }
-                if closed && shutdown.is_cancelled() && give_up(&mut giving_up_since, &stats, rows)
-                {
-                    return;
-                }
-                std::thread::sleep(wait);
+                std::thread::sleep(wait.min(Duration::from_secs(2)));
             }
         }
-    }
-}
-
-/// At shutdown, retries stop after [`SHUTDOWN_RETRY`]; whatever is left is reported loudly.
-fn give_up(since: &mut Option<Instant>, stats: &SinkStats, rows: usize) -> bool {
-    let since = *since.get_or_insert_with(Instant::now);
-    if since.elapsed() >= SHUTDOWN_RETRY {
-        stats.dropped.fetch_add(rows as u64, Ordering::Relaxed);
-        tracing::error!(
-            rows,
-            "QuestDB/ILP unreachable at shutdown: these rows were NOT stored"
-        );
-        true
-    } else {
-        false
     }
 }

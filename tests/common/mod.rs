@@ -41,49 +41,76 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on port {port} within 15 s");
 }
 
-/// A mosquitto broker of the test's own.
+/// Sends SIGTERM (so the peer saves its state) and waits for the process to end.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A mosquitto broker of the test's own, with persistence so that subscribers' persistent
+/// sessions survive a broker restart.
 pub struct Mosquitto {
     pub port: u16,
     child: Child,
+    conf: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
-        Self::start_on(free_port())
-    }
-
-    pub fn start_on(port: u16) -> Mosquitto {
         let bin = require("mosquitto");
         let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\nlog_dest stderr\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\nlog_dest stderr\n",
+                dir.path().display()
             ),
         )
         .unwrap();
+        let child = Self::spawn(&bin, &conf, port);
+        Mosquitto {
+            port,
+            child,
+            conf,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(bin: &std::path::Path, conf: &std::path::Path, port: u16) -> Child {
         let mut child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start mosquitto");
         wait_for_port(port, "mosquitto", &mut child);
-        Mosquitto {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
     }
 
-    pub fn stop(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
+    /// Stops the broker (it saves its sessions).
+    pub fn stop(&mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// Starts it again on the same port with the same state.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&require("mosquitto"), &self.conf, self.port);
     }
 }
 
@@ -111,11 +138,19 @@ pub struct Series {
 
 impl VictoriaMetrics {
     pub fn start() -> VictoriaMetrics {
-        let bin = require("victoria-metrics");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut child = Command::new(bin)
-            .arg(format!("-storageDataPath={}", dir.path().display()))
+        let child = Self::spawn(dir.path(), port);
+        VictoriaMetrics {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16) -> Child {
+        let mut child = Command::new(require("victoria-metrics"))
+            .arg(format!("-storageDataPath={}", dir.display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg("-retentionPeriod=100y")
             .arg("-search.disableCache")
@@ -125,11 +160,17 @@ impl VictoriaMetrics {
             .spawn()
             .expect("start victoria-metrics");
         wait_for_port(port, "victoria-metrics", &mut child);
-        VictoriaMetrics {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Stops the server (it flushes its data first).
+    pub fn stop(&mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self._dir.path(), self.port);
     }
 
     /// questdb-rs config string for this server (VictoriaMetrics speaks ILP protocol version 1).
@@ -200,6 +241,8 @@ impl MqttCollector {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
         let mut opts = MqttOptions::new(format!("test-collector-{port}"), "127.0.0.1", port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
+        // A persistent session: the broker keeps our messages while we (or it) reconnect.
+        opts.set_clean_session(false);
         let (client, mut events) = AsyncClient::new(opts, 100);
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -236,6 +279,32 @@ impl MqttCollector {
     pub fn snapshot(&self) -> Vec<(String, serde_json::Value)> {
         self.messages.lock().unwrap().clone()
     }
+
+    /// Waits until a message whose topic starts with `prefix` arrived after `already` messages.
+    pub async fn wait_for(&self, prefix: &str, already: usize, within: Duration) {
+        let t0 = Instant::now();
+        loop {
+            if self
+                .messages
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(already)
+                .any(|(t, _)| t.starts_with(prefix))
+            {
+                return;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "no message on {prefix}* within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
 }
 
 impl Drop for MqttCollector {
@@ -255,4 +324,208 @@ pub fn parse_ts(s: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{s:?}: {e}"))
         .timestamp_nanos_opt()
         .unwrap()
+}
+
+/// The scenario most tests share: the simulator's CNC machine mapped onto CNC1's
+/// OperationalData, and helpers to compare what it produced with what arrived.
+pub mod cnc {
+    use std::collections::BTreeMap;
+
+    use opcua::types::Variant;
+    use serde_json::{json, Value};
+
+    pub const SUBMODEL: &str = "urn:aas-gateway:sim:sm:cnc1:operational-data";
+
+    /// The CNC nodes mapped, each onto the element of the same idShort.
+    pub const NODES: &[&str] = &[
+        "SpindleSpeed",
+        "SpindleLoad",
+        "FeedRate",
+        "AxisPositions",
+        "ProgramName",
+        "PartCount",
+        "ExecutionState",
+        "AlarmCode",
+        "Running",
+        "LastCycleEnd",
+    ];
+
+    /// Per element: source timestamp (ns) → value as JSON.
+    pub type Values = BTreeMap<String, BTreeMap<i64, Value>>;
+
+    /// A gateway config for the scenario; the outbox lives next to the config file.
+    pub fn config_toml(
+        endpoint: &str,
+        mqtt_port: u16,
+        ilp_conf: &str,
+        pki: &std::path::Path,
+    ) -> String {
+        let mut s = format!(
+            r#"
+[gateway]
+name = "test-gateway-{mqtt_port}"
+[api]
+listen = "127.0.0.1:0"
+[aas]
+environments = ["{root}/aas-templates/cnc1.aas.json"]
+[[opcua]]
+name = "sim"
+endpoint = "{endpoint}"
+publishing_interval_ms = 100
+sampling_interval_ms = 0
+queue_size = 20
+pki_dir = "{pki}"
+[mqtt]
+port = {mqtt_port}
+topic_prefix = "t"
+[questdb]
+enabled = true
+conf = "{ilp_conf}"
+flush_interval_ms = 200
+[outbox]
+dir = "outbox"
+"#,
+            root = super::repo_root().display(),
+            pki = pki.display(),
+        );
+        for node in NODES {
+            s += &format!(
+                "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:cnc;s=CNC1.{node}\"\nsubmodel = \"{SUBMODEL}\"\npath = \"{node}\"\n"
+            );
+        }
+        s
+    }
+
+    /// The JSON value a simulator variant must appear as — written independently of the
+    /// gateway's own conversion code.
+    pub fn expected_json(v: &Variant) -> Value {
+        match v {
+            Variant::Double(f) => json!(f),
+            Variant::Float(f) => json!(f),
+            Variant::Int32(i) => json!(i),
+            Variant::UInt32(u) => json!(u),
+            Variant::UInt16(u) => json!(u),
+            Variant::Boolean(b) => json!(b),
+            Variant::String(s) => json!(s.as_ref()),
+            Variant::DateTime(dt) => json!(dt
+                .as_chrono()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Variant::Array(a) => Value::Array(a.values.iter().map(expected_json).collect()),
+            other => panic!("test does not expect {other:?}"),
+        }
+    }
+
+    fn in_windows(ts: i64, windows: &[(i64, i64)]) -> bool {
+        windows.iter().any(|(a, b)| ts >= *a && ts <= *b)
+    }
+
+    /// What the simulator produced inside the windows (drains the receiver).
+    pub fn produced(
+        rx: &mut tokio::sync::broadcast::Receiver<opcua_sim::Change>,
+        windows: &[(i64, i64)],
+    ) -> Values {
+        let mut out = Values::new();
+        loop {
+            match rx.try_recv() {
+                Ok(c) => {
+                    let Some(name) = c.node_id.strip_prefix("nsu=urn:opcua-sim:cnc;s=CNC1.") else {
+                        continue;
+                    };
+                    if !NODES.contains(&name) {
+                        continue;
+                    }
+                    let ts =
+                        aas_gateway::sources::opcua::convert::datetime_nanos(&c.source_timestamp);
+                    if in_windows(ts, windows) {
+                        out.entry(name.to_string())
+                            .or_default()
+                            .insert(ts, expected_json(&c.value));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    panic!("the test fell {n} changes behind the simulator")
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// What arrived over MQTT inside the windows; also checks per-element order (duplicates of
+    /// an already seen timestamp are allowed: at least once) and returns the duplicate count.
+    pub fn received(
+        messages: &[(String, Value)],
+        prefix: &str,
+        windows: &[(i64, i64)],
+    ) -> (Values, usize) {
+        let mut out = Values::new();
+        let mut seen: BTreeMap<String, std::collections::BTreeSet<i64>> = BTreeMap::new();
+        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+        let mut duplicates = 0;
+        for (topic, body) in messages {
+            let Some(path) = topic.strip_prefix(prefix) else {
+                continue;
+            };
+            let ts = super::parse_ts(body["timestamp"].as_str().unwrap());
+            if !seen.entry(path.to_string()).or_default().insert(ts) {
+                duplicates += 1;
+                continue;
+            }
+            let last = newest.entry(path.to_string()).or_insert(i64::MIN);
+            assert!(
+                ts > *last,
+                "{path}: value of {ts} arrived after a newer one ({last})"
+            );
+            *last = ts;
+            if in_windows(ts, windows) {
+                out.entry(path.replace('/', "."))
+                    .or_default()
+                    .insert(ts, body["value"].clone());
+            }
+        }
+        out.retain(|_, v| !v.is_empty());
+        (out, duplicates)
+    }
+
+    /// Numeric values (what VictoriaMetrics can hold) of `values`, at millisecond precision.
+    pub fn numeric_ms(values: &Values) -> BTreeMap<String, BTreeMap<i64, String>> {
+        let mut out: BTreeMap<String, BTreeMap<i64, String>> = BTreeMap::new();
+        for (path, vs) in values {
+            for (ts, v) in vs {
+                let number = match v {
+                    Value::Number(n) => n.as_f64().unwrap(),
+                    Value::Bool(b) => *b as u8 as f64,
+                    _ => continue,
+                };
+                out.entry(path.clone())
+                    .or_default()
+                    .insert(ts / 1_000_000, format!("{number}"));
+            }
+        }
+        out
+    }
+
+    /// The numeric values stored in the ILP server inside the windows.
+    pub async fn stored(
+        ilp: &super::VictoriaMetrics,
+        windows: &[(i64, i64)],
+    ) -> BTreeMap<String, BTreeMap<i64, String>> {
+        let mut out: BTreeMap<String, BTreeMap<i64, String>> = BTreeMap::new();
+        for s in ilp.export("OperationalData_value_(double|long|bool)").await {
+            assert_eq!(s.metric["asset"], "CNC1");
+            let element = s.metric["element"].as_str().unwrap().to_string();
+            for (v, ts) in s.values.iter().zip(&s.timestamps_ms) {
+                if in_windows(ts * 1_000_000, windows) {
+                    out.entry(element.clone())
+                        .or_default()
+                        .insert(*ts, format!("{v}"));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn now_nanos() -> i64 {
+        chrono::Utc::now().timestamp_nanos_opt().unwrap()
+    }
 }

@@ -158,6 +158,7 @@ pub struct Cnc {
     cycle_len: u64,
     cycle_pos: u64,
     program: usize,
+    parts_in_program: u32,
     part_count: u32,
     alarm_code: i32,
     last_cycle_end: DateTime,
@@ -181,6 +182,7 @@ impl Cnc {
             cycle_len: 30,
             cycle_pos: 0,
             program: 0,
+            parts_in_program: 0,
             part_count: 0,
             alarm_code: 0,
             last_cycle_end: start,
@@ -256,7 +258,9 @@ impl Machine for Cnc {
                     self.part_count = self.part_count.wrapping_add(1);
                     self.last_cycle_end = ctx.now;
                     self.tool_wear += 0.02;
-                    if self.part_count % 25 == 0 {
+                    self.parts_in_program += 1;
+                    if self.parts_in_program == 25 {
+                        self.parts_in_program = 0;
                         self.program = (self.program + 1) % CNC_PROGRAMS.len();
                         self.tool_wear = 0.0; // tool change with the program change
                     }
