@@ -203,6 +203,21 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     /// Messages that may wait in the client's request queue; a full queue slows the pipeline.
     pub queue_capacity: usize,
+    /// Also publish Eclipse BaSyx-compatible element events on
+    /// `sm-repository/<basyx_repo_id>/submodels/<base64url submodel id>/submodelElements/<idShortPath>/updated`
+    /// with the element's AAS JSON as payload, so BaSyx-style consumers can subscribe unchanged.
+    pub basyx_events: bool,
+    /// Repository id in BaSyx event topics.
+    pub basyx_repo_id: String,
+    /// Connect over TLS (MQTT over TLS, usually port 8883).
+    pub tls: bool,
+    /// PEM file with the CA certificate(s) the broker's certificate must chain to (relative to
+    /// the config file); without it the operating system's trusted roots are used.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for brokers that require mutual TLS (with `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -219,6 +234,12 @@ impl Default for MqttConfig {
             password: None,
             keep_alive_s: 30,
             queue_capacity: 10_000,
+            basyx_events: false,
+            basyx_repo_id: "aas-gateway".into(),
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -431,6 +452,24 @@ impl Config {
             }
             if self.mqtt.queue_capacity == 0 {
                 errors.push("mqtt.queue_capacity", "must be at least 1");
+            }
+            for (field, file) in [
+                ("mqtt.ca_file", &self.mqtt.ca_file),
+                ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
+                ("mqtt.client_key_file", &self.mqtt.client_key_file),
+            ] {
+                if let Some(f) = file {
+                    let p = self.resolve(f);
+                    if !p.is_file() {
+                        errors.push(field, format!("{} does not exist", p.display()));
+                    }
+                }
+            }
+            if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
+                errors.push(
+                    "mqtt.client_key_file",
+                    "client_cert_file and client_key_file go together",
+                );
             }
             if self.mqtt.topic_prefix.contains(['+', '#']) {
                 errors.push("mqtt.topic_prefix", "must not contain the wildcards + or #");

@@ -148,8 +148,10 @@ impl Gateway {
         info!(path = %outbox.path().display(), sinks = ?sink_names, "durable outbox open");
         stats.outbox = Some(outbox.clone());
         if cfg.mqtt.enabled {
+            let tls = sinks::mqtt::tls_configuration(&cfg.mqtt, |p| cfg.resolve(p))?;
             tasks.spawn(sinks::mqtt::run(
                 cfg.mqtt.clone(),
+                tls,
                 cfg.gateway.name.clone(),
                 outbox.reader(MQTT_SINK),
                 stats.mqtt.clone(),

@@ -27,7 +27,7 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
     .await
     .unwrap();
     let mut changes = sim.subscribe_changes();
-    let collector = MqttCollector::start(broker.port, "t/#").await;
+    let collector = MqttCollector::start(broker.port, "#").await;
 
     let cfg_path = dir.path().join("gateway.toml");
     let toml = cnc::config_toml(
@@ -35,6 +35,10 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
         broker.port,
         &ilp.ilp_conf(),
         &dir.path().join("pki"),
+    )
+    .replace(
+        "topic_prefix = \"t\"",
+        "topic_prefix = \"t\"\nbasyx_events = true",
     );
     std::fs::write(&cfg_path, toml).unwrap();
     let shutdown = CancellationToken::new();
@@ -116,6 +120,33 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
         "MQTT values differ from what the simulator produced"
     );
     assert_eq!(duplicates, 0, "no duplicates without a failure");
+
+    // BaSyx-compatible events mirror every value message, with the element as AAS JSON.
+    let basyx_prefix = format!("sm-repository/aas-gateway/submodels/{encoded}/submodelElements/");
+    let values: Vec<_> = messages
+        .iter()
+        .filter(|(t, _)| t.starts_with("t/CNC1/"))
+        .collect();
+    let events: Vec<_> = messages
+        .iter()
+        .filter(|(t, _)| t.starts_with(&basyx_prefix))
+        .collect();
+    assert_eq!(
+        events.len(),
+        values.len(),
+        "one BaSyx event per value message"
+    );
+    let (topic, event) = events
+        .iter()
+        .find(|(t, _)| t.ends_with("/SpindleSpeed/updated"))
+        .expect("a SpindleSpeed event");
+    assert_eq!(event["modelType"], "Property", "{topic}: {event}");
+    assert_eq!(event["idShort"], "SpindleSpeed");
+    assert_eq!(event["valueType"], "xs:double");
+    assert!(
+        event["value"].as_str().unwrap().parse::<f64>().is_ok(),
+        "{event}"
+    );
 
     // ILP: numeric elements, read back from VictoriaMetrics (which keeps milliseconds).
     let expected = cnc::numeric_ms(&produced);

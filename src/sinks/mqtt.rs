@@ -56,6 +56,78 @@ pub fn payload(u: &SubmodelUpdate) -> Vec<u8> {
     serde_json::to_vec(&p).expect("payload serialises")
 }
 
+/// Builds the TLS settings from the config (files already resolved against the config dir).
+/// Errors name the file that could not be read.
+pub fn tls_configuration(
+    cfg: &MqttConfig,
+    resolve: impl Fn(&std::path::Path) -> std::path::PathBuf,
+) -> anyhow::Result<Option<rumqttc::TlsConfiguration>> {
+    if !cfg.tls {
+        return Ok(None);
+    }
+    // rumqttc is built without a default crypto provider (two linked providers panic at start);
+    // install ring, the one the rest of the gateway uses, once per process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |field: &str, p: &std::path::Path| {
+        let p = resolve(p);
+        std::fs::read(&p).map_err(|e| anyhow::anyhow!("{field}: cannot read {}: {e}", p.display()))
+    };
+    let Some(ca_file) = &cfg.ca_file else {
+        return Ok(Some(rumqttc::TlsConfiguration::default()));
+    };
+    let ca = read("mqtt.ca_file", ca_file)?;
+    let client_auth = match (&cfg.client_cert_file, &cfg.client_key_file) {
+        (Some(c), Some(k)) => Some((
+            read("mqtt.client_cert_file", c)?,
+            read("mqtt.client_key_file", k)?,
+        )),
+        _ => None,
+    };
+    Ok(Some(rumqttc::TlsConfiguration::Simple {
+        ca,
+        alpn: None,
+        client_auth,
+    }))
+}
+
+/// BaSyx-compatible event topic of an element.
+pub fn basyx_topic(repo_id: &str, u: &SubmodelUpdate) -> String {
+    format!(
+        "sm-repository/{repo_id}/submodels/{}/submodelElements/{}/updated",
+        crate::api::encode_id(&u.target.submodel_id),
+        u.target.id_short_path
+    )
+}
+
+/// BaSyx-compatible event payload: the element as AAS JSON with its new value.
+pub fn basyx_payload(u: &SubmodelUpdate) -> Vec<u8> {
+    let t = &u.target;
+    let id_short = t
+        .id_short_path
+        .rsplit('.')
+        .next()
+        .unwrap_or(&t.id_short_path);
+    let value_type = t.value_type.as_str();
+    let element = match &u.value {
+        crate::model::TypedValue::List(items) => serde_json::json!({
+            "modelType": "SubmodelElementList",
+            "idShort": id_short,
+            "typeValueListElement": "Property",
+            "valueTypeListElement": value_type,
+            "value": items.iter().map(|v| serde_json::json!({
+                "modelType": "Property", "valueType": value_type, "value": t.value_type.lexical(v)
+            })).collect::<Vec<_>>(),
+        }),
+        v => serde_json::json!({
+            "modelType": "Property",
+            "idShort": id_short,
+            "valueType": value_type,
+            "value": t.value_type.lexical(v),
+        }),
+    };
+    serde_json::to_vec(&element).expect("element serialises")
+}
+
 /// Topic of the gateway's retained online/offline state.
 pub fn state_topic(cfg: &MqttConfig, gateway_name: &str) -> String {
     format!("{}/_gateway/{gateway_name}/state", cfg.topic_prefix)
@@ -73,6 +145,7 @@ const WINDOW: usize = 1000;
 /// after `shutdown`.
 pub async fn run(
     cfg: MqttConfig,
+    tls: Option<rumqttc::TlsConfiguration>,
     gateway_name: String,
     mut reader: OutboxReader,
     stats: Arc<SinkStats>,
@@ -97,6 +170,9 @@ pub async fn run(
         ));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(tls) = tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(tls));
     }
     let (client, mut event_loop) = AsyncClient::new(opts, cfg.queue_capacity.max(WINDOW));
     let qos = if cfg.qos == 0 {
@@ -180,19 +256,26 @@ pub async fn run(
         stats
             .received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut messages = 0u64;
         for (_, u) in &batch {
-            let publish = client.publish(u.target.topic.as_str(), qos, cfg.retain, payload(u));
-            tokio::select! {
-                r = publish => if let Err(e) = r {
-                    // Only when the event loop is gone; the batch stays in the outbox.
-                    warn!(error = %e, "MQTT client stopped; undelivered values stay in the outbox");
-                    break 'deliver;
-                },
-                _ = &mut deadline => break 'deliver,
+            let mut publishes = vec![(u.target.topic.clone(), payload(u))];
+            if cfg.basyx_events {
+                publishes.push((basyx_topic(&cfg.basyx_repo_id, u), basyx_payload(u)));
+            }
+            for (topic, body) in publishes {
+                messages += 1;
+                tokio::select! {
+                    r = client.publish(topic, qos, cfg.retain, body) => if let Err(e) = r {
+                        // Only when the event loop is gone; the batch stays in the outbox.
+                        warn!(error = %e, "MQTT client stopped; undelivered values stay in the outbox");
+                        break 'deliver;
+                    },
+                    _ = &mut deadline => break 'deliver,
+                }
             }
         }
         if qos == QoS::AtLeastOnce {
-            let target = acked_so_far + batch.len() as u64;
+            let target = acked_so_far + messages;
             tokio::select! {
                 r = acked_rx.wait_for(|&n| n >= target) => if r.is_err() { break },
                 _ = &mut deadline => {

@@ -69,6 +69,32 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// A broker with a second, TLS listener (certificates from [`TlsCerts`]); returns it and
+    /// the TLS port.
+    pub fn start_with_tls(certs: &TlsCerts) -> (Mosquitto, u16) {
+        let tls_port = free_port();
+        let extra = format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            certs.ca.display(),
+            certs.server_cert.display(),
+            certs.server_key.display()
+        );
+        let m = Self::start_with(&extra);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto's TLS listener did not open"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (m, tls_port)
+    }
+
+    fn start_with(extra: &str) -> Mosquitto {
         let bin = require("mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -79,7 +105,7 @@ impl Mosquitto {
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
                  max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\nlog_dest stderr\n",
                 dir.path().display()
-            ),
+            ) + extra,
         )
         .unwrap();
         let child = Self::spawn(&bin, &conf, port);
@@ -527,5 +553,87 @@ dir = "outbox"
 
     pub fn now_nanos() -> i64 {
         chrono::Utc::now().timestamp_nanos_opt().unwrap()
+    }
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+pub struct TlsCerts {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsCerts {
+    pub fn generate() -> TlsCerts {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl is installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aas-gateway test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        TlsCerts {
+            ca: d.join("ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            _dir: dir,
+        }
     }
 }

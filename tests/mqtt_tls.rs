@@ -1,0 +1,84 @@
+//! MQTT over TLS against a real mosquitto TLS listener: values arrive when the broker's CA is
+//! configured; with a CA that did not sign the broker, nothing is sent and the log says why.
+
+mod common;
+
+use std::time::Duration;
+
+use aas_gateway::config::Config;
+use aas_gateway::pipeline::Gateway;
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+async fn run_gateway(
+    tls_port: u16,
+    ca: &std::path::Path,
+    sim_url: &str,
+    dir: &std::path::Path,
+) -> (Gateway, CancellationToken) {
+    let toml = cnc::config_toml(
+        sim_url,
+        tls_port,
+        "http::addr=127.0.0.1:1;",
+        &dir.join("pki"),
+    )
+    .replace(
+        "topic_prefix = \"t\"",
+        &format!(
+            "topic_prefix = \"t\"\ntls = true\nca_file = \"{}\"",
+            ca.display()
+        ),
+    )
+    .replace("[questdb]\nenabled = true", "[questdb]\nenabled = false");
+    let cfg_path = dir.join("gateway.toml");
+    std::fs::write(&cfg_path, toml).unwrap();
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::start(Config::load(&cfg_path).unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    (gateway, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_flow_over_tls_and_a_wrong_ca_is_refused() {
+    let certs = TlsCerts::generate();
+    let (broker, tls_port) = Mosquitto::start_with_tls(&certs);
+    let dir = tempfile::tempdir().unwrap();
+    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
+        port: 0,
+        tick_ms: 200,
+        pki_dir: dir.path().join("sim-pki"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The collector listens on the broker's plain listener; the gateway must use TLS.
+    let collector = MqttCollector::start(broker.port, "t/#").await;
+
+    let (gateway, shutdown) =
+        run_gateway(tls_port, &certs.ca, &sim.endpoint_url(), dir.path()).await;
+    collector
+        .wait_for("t/CNC1/", 0, Duration::from_secs(30))
+        .await;
+    shutdown.cancel();
+    gateway.wait().await.unwrap();
+    let over_tls = collector.len();
+    assert!(over_tls > 0);
+
+    // A CA that did not sign the broker's certificate: the handshake fails, nothing arrives.
+    let other = TlsCerts::generate();
+    let dir2 = tempfile::tempdir().unwrap();
+    let (gateway, shutdown) =
+        run_gateway(tls_port, &other.ca, &sim.endpoint_url(), dir2.path()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        collector.len(),
+        over_tls,
+        "nothing may be delivered to an unverified broker"
+    );
+    let pending = gateway.stats.outbox.as_ref().unwrap().lag("mqtt");
+    assert!(pending > 0, "values wait in the outbox instead");
+    shutdown.cancel();
+    gateway.wait().await.unwrap();
+    sim.stop().await;
+}
