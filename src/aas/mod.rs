@@ -5,6 +5,8 @@
 //! not interpret. Mapped elements are located once at start ([`AasStore::locate`]) and updated
 //! through that precomputed location, so the hot path never searches by name.
 
+pub mod model;
+pub mod view;
 pub mod xs;
 
 use std::collections::HashMap;
@@ -61,9 +63,20 @@ impl Environment {
     }
 
     /// Adds the shells, submodels and concept descriptions of one environment document.
+    ///
+    /// The document is first parsed through the typed metamodel ([`model`]) and checked
+    /// ([`model::validate`]); every problem is reported with its JSON path, one per line.
     pub fn merge(&mut self, doc: Value) -> Result<(), String> {
-        let Value::Object(mut doc) = doc else {
+        if !doc.is_object() {
             return Err("an AAS environment must be a JSON object".into());
+        }
+        let typed = model::parse_environment(&doc)?;
+        let problems = model::validate(&typed);
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+        let Value::Object(mut doc) = doc else {
+            unreachable!("checked above")
         };
         let mut take = |key: &str| match doc.remove(key) {
             None => Ok(Vec::new()),
@@ -249,8 +262,19 @@ pub fn parse_id_short_path(path: &str) -> Result<Vec<PathSegment<'_>>, String> {
 
 /// Finds an element by idShortPath; returns the child positions walked and the element.
 pub fn find_element<'v>(submodel: &'v Value, path: &str) -> Result<(Steps, &'v Value), String> {
+    let chain = find_chain(submodel, path)?;
+    let steps = chain.iter().map(|(i, _)| *i).collect();
+    let (_, el) = *chain
+        .last()
+        .ok_or_else(|| format!("{path:?}: empty path"))?;
+    Ok((steps, el))
+}
+
+/// Walks an idShortPath; returns every element passed (position in its parent, element),
+/// outermost first, the target last.
+pub fn find_chain<'v>(submodel: &'v Value, path: &str) -> Result<Vec<(usize, &'v Value)>, String> {
     let segments = parse_id_short_path(path)?;
-    let mut steps = Vec::with_capacity(segments.len());
+    let mut chain = Vec::with_capacity(segments.len());
     let mut children = submodel
         .get("submodelElements")
         .and_then(Value::as_array)
@@ -265,23 +289,34 @@ pub fn find_element<'v>(submodel: &'v Value, path: &str) -> Result<(Steps, &'v V
                 .map(Vec::as_slice)
                 .ok_or_else(|| format!("{path:?}: {} has no child elements", describe(el)))?;
         }
+        let is_list = current
+            .and_then(|el| el.get("modelType"))
+            .and_then(Value::as_str)
+            == Some("SubmodelElementList");
         let (i, child) = match seg {
             PathSegment::IdShort(name) => children
                 .iter()
                 .enumerate()
                 .find(|(_, c)| c.get("idShort").and_then(Value::as_str) == Some(name))
                 .ok_or_else(|| format!("{path:?}: no element {name:?} here"))?,
-            PathSegment::Index(n) => children
+            // Indices address list items only; a collection's children are found by name.
+            PathSegment::Index(n) if is_list => children
                 .get(*n)
                 .map(|c| (*n, c))
                 .ok_or_else(|| format!("{path:?}: index {n} is out of range"))?,
+            PathSegment::Index(n) => {
+                return Err(format!(
+                    "{path:?}: [{n}] used on something that is not a SubmodelElementList"
+                ))
+            }
         };
-        steps.push(i);
+        chain.push((i, child));
         current = Some(child);
     }
-    current
-        .map(|el| (steps, el))
-        .ok_or_else(|| format!("{path:?}: empty path"))
+    if chain.is_empty() {
+        return Err(format!("{path:?}: empty path"));
+    }
+    Ok(chain)
 }
 
 fn describe(el: &Value) -> String {
@@ -294,84 +329,6 @@ fn describe(el: &Value) -> String {
     )
 }
 
-/// The Part 2 "ValueOnly" serialisation of an element.
-pub fn value_only(el: &Value) -> Value {
-    let model_type = el.get("modelType").and_then(Value::as_str).unwrap_or("");
-    match model_type {
-        "Property" => {
-            let lexical = el.get("value").and_then(Value::as_str);
-            let xs = el
-                .get("valueType")
-                .and_then(Value::as_str)
-                .and_then(|t| t.parse::<XsType>().ok());
-            match (lexical, xs) {
-                (Some(s), Some(t)) => t
-                    .parse_lexical(s)
-                    .map(|v| t.json(&v))
-                    .unwrap_or_else(|_| Value::String(s.into())),
-                (Some(s), None) => Value::String(s.into()),
-                (None, _) => Value::Null,
-            }
-        }
-        "MultiLanguageProperty" => {
-            let langs = el.get("value").and_then(Value::as_array);
-            Value::Array(
-                langs
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|ls| {
-                        let lang = ls.get("language")?.as_str()?;
-                        let mut m = serde_json::Map::new();
-                        m.insert(lang.into(), ls.get("text")?.clone());
-                        Some(Value::Object(m))
-                    })
-                    .collect(),
-            )
-        }
-        "SubmodelElementCollection" => {
-            let mut m = serde_json::Map::new();
-            for child in el
-                .get("value")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = child.get("idShort").and_then(Value::as_str) {
-                    m.insert(name.into(), value_only(child));
-                }
-            }
-            Value::Object(m)
-        }
-        "SubmodelElementList" => Value::Array(
-            el.get("value")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(value_only)
-                .collect(),
-        ),
-        "Range" => serde_json::json!({"min": el.get("min"), "max": el.get("max")}),
-        "ReferenceElement" | "File" | "Blob" => el.get("value").cloned().unwrap_or(Value::Null),
-        _ => el.get("value").cloned().unwrap_or(Value::Null),
-    }
-}
-
-/// ValueOnly of a whole submodel: `{idShort: value, ...}` over its top-level elements.
-pub fn submodel_value_only(sm: &Value) -> Value {
-    let mut m = serde_json::Map::new();
-    for child in sm
-        .get("submodelElements")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(name) = child.get("idShort").and_then(Value::as_str) {
-            m.insert(name.into(), value_only(child));
-        }
-    }
-    Value::Object(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +338,7 @@ mod tests {
         let mut env = Environment::default();
         env.merge(json!({
             "assetAdministrationShells": [{"id": "urn:aas:1", "idShort": "M1", "modelType": "AssetAdministrationShell",
+                "assetInformation": {"assetKind": "Instance", "globalAssetId": "urn:asset:1"},
                 "submodels": [{"type": "ModelReference", "keys": [{"type": "Submodel", "value": "urn:sm:1"}]}]}],
             "submodels": [{"id": "urn:sm:1", "idShort": "Op", "modelType": "Submodel", "submodelElements": [
                 {"modelType": "Property", "idShort": "Speed", "valueType": "xs:double", "value": "0"},
@@ -442,7 +400,8 @@ mod tests {
     #[test]
     fn value_only_types_values() {
         let env = env();
-        let v = submodel_value_only(env.submodel("urn:sm:1").unwrap());
+        let sm = env.submodel("urn:sm:1").unwrap();
+        let v = view::named_values(view::children(sm), view::Extent::WithoutBlobValue);
         assert_eq!(v, json!({"Speed": 0.0, "Axes": {"X": null}, "Pos": [0.0]}));
     }
 }
