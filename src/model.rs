@@ -79,6 +79,12 @@ pub struct ElementTarget {
     pub value_type: crate::aas::XsType,
     /// MQTT topic of this element (computed once from the topic scheme).
     pub topic: String,
+    /// Unit of the value (mapping rule `unit`, else the IEC 61360 unit of the element's
+    /// ConceptDescription), for sinks that label values.
+    pub unit: Option<String>,
+    /// Semantic id of the element (mapping rule `semantic_id`, else the first key of the
+    /// element's semanticId), for sinks that label values.
+    pub semantic_id: Option<String>,
 }
 
 /// One value for one submodel element, ready for the store and the sinks.

@@ -17,6 +17,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aas_gateway::config::Config;
@@ -152,10 +153,15 @@ async fn a_simulator_change_reaches_value_within_one_publishing_interval() {
         let v: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
         v["PartCount"].as_u64()
     };
-    // Wait until the gateway is subscribed (the first value arrived), so start-up does not count.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while read(http.clone(), url.clone()).await.unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "no PartCount via the API");
+    // Wait until every rule delivered its first value (subscribed), so start-up does not count.
+    // Generous: a fresh PKI means key generation, slow in debug builds on a busy machine.
+    let rules = 11;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while run.gateway.stats.rules_with_value.load(Ordering::Relaxed) < rules {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not subscribe within 90 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // PartCount only grows (+1 per part), so "the API shows >= N" means "change N arrived".

@@ -106,10 +106,60 @@ impl Environment {
         Ok(())
     }
 
+    /// The whole environment as one AAS v3 JSON document (empty parts left out, since the
+    /// metamodel forbids empty lists).
+    pub fn to_json(&self) -> Value {
+        let mut doc = serde_json::Map::new();
+        for (key, items) in [
+            ("assetAdministrationShells", &self.shells),
+            ("submodels", &self.submodels),
+            ("conceptDescriptions", &self.concept_descriptions),
+        ] {
+            if !items.is_empty() {
+                doc.insert(key.into(), Value::Array(items.clone()));
+            }
+        }
+        Value::Object(doc)
+    }
+
+    /// The submodel with identifier `id`.
     pub fn submodel(&self, id: &str) -> Option<&Value> {
         self.submodel_index.get(id).map(|&i| &self.submodels[i])
     }
 
+    /// The IEC 61360 `unit` of the ConceptDescription with identifier `id`, if any.
+    pub fn concept_description_unit(&self, id: &str) -> Option<String> {
+        self.concept_descriptions
+            .iter()
+            .find(|cd| id_of(cd) == Some(id))?
+            .get("embeddedDataSpecifications")?
+            .as_array()?
+            .iter()
+            .find_map(|eds| eds.pointer("/dataSpecificationContent/unit")?.as_str())
+            .map(str::to_string)
+    }
+
+    /// Gives the element at `loc` the semanticId `id` (an ExternalReference with one
+    /// GlobalReference key), replacing the template's.
+    pub fn set_semantic_id(&mut self, loc: &ElementLocation, id: &str) {
+        let element = self.element_mut(loc);
+        element["semanticId"] = serde_json::json!({
+            "type": "ExternalReference",
+            "keys": [{"type": "GlobalReference", "value": id}]
+        });
+    }
+
+    fn element_mut(&mut self, loc: &ElementLocation) -> &mut Value {
+        let mut element = &mut self.submodels[loc.submodel];
+        let mut children_key = "submodelElements";
+        for &step in &loc.steps {
+            element = &mut element[children_key][step];
+            children_key = "value";
+        }
+        element
+    }
+
+    /// The shell with identifier `id`.
     pub fn shell(&self, id: &str) -> Option<&Value> {
         self.shells.iter().find(|s| id_of(s) == Some(id))
     }
@@ -183,12 +233,7 @@ impl Environment {
 
     /// Writes a live value into the element at `loc`.
     pub fn apply(&mut self, loc: &ElementLocation, update: &SubmodelUpdate) {
-        let mut element = &mut self.submodels[loc.submodel];
-        let mut children_key = "submodelElements";
-        for &step in &loc.steps {
-            element = &mut element[children_key][step];
-            children_key = "value";
-        }
+        let element = self.element_mut(loc);
         match (loc.kind, &update.value) {
             (ElementKind::PropertyList, TypedValue::List(items)) => {
                 let template = element["value"]
