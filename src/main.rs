@@ -50,6 +50,9 @@ enum Command {
         /// the templates' initial ones.
         #[arg(long, value_name = "SECONDS")]
         live: Option<u64>,
+        /// Write an AASX package (IDTA-01005, JSON inside) to this file instead of JSON to stdout.
+        #[arg(long, value_name = "FILE")]
+        aasx: Option<PathBuf>,
     },
     /// Zero-setup demo: bundled OPC UA simulator + embedded MQTT broker + gateway, all on loopback.
     Demo {
@@ -106,7 +109,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Export { config, live } => {
+        Command::Export { config, live, aasx } => {
             let cfg = Config::load(&config)?;
             let env = match live {
                 None => {
@@ -118,7 +121,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     pipeline::snapshot_live(cfg, std::time::Duration::from_secs(seconds)).await?
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&env)?);
+            match aasx {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    aas_gateway::aas::aasx::write_aasx(&env, file)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                }
+                None => println!("{}", serde_json::to_string_pretty(&env)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, port } => {

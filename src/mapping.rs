@@ -5,6 +5,8 @@
 //! value, a node mapped twice). At run time [`Router::route`] turns a [`Reading`] into a
 //! [`SubmodelUpdate`] by index, converting the value to the element's `xs:*` type.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 use opcua::types::{DataTypeId, Identifier, NodeId};
@@ -63,6 +65,7 @@ impl Linear {
 /// All compiled rules, indexed by rule number (= position in `mapping`).
 #[derive(Debug)]
 pub struct Router {
+    /// One route per `[[mapping]]` rule, in config order.
     pub routes: Vec<Route>,
 }
 

@@ -176,3 +176,43 @@ fn element<'s>(sm: &'s Value, id_short: &str) -> &'s Value {
         .find(|e| e["idShort"] == id_short)
         .unwrap_or_else(|| panic!("no element {id_short}"))
 }
+
+#[test]
+fn aasx_export_is_read_by_basyx_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("factory.aasx");
+    let out = gateway()
+        .args(["export", "-c"])
+        .arg(repo_root().join("config/factory.toml"))
+        .arg("--aasx")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // failsafe=False: any defect raises instead of being logged and skipped.
+    let script = r#"
+import sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+import basyx.aas.adapter.aasx as aasx
+from basyx.aas import model
+store = model.DictObjectStore()
+with aasx.AASXReader(sys.argv[1], failsafe=False) as reader:
+    reader.read_into(store, aasx.DictSupplementaryFileContainer())
+shells = sum(isinstance(o, model.AssetAdministrationShell) for o in store)
+submodels = sum(isinstance(o, model.Submodel) for o in store)
+print(f"shells={shells} submodels={submodels}")
+"#;
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("shells=4 submodels=13"), "{text}");
+}

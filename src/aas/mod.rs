@@ -4,7 +4,14 @@
 //! template contains is served back unchanged, including parts of the metamodel the gateway does
 //! not interpret. Mapped elements are located once at start ([`AasStore::locate`]) and updated
 //! through that precomputed location, so the hot path never searches by name.
+//!
+//! Every document passes the typed metamodel in [`model`] on its way in, so what is stored is
+//! known to be well-formed AAS v3; [`view`] computes the API's serialisations from the store and
+//! [`aasx`] packages an environment as an AASX file.
 
+#![warn(missing_docs)]
+
+pub mod aasx;
 pub mod model;
 pub mod view;
 pub mod xs;
@@ -17,11 +24,14 @@ use serde_json::Value;
 use crate::model::{SubmodelUpdate, TypedValue};
 pub use xs::XsType;
 
-/// Loaded shells and submodels.
+/// Loaded shells and submodels, with live values applied.
 #[derive(Debug, Default)]
 pub struct Environment {
+    /// Asset Administration Shells, in file order.
     pub shells: Vec<Value>,
+    /// Submodels, in file order (indexed by id for lookups).
     pub submodels: Vec<Value>,
+    /// Concept descriptions, served by `/serialization` and used for default units.
     pub concept_descriptions: Vec<Value>,
     submodel_index: HashMap<String, usize>,
 }
@@ -32,17 +42,23 @@ type Steps = Vec<usize>;
 /// Where a mapped element lives, resolved once.
 #[derive(Debug, Clone)]
 pub struct ElementLocation {
+    /// Position of the submodel in [`Environment::submodels`].
     pub submodel: usize,
     steps: Steps,
     /// What the element is: a Property, a SubmodelElementList of Properties, or a MultiLanguageProperty.
     pub kind: ElementKind,
+    /// The `xs:*` type values are converted to (lists: `valueTypeListElement`; MLP: string).
     pub value_type: XsType,
 }
 
+/// The element kinds a live value can be written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementKind {
+    /// A Property: one value.
     Property,
+    /// A SubmodelElementList of Properties: an OPC UA array, one item per element.
     PropertyList,
+    /// A MultiLanguageProperty: text (e.g. a LocalizedText), stored as language `en`.
     MultiLanguageProperty,
 }
 
@@ -270,7 +286,9 @@ pub fn id_of(v: &Value) -> Option<&str> {
 /// One segment of an idShortPath.
 #[derive(Debug, PartialEq)]
 pub enum PathSegment<'a> {
+    /// `Name`: a child by idShort.
     IdShort(&'a str),
+    /// `[n]`: an item of a SubmodelElementList by position.
     Index(usize),
 }
 

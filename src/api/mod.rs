@@ -12,6 +12,8 @@
 //! [`routes`] parses the path, [`params`] the query, and [`crate::aas::view`] computes the
 //! serialisations; this module only looks objects up and puts the pieces together.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod params;
 pub mod routes;
@@ -229,7 +231,8 @@ fn submodel_op(
             p.page(items)
         }
         SubmodelOp::Element(path, m) => {
-            let chain = aas::find_chain(sm, &path).map_err(ApiError::not_found)?;
+            let chain = aas::find_chain(sm, &path)
+                .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
             let (_, el) = *chain
                 .last()
                 .expect("find_chain returns at least one element");
@@ -245,7 +248,8 @@ fn submodel_op(
             }
         }
         SubmodelOp::Attachment(path) => {
-            let (_, el) = aas::find_element(sm, &path).map_err(ApiError::not_found)?;
+            let (_, el) = aas::find_element(sm, &path)
+                .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
             return attachment(&path, el);
         }
     }))
