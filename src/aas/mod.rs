@@ -167,10 +167,10 @@ impl Environment {
 
     fn element_mut(&mut self, loc: &ElementLocation) -> &mut Value {
         let mut element = &mut self.submodels[loc.submodel];
-        let mut children_key = "submodelElements";
         for &step in &loc.steps {
-            element = &mut element[children_key][step];
-            children_key = "value";
+            // Same walk as find_chain: `submodelElements`, then `value` or `statements`.
+            let key = view::children_key(element).unwrap_or("value");
+            element = &mut element[key][step];
         }
         element
     }
@@ -338,19 +338,14 @@ pub fn find_element<'v>(submodel: &'v Value, path: &str) -> Result<(Steps, &'v V
 pub fn find_chain<'v>(submodel: &'v Value, path: &str) -> Result<Vec<(usize, &'v Value)>, String> {
     let segments = parse_id_short_path(path)?;
     let mut chain = Vec::with_capacity(segments.len());
-    let mut children = submodel
-        .get("submodelElements")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let mut children = view::children(submodel);
     let mut current: Option<&Value> = None;
     for seg in &segments {
         if let Some(el) = current {
-            children = el
-                .get("value")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .ok_or_else(|| format!("{path:?}: {} has no child elements", describe(el)))?;
+            if view::children_key(el).is_none() {
+                return Err(format!("{path:?}: {} has no child elements", describe(el)));
+            }
+            children = view::children(el);
         }
         let is_list = current
             .and_then(|el| el.get("modelType"))
@@ -449,6 +444,38 @@ mod tests {
             .unwrap_err()
             .contains("no submodel"));
         assert_eq!(env.shell_of_submodel("urn:sm:1"), Some("M1"));
+    }
+
+    #[test]
+    fn entity_statements_are_on_the_path() {
+        let mut env = Environment::default();
+        env.merge(json!({"submodels": [{"id": "urn:sm:e", "modelType": "Submodel", "submodelElements": [
+            {"modelType": "Entity", "idShort": "Motor", "entityType": "CoManagedEntity", "statements": [
+                {"modelType": "Property", "idShort": "Temp", "valueType": "xs:double"}]}]}]}))
+        .unwrap();
+        let loc = env.locate("urn:sm:e", "Motor.Temp").unwrap();
+        let target = std::sync::Arc::new(crate::model::ElementTarget {
+            submodel_id: "urn:sm:e".into(),
+            submodel_id_short: "S".into(),
+            shell_id_short: "M".into(),
+            id_short_path: "Motor.Temp".into(),
+            value_type: XsType::Double,
+            topic: String::new(),
+            unit: None,
+            semantic_id: None,
+        });
+        env.apply(
+            &loc,
+            &SubmodelUpdate {
+                target,
+                value: TypedValue::Float(21.5),
+                status: 0,
+                source_ts_nanos: 0,
+                server_ts_nanos: 0,
+            },
+        );
+        let (_, el) = find_element(env.submodel("urn:sm:e").unwrap(), "Motor.Temp").unwrap();
+        assert_eq!(el["value"], "21.5");
     }
 
     #[test]

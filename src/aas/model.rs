@@ -9,10 +9,12 @@
 //! [`validate`] adds the constraints serde cannot express (idShort syntax, unique idShorts,
 //! no idShort on list items, value lexical forms).
 //!
-//! Supported SubmodelElements: Property, MultiLanguageProperty, Range, File, Blob,
-//! ReferenceElement, SubmodelElementCollection, SubmodelElementList, Capability. Any other kind
-//! (Entity, Operation, RelationshipElement, ...) is rejected at load with its path, rather than
-//! being carried along unchecked.
+//! Typed SubmodelElements: Property, MultiLanguageProperty, Range, File, Blob,
+//! ReferenceElement, SubmodelElementCollection, SubmodelElementList, Capability. The kinds the
+//! gateway never maps values to (Entity, Operation, RelationshipElement,
+//! AnnotatedRelationshipElement, BasicEventElement) are accepted as opaque JSON objects, so
+//! standard templates that contain them (e.g. a bill of material of Entities) still load and are
+//! served unchanged; only their idShort is checked. An unknown `modelType` is an error.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -407,7 +409,11 @@ pub struct Capability {
     pub common: ElementCommon,
 }
 
-/// One submodel element of a supported kind, tagged by `modelType`.
+/// An element of a kind the gateway passes through without interpreting: its JSON members
+/// (without `modelType`, which serde keeps as the variant).
+pub type Opaque = serde_json::Map<String, Value>;
+
+/// One submodel element, tagged by `modelType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "modelType")]
 #[allow(missing_docs)]
@@ -421,12 +427,17 @@ pub enum SubmodelElement {
     SubmodelElementCollection(SubmodelElementCollection),
     SubmodelElementList(SubmodelElementList),
     Capability(Capability),
+    Entity(Opaque),
+    Operation(Opaque),
+    RelationshipElement(Opaque),
+    AnnotatedRelationshipElement(Opaque),
+    BasicEventElement(Opaque),
 }
 
 impl SubmodelElement {
-    /// The shared attributes of any element kind.
-    pub fn common(&self) -> &ElementCommon {
-        match self {
+    /// The shared attributes of a typed element kind (`None` for the opaque ones).
+    pub fn common(&self) -> Option<&ElementCommon> {
+        Some(match self {
             SubmodelElement::Property(e) => &e.common,
             SubmodelElement::MultiLanguageProperty(e) => &e.common,
             SubmodelElement::Range(e) => &e.common,
@@ -436,6 +447,19 @@ impl SubmodelElement {
             SubmodelElement::SubmodelElementCollection(e) => &e.common,
             SubmodelElement::SubmodelElementList(e) => &e.common,
             SubmodelElement::Capability(e) => &e.common,
+            _ => return None,
+        })
+    }
+
+    /// The idShort, for every kind.
+    pub fn id_short(&self) -> Option<&str> {
+        match self {
+            SubmodelElement::Entity(m)
+            | SubmodelElement::Operation(m)
+            | SubmodelElement::RelationshipElement(m)
+            | SubmodelElement::AnnotatedRelationshipElement(m)
+            | SubmodelElement::BasicEventElement(m) => m.get("idShort").and_then(Value::as_str),
+            _ => self.common().and_then(|c| c.id_short.as_deref()),
         }
     }
 
@@ -451,6 +475,11 @@ impl SubmodelElement {
             SubmodelElement::SubmodelElementCollection(_) => "SubmodelElementCollection",
             SubmodelElement::SubmodelElementList(_) => "SubmodelElementList",
             SubmodelElement::Capability(_) => "Capability",
+            SubmodelElement::Entity(_) => "Entity",
+            SubmodelElement::Operation(_) => "Operation",
+            SubmodelElement::RelationshipElement(_) => "RelationshipElement",
+            SubmodelElement::AnnotatedRelationshipElement(_) => "AnnotatedRelationshipElement",
+            SubmodelElement::BasicEventElement(_) => "BasicEventElement",
         }
     }
 }
@@ -749,13 +778,13 @@ fn check_elements(els: &[SubmodelElement], at: &str, in_list: bool, errors: &mut
     let mut seen = std::collections::HashSet::new();
     for (i, el) in els.iter().enumerate() {
         let here = format!("{at}[{i}]");
-        match (&el.common().id_short, in_list) {
+        match (el.id_short(), in_list) {
             (Some(s), true) => errors.push(format!(
                 "{here}.idShort: items of a SubmodelElementList have no idShort (AASd-120), found {s:?}"
             )),
             (Some(s), false) => {
                 check_id_short(s, &here, errors);
-                if !seen.insert(s.as_str()) {
+                if !seen.insert(s) {
                     errors.push(format!("{here}.idShort: {s:?} is used twice among siblings"));
                 }
             }
@@ -837,6 +866,27 @@ mod tests {
             let back = serde_json::to_value(&typed).unwrap();
             assert_eq!(back, doc, "{} does not round-trip", file.display());
         }
+    }
+
+    #[test]
+    fn kinds_the_gateway_does_not_interpret_pass_through_unchanged() {
+        let doc = serde_json::json!({"submodels": [{"id": "urn:x", "modelType": "Submodel",
+        "submodelElements": [
+            {"modelType": "Entity", "idShort": "Motor", "entityType": "SelfManagedEntity",
+             "globalAssetId": "urn:motor", "statements": [
+                {"modelType": "Property", "idShort": "P", "valueType": "xs:int", "value": "1"}]},
+            {"modelType": "Operation", "idShort": "Reset"}
+        ]}]});
+        let typed = parse_environment(&doc).unwrap();
+        assert!(validate(&typed).is_empty());
+        assert_eq!(serde_json::to_value(&typed).unwrap(), doc);
+        let bad = serde_json::json!({"submodels": [{"id": "urn:x", "modelType": "Submodel",
+            "submodelElements": [{"modelType": "Gadget", "idShort": "G"}]}]});
+        let e = parse_environment(&bad).unwrap_err();
+        assert!(
+            e.starts_with("submodels[0].submodelElements[0]") && e.contains("Gadget"),
+            "{e}"
+        );
     }
 
     #[test]

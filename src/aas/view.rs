@@ -32,8 +32,9 @@ fn model_type(el: &Value) -> &str {
     el.get("modelType").and_then(Value::as_str).unwrap_or("")
 }
 
-/// The key under which an element keeps its child elements, if it can have any.
-fn children_key(el: &Value) -> Option<&'static str> {
+/// The key under which a submodel or element keeps its child elements, if it can have any
+/// (`submodelElements`, `value` of collections and lists, `statements` of entities, ...).
+pub fn children_key(el: &Value) -> Option<&'static str> {
     match model_type(el) {
         "SubmodelElementCollection" | "SubmodelElementList" => Some("value"),
         "Entity" => Some("statements"),
