@@ -21,6 +21,8 @@ fn targets(n: usize) -> Vec<Arc<ElementTarget>> {
                 id_short_path: format!("V{i}"),
                 value_type: XsType::Double,
                 topic: format!("aas/Bench/Scale/V{i}"),
+                unit: None,
+                semantic_id: None,
                 outbox_id: Default::default(),
             })
         })

@@ -175,6 +175,22 @@ pub struct MappingRule {
     pub submodel: String,
     /// idShortPath of the target element in that submodel, e.g. `SpindleSpeed` or `Axes.X`.
     pub path: String,
+    /// Multiply numeric values by this before storing them: `value * scale + offset`
+    /// (e.g. `0.001` to turn W into kW). Only for elements of type xs:float, xs:double or
+    /// xs:decimal, since a scaled value is rarely an integer.
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// Add this after scaling (e.g. `-273.15` to turn K into °C). Same restriction as `scale`.
+    #[serde(default)]
+    pub offset: Option<f64>,
+    /// Unit of the stored value (after scaling), e.g. `kW`, passed to the sinks with every
+    /// value. Default: the IEC 61360 unit of the element's ConceptDescription, if any.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Semantic id (IRDI or IRI) to give the element instead of the template's, e.g. when the
+    /// plant uses its own ECLASS property. Written into the served AAS and passed to the sinks.
+    #[serde(default)]
+    pub semantic_id: Option<String>,
 }
 
 /// MQTT sink settings.
@@ -438,6 +454,17 @@ impl Config {
             }
             if rule.path.is_empty() {
                 errors.push(at("path"), "must not be empty");
+            }
+            for (field, v) in [("scale", rule.scale), ("offset", rule.offset)] {
+                if v.is_some_and(|v| !v.is_finite()) {
+                    errors.push(at(field), "must be a finite number");
+                }
+            }
+            if rule.scale == Some(0.0) {
+                errors.push(at("scale"), "0 would erase every value");
+            }
+            if rule.semantic_id.as_deref() == Some("") {
+                errors.push(at("semantic_id"), "must not be empty");
             }
         }
         if self.mqtt.enabled {

@@ -39,6 +39,21 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Print the AAS environment the config serves (templates with every mapping checked) as
+    /// AAS v3 JSON on stdout: `aas-gateway export -c config/factory.toml > env.json`.
+    Export {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Connect to the OPC UA sources first (for at most this many seconds; done as soon as
+        /// every mapped node sent a value), so the export carries current values instead of
+        /// the templates' initial ones.
+        #[arg(long, value_name = "SECONDS")]
+        live: Option<u64>,
+        /// Write an AASX package (IDTA-01005, JSON inside) to this file instead of JSON to stdout.
+        #[arg(long, value_name = "FILE")]
+        aasx: Option<PathBuf>,
+    },
     /// Zero-setup demo: bundled OPC UA simulator + embedded MQTT broker + gateway, all on loopback.
     Demo {
         /// API port (0 = pick a free one).
@@ -93,6 +108,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Export { config, live, aasx } => {
+            let cfg = Config::load(&config)?;
+            let env = match live {
+                None => {
+                    let (env, _) = pipeline::check(&cfg)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+                    env.to_json()
+                }
+                Some(seconds) => {
+                    pipeline::snapshot_live(cfg, std::time::Duration::from_secs(seconds)).await?
+                }
+            };
+            match aasx {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    aas_gateway::aas::aasx::write_aasx(&env, file)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                }
+                None => println!("{}", serde_json::to_string_pretty(&env)?),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, port } => {
             let mut cfg = Config::load(&config)?;

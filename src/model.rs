@@ -85,6 +85,12 @@ pub struct ElementTarget {
     /// Id of this target in the outbox's target table, assigned on first use.
     #[serde(skip)]
     pub outbox_id: std::sync::OnceLock<u32>,
+    /// Unit of the value (mapping rule `unit`, else the IEC 61360 unit of the element's
+    /// ConceptDescription), for sinks that label values.
+    pub unit: Option<String>,
+    /// Semantic id of the element (mapping rule `semantic_id`, else the first key of the
+    /// element's semanticId), for sinks that label values.
+    pub semantic_id: Option<String>,
 }
 
 /// One value for one submodel element, ready for the store and the sinks.

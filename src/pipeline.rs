@@ -37,6 +37,8 @@ pub struct PipelineStats {
     pub updates: AtomicU64,
     /// Readings whose value did not fit the mapped element (logged once per rule).
     pub conversion_errors: AtomicU64,
+    /// Mapping rules that delivered at least one value since start.
+    pub rules_with_value: AtomicU64,
     pub sources: Vec<Arc<SourceStats>>,
     pub mqtt: Arc<SinkStats>,
     pub questdb: Arc<SinkStats>,
@@ -64,7 +66,7 @@ pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
     if files.iter().any(|f| !f.is_file()) {
         return Err(errors); // already reported by validate()
     }
-    let env = match Environment::load_files(&files) {
+    let mut env = match Environment::load_files(&files) {
         Ok(env) => env,
         Err(e) => {
             errors.push("aas.environments", e);
@@ -72,7 +74,15 @@ pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
         }
     };
     match Router::build(cfg, &env) {
-        Ok(router) if errors.is_empty() => Ok((env, router)),
+        Ok(router) if errors.is_empty() => {
+            // semantic_id overrides go into the served AAS, so AAS and sinks agree.
+            for (rule, route) in cfg.mapping.iter().zip(&router.routes) {
+                if let Some(id) = &rule.semantic_id {
+                    env.set_semantic_id(&route.location, id);
+                }
+            }
+            Ok((env, router))
+        }
         Ok(_) => Err(errors),
         Err(more) => {
             // Rule errors already found by validate() (bad node ids, unknown sources) would
@@ -85,6 +95,39 @@ pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
             Err(errors)
         }
     }
+}
+
+/// Runs the gateway with the API and both sinks off until every mapping rule delivered a value
+/// or `max_wait` passed, then returns the live environment as AAS v3 JSON (for
+/// `aas-gateway export --live`). Elements whose node sent nothing keep their template value.
+pub async fn snapshot_live(
+    mut cfg: Config,
+    max_wait: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    // Only the store is wanted: no port is bound and nothing is sent anywhere.
+    cfg.api.enabled = false;
+    cfg.mqtt.enabled = false;
+    cfg.questdb.enabled = false;
+    let cfg_rules = cfg.mapping.len() as u64;
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::start(cfg, shutdown.clone()).await?;
+    let environment = gateway.environment.clone();
+    let stats = gateway.stats.clone();
+    let rules = cfg_rules;
+    let deadline = tokio::time::Instant::now() + max_wait;
+    while stats.rules_with_value.load(Ordering::Relaxed) < rules
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = stats.rules_with_value.load(Ordering::Relaxed);
+    if got < rules {
+        warn!("{got} of {rules} mapping rules delivered a value within {max_wait:?}; the others keep their template values");
+    }
+    shutdown.cancel();
+    gateway.wait().await?;
+    let doc = environment.read().expect("environment lock").to_json();
+    Ok(doc)
 }
 
 /// A started gateway.
@@ -139,15 +182,21 @@ impl Gateway {
         if cfg.questdb.enabled {
             sink_names.push(QUESTDB_SINK);
         }
-        let outbox_dir = cfg.resolve(&cfg.outbox.dir);
-        let outbox = {
-            let (dir, ocfg) = (outbox_dir.clone(), cfg.outbox.clone());
+        // Without a sink there is nothing to deliver later: no outbox (and no file lock, so
+        // `export --live` works beside a running gateway).
+        let outbox = if sink_names.is_empty() {
+            info!("no sink enabled: values are served by the API only; no outbox");
+            None
+        } else {
+            let (dir, ocfg) = (cfg.resolve(&cfg.outbox.dir), cfg.outbox.clone());
             let names = sink_names.clone();
-            tokio::task::spawn_blocking(move || Outbox::open(&dir, ocfg, &names)).await??
+            let outbox =
+                tokio::task::spawn_blocking(move || Outbox::open(&dir, ocfg, &names)).await??;
+            info!(path = %outbox.path().display(), sinks = ?sink_names, "durable outbox open");
+            Some(outbox)
         };
-        info!(path = %outbox.path().display(), sinks = ?sink_names, "durable outbox open");
-        stats.outbox = Some(outbox.clone());
-        if cfg.mqtt.enabled {
+        stats.outbox = outbox.clone();
+        if let Some(outbox) = outbox.as_ref().filter(|_| cfg.mqtt.enabled) {
             let tls = sinks::mqtt::tls_configuration(&cfg.mqtt, |p| cfg.resolve(p))?;
             tasks.spawn(sinks::mqtt::run(
                 cfg.mqtt.clone(),
@@ -160,7 +209,7 @@ impl Gateway {
         } else {
             info!("MQTT sink is off (mqtt.enabled = false)");
         }
-        let questdb_thread = if cfg.questdb.enabled {
+        let questdb_thread = if let Some(outbox) = outbox.as_ref().filter(|_| cfg.questdb.enabled) {
             Some(sinks::questdb::spawn(
                 cfg.questdb.clone(),
                 outbox.reader(QUESTDB_SINK),
@@ -254,10 +303,11 @@ async fn dispatch(
     mut rx: mpsc::Receiver<ReadingBatch>,
     router: Arc<Router>,
     env: SharedEnvironment,
-    outbox: Arc<Outbox>,
+    outbox: Option<Arc<Outbox>>,
     stats: Arc<PipelineStats>,
 ) {
     let mut reported = HashSet::new();
+    let mut seen = vec![false; router.routes.len()];
     while let Some(readings) = rx.recv().await {
         stats
             .readings
@@ -266,7 +316,13 @@ async fn dispatch(
         for reading in readings {
             let rule = reading.rule;
             match router.route(reading) {
-                Ok(pair) => routed.push(pair),
+                Ok(pair) => {
+                    if let Some(first @ false) = seen.get_mut(rule as usize) {
+                        *first = true;
+                        stats.rules_with_value.fetch_add(1, Ordering::Relaxed);
+                    }
+                    routed.push(pair)
+                }
                 Err(e) => {
                     stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
                     if reported.insert(rule) {
@@ -286,6 +342,7 @@ async fn dispatch(
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         // Persist before taking the next batch; a failing disk is retried, never skipped.
+        let Some(outbox) = &outbox else { continue };
         let mut backoff = crate::sources::opcua::Backoff::new();
         while let Err(e) = outbox.append(batch.clone()).await {
             let wait = backoff.next_delay();
@@ -293,7 +350,9 @@ async fn dispatch(
             tokio::time::sleep(wait).await;
         }
     }
-    outbox.close();
+    if let Some(outbox) = outbox {
+        outbox.close();
+    }
 }
 
 /// Logs what flows every 10 s, so an operator sees at a glance that data moves.

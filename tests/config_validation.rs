@@ -105,3 +105,39 @@ fn env_overrides_apply() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("MQTT 127.0.0.1:2883"), "{stdout}");
 }
+
+#[test]
+fn a_broken_template_is_named_with_file_and_json_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("broken.aas.json");
+    std::fs::write(
+        &template,
+        r#"{"submodels": [{"id": "urn:x", "idShort": "S", "modelType": "Submodel", "submodelElements": [
+            {"modelType": "Property", "idShort": "Speed", "valueType": "xs:double", "value": "fast"},
+            {"modelType": "Property", "idShort": "Speed", "valueType": "xs:double"}]}]}"#,
+    )
+    .unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        "[aas]\nenvironments = [\"broken.aas.json\"]\n[[opcua]]\nname = \"s\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("broken.aas.json"), "{stderr}");
+    assert!(
+        stderr
+            .contains("submodels[0].submodelElements[0].value: \"fast\" is not a valid xs:double"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("submodels[0].submodelElements[1].idShort: \"Speed\" is used twice"),
+        "{stderr}"
+    );
+}

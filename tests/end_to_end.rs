@@ -78,7 +78,7 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
         .await
         .unwrap();
     assert!(
-        live.as_f64().is_some_and(|v| v > 0.0),
+        live["SpindleSpeed"].as_f64().is_some_and(|v| v > 0.0),
         "SpindleSpeed via API: {live}"
     );
     let whole: Value = http

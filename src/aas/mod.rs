@@ -4,7 +4,16 @@
 //! template contains is served back unchanged, including parts of the metamodel the gateway does
 //! not interpret. Mapped elements are located once at start ([`AasStore::locate`]) and updated
 //! through that precomputed location, so the hot path never searches by name.
+//!
+//! Every document passes the typed metamodel in [`model`] on its way in, so what is stored is
+//! known to be well-formed AAS v3; [`view`] computes the API's serialisations from the store and
+//! [`aasx`] packages an environment as an AASX file.
 
+#![warn(missing_docs)]
+
+pub mod aasx;
+pub mod model;
+pub mod view;
 pub mod xs;
 
 use std::collections::HashMap;
@@ -15,11 +24,14 @@ use serde_json::Value;
 use crate::model::{SubmodelUpdate, TypedValue};
 pub use xs::XsType;
 
-/// Loaded shells and submodels.
+/// Loaded shells and submodels, with live values applied.
 #[derive(Debug, Default)]
 pub struct Environment {
+    /// Asset Administration Shells, in file order.
     pub shells: Vec<Value>,
+    /// Submodels, in file order (indexed by id for lookups).
     pub submodels: Vec<Value>,
+    /// Concept descriptions, served by `/serialization` and used for default units.
     pub concept_descriptions: Vec<Value>,
     submodel_index: HashMap<String, usize>,
 }
@@ -30,17 +42,23 @@ type Steps = Vec<usize>;
 /// Where a mapped element lives, resolved once.
 #[derive(Debug, Clone)]
 pub struct ElementLocation {
+    /// Position of the submodel in [`Environment::submodels`].
     pub submodel: usize,
     steps: Steps,
     /// What the element is: a Property, a SubmodelElementList of Properties, or a MultiLanguageProperty.
     pub kind: ElementKind,
+    /// The `xs:*` type values are converted to (lists: `valueTypeListElement`; MLP: string).
     pub value_type: XsType,
 }
 
+/// The element kinds a live value can be written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementKind {
+    /// A Property: one value.
     Property,
+    /// A SubmodelElementList of Properties: an OPC UA array, one item per element.
     PropertyList,
+    /// A MultiLanguageProperty: text (e.g. a LocalizedText), stored as language `en`.
     MultiLanguageProperty,
 }
 
@@ -61,9 +79,20 @@ impl Environment {
     }
 
     /// Adds the shells, submodels and concept descriptions of one environment document.
+    ///
+    /// The document is first parsed through the typed metamodel ([`model`]) and checked
+    /// ([`model::validate`]); every problem is reported with its JSON path, one per line.
     pub fn merge(&mut self, doc: Value) -> Result<(), String> {
-        let Value::Object(mut doc) = doc else {
+        if !doc.is_object() {
             return Err("an AAS environment must be a JSON object".into());
+        }
+        let typed = model::parse_environment(&doc)?;
+        let problems = model::validate(&typed);
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+        let Value::Object(mut doc) = doc else {
+            unreachable!("checked above")
         };
         let mut take = |key: &str| match doc.remove(key) {
             None => Ok(Vec::new()),
@@ -93,10 +122,60 @@ impl Environment {
         Ok(())
     }
 
+    /// The whole environment as one AAS v3 JSON document (empty parts left out, since the
+    /// metamodel forbids empty lists).
+    pub fn to_json(&self) -> Value {
+        let mut doc = serde_json::Map::new();
+        for (key, items) in [
+            ("assetAdministrationShells", &self.shells),
+            ("submodels", &self.submodels),
+            ("conceptDescriptions", &self.concept_descriptions),
+        ] {
+            if !items.is_empty() {
+                doc.insert(key.into(), Value::Array(items.clone()));
+            }
+        }
+        Value::Object(doc)
+    }
+
+    /// The submodel with identifier `id`.
     pub fn submodel(&self, id: &str) -> Option<&Value> {
         self.submodel_index.get(id).map(|&i| &self.submodels[i])
     }
 
+    /// The IEC 61360 `unit` of the ConceptDescription with identifier `id`, if any.
+    pub fn concept_description_unit(&self, id: &str) -> Option<String> {
+        self.concept_descriptions
+            .iter()
+            .find(|cd| id_of(cd) == Some(id))?
+            .get("embeddedDataSpecifications")?
+            .as_array()?
+            .iter()
+            .find_map(|eds| eds.pointer("/dataSpecificationContent/unit")?.as_str())
+            .map(str::to_string)
+    }
+
+    /// Gives the element at `loc` the semanticId `id` (an ExternalReference with one
+    /// GlobalReference key), replacing the template's.
+    pub fn set_semantic_id(&mut self, loc: &ElementLocation, id: &str) {
+        let element = self.element_mut(loc);
+        element["semanticId"] = serde_json::json!({
+            "type": "ExternalReference",
+            "keys": [{"type": "GlobalReference", "value": id}]
+        });
+    }
+
+    fn element_mut(&mut self, loc: &ElementLocation) -> &mut Value {
+        let mut element = &mut self.submodels[loc.submodel];
+        for &step in &loc.steps {
+            // Same walk as find_chain: `submodelElements`, then `value` or `statements`.
+            let key = view::children_key(element).unwrap_or("value");
+            element = &mut element[key][step];
+        }
+        element
+    }
+
+    /// The shell with identifier `id`.
     pub fn shell(&self, id: &str) -> Option<&Value> {
         self.shells.iter().find(|s| id_of(s) == Some(id))
     }
@@ -170,12 +249,7 @@ impl Environment {
 
     /// Writes a live value into the element at `loc`.
     pub fn apply(&mut self, loc: &ElementLocation, update: &SubmodelUpdate) {
-        let mut element = &mut self.submodels[loc.submodel];
-        let mut children_key = "submodelElements";
-        for &step in &loc.steps {
-            element = &mut element[children_key][step];
-            children_key = "value";
-        }
+        let element = self.element_mut(loc);
         match (loc.kind, &update.value) {
             (ElementKind::PropertyList, TypedValue::List(items)) => {
                 let template = element["value"]
@@ -212,7 +286,9 @@ pub fn id_of(v: &Value) -> Option<&str> {
 /// One segment of an idShortPath.
 #[derive(Debug, PartialEq)]
 pub enum PathSegment<'a> {
+    /// `Name`: a child by idShort.
     IdShort(&'a str),
+    /// `[n]`: an item of a SubmodelElementList by position.
     Index(usize),
 }
 
@@ -249,39 +325,56 @@ pub fn parse_id_short_path(path: &str) -> Result<Vec<PathSegment<'_>>, String> {
 
 /// Finds an element by idShortPath; returns the child positions walked and the element.
 pub fn find_element<'v>(submodel: &'v Value, path: &str) -> Result<(Steps, &'v Value), String> {
+    let chain = find_chain(submodel, path)?;
+    let steps = chain.iter().map(|(i, _)| *i).collect();
+    let (_, el) = *chain
+        .last()
+        .ok_or_else(|| format!("{path:?}: empty path"))?;
+    Ok((steps, el))
+}
+
+/// Walks an idShortPath; returns every element passed (position in its parent, element),
+/// outermost first, the target last.
+pub fn find_chain<'v>(submodel: &'v Value, path: &str) -> Result<Vec<(usize, &'v Value)>, String> {
     let segments = parse_id_short_path(path)?;
-    let mut steps = Vec::with_capacity(segments.len());
-    let mut children = submodel
-        .get("submodelElements")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let mut chain = Vec::with_capacity(segments.len());
+    let mut children = view::children(submodel);
     let mut current: Option<&Value> = None;
     for seg in &segments {
         if let Some(el) = current {
-            children = el
-                .get("value")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .ok_or_else(|| format!("{path:?}: {} has no child elements", describe(el)))?;
+            if view::children_key(el).is_none() {
+                return Err(format!("{path:?}: {} has no child elements", describe(el)));
+            }
+            children = view::children(el);
         }
+        let is_list = current
+            .and_then(|el| el.get("modelType"))
+            .and_then(Value::as_str)
+            == Some("SubmodelElementList");
         let (i, child) = match seg {
             PathSegment::IdShort(name) => children
                 .iter()
                 .enumerate()
                 .find(|(_, c)| c.get("idShort").and_then(Value::as_str) == Some(name))
                 .ok_or_else(|| format!("{path:?}: no element {name:?} here"))?,
-            PathSegment::Index(n) => children
+            // Indices address list items only; a collection's children are found by name.
+            PathSegment::Index(n) if is_list => children
                 .get(*n)
                 .map(|c| (*n, c))
                 .ok_or_else(|| format!("{path:?}: index {n} is out of range"))?,
+            PathSegment::Index(n) => {
+                return Err(format!(
+                    "{path:?}: [{n}] used on something that is not a SubmodelElementList"
+                ))
+            }
         };
-        steps.push(i);
+        chain.push((i, child));
         current = Some(child);
     }
-    current
-        .map(|el| (steps, el))
-        .ok_or_else(|| format!("{path:?}: empty path"))
+    if chain.is_empty() {
+        return Err(format!("{path:?}: empty path"));
+    }
+    Ok(chain)
 }
 
 fn describe(el: &Value) -> String {
@@ -294,84 +387,6 @@ fn describe(el: &Value) -> String {
     )
 }
 
-/// The Part 2 "ValueOnly" serialisation of an element.
-pub fn value_only(el: &Value) -> Value {
-    let model_type = el.get("modelType").and_then(Value::as_str).unwrap_or("");
-    match model_type {
-        "Property" => {
-            let lexical = el.get("value").and_then(Value::as_str);
-            let xs = el
-                .get("valueType")
-                .and_then(Value::as_str)
-                .and_then(|t| t.parse::<XsType>().ok());
-            match (lexical, xs) {
-                (Some(s), Some(t)) => t
-                    .parse_lexical(s)
-                    .map(|v| t.json(&v))
-                    .unwrap_or_else(|_| Value::String(s.into())),
-                (Some(s), None) => Value::String(s.into()),
-                (None, _) => Value::Null,
-            }
-        }
-        "MultiLanguageProperty" => {
-            let langs = el.get("value").and_then(Value::as_array);
-            Value::Array(
-                langs
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|ls| {
-                        let lang = ls.get("language")?.as_str()?;
-                        let mut m = serde_json::Map::new();
-                        m.insert(lang.into(), ls.get("text")?.clone());
-                        Some(Value::Object(m))
-                    })
-                    .collect(),
-            )
-        }
-        "SubmodelElementCollection" => {
-            let mut m = serde_json::Map::new();
-            for child in el
-                .get("value")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = child.get("idShort").and_then(Value::as_str) {
-                    m.insert(name.into(), value_only(child));
-                }
-            }
-            Value::Object(m)
-        }
-        "SubmodelElementList" => Value::Array(
-            el.get("value")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(value_only)
-                .collect(),
-        ),
-        "Range" => serde_json::json!({"min": el.get("min"), "max": el.get("max")}),
-        "ReferenceElement" | "File" | "Blob" => el.get("value").cloned().unwrap_or(Value::Null),
-        _ => el.get("value").cloned().unwrap_or(Value::Null),
-    }
-}
-
-/// ValueOnly of a whole submodel: `{idShort: value, ...}` over its top-level elements.
-pub fn submodel_value_only(sm: &Value) -> Value {
-    let mut m = serde_json::Map::new();
-    for child in sm
-        .get("submodelElements")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(name) = child.get("idShort").and_then(Value::as_str) {
-            m.insert(name.into(), value_only(child));
-        }
-    }
-    Value::Object(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +396,7 @@ mod tests {
         let mut env = Environment::default();
         env.merge(json!({
             "assetAdministrationShells": [{"id": "urn:aas:1", "idShort": "M1", "modelType": "AssetAdministrationShell",
+                "assetInformation": {"assetKind": "Instance", "globalAssetId": "urn:asset:1"},
                 "submodels": [{"type": "ModelReference", "keys": [{"type": "Submodel", "value": "urn:sm:1"}]}]}],
             "submodels": [{"id": "urn:sm:1", "idShort": "Op", "modelType": "Submodel", "submodelElements": [
                 {"modelType": "Property", "idShort": "Speed", "valueType": "xs:double", "value": "0"},
@@ -431,6 +447,39 @@ mod tests {
     }
 
     #[test]
+    fn entity_statements_are_on_the_path() {
+        let mut env = Environment::default();
+        env.merge(json!({"submodels": [{"id": "urn:sm:e", "modelType": "Submodel", "submodelElements": [
+            {"modelType": "Entity", "idShort": "Motor", "entityType": "CoManagedEntity", "statements": [
+                {"modelType": "Property", "idShort": "Temp", "valueType": "xs:double"}]}]}]}))
+        .unwrap();
+        let loc = env.locate("urn:sm:e", "Motor.Temp").unwrap();
+        let target = std::sync::Arc::new(crate::model::ElementTarget {
+            submodel_id: "urn:sm:e".into(),
+            submodel_id_short: "S".into(),
+            shell_id_short: "M".into(),
+            id_short_path: "Motor.Temp".into(),
+            value_type: XsType::Double,
+            topic: String::new(),
+            unit: None,
+            semantic_id: None,
+            outbox_id: Default::default(),
+        });
+        env.apply(
+            &loc,
+            &SubmodelUpdate {
+                target,
+                value: TypedValue::Float(21.5),
+                status: 0,
+                source_ts_nanos: 0,
+                server_ts_nanos: 0,
+            },
+        );
+        let (_, el) = find_element(env.submodel("urn:sm:e").unwrap(), "Motor.Temp").unwrap();
+        assert_eq!(el["value"], "21.5");
+    }
+
+    #[test]
     fn duplicate_ids_are_rejected() {
         let mut e = env();
         let err = e
@@ -442,7 +491,8 @@ mod tests {
     #[test]
     fn value_only_types_values() {
         let env = env();
-        let v = submodel_value_only(env.submodel("urn:sm:1").unwrap());
+        let sm = env.submodel("urn:sm:1").unwrap();
+        let v = view::named_values(view::children(sm), view::Extent::WithoutBlobValue);
         assert_eq!(v, json!({"Speed": 0.0, "Axes": {"X": null}, "Pos": [0.0]}));
     }
 }

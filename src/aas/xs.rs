@@ -8,8 +8,9 @@ use std::str::FromStr;
 
 use crate::model::TypedValue;
 
-/// The `xs:*` types a mapped element can have.
+/// The `xs:*` types a mapped element can have (variants named after the XSD types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub enum XsType {
     Boolean,
     Byte,
@@ -31,6 +32,7 @@ pub enum XsType {
 }
 
 impl XsType {
+    /// The type's name as AAS JSON spells it, e.g. `xs:double`.
     pub fn as_str(self) -> &'static str {
         match self {
             XsType::Boolean => "xs:boolean",

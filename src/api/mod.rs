@@ -1,141 +1,340 @@
-//! AAS Part 2 HTTP API (IDTA-01002 v3), read profile, under `/api/v3.0`.
+//! AAS Part 2 HTTP API (IDTA-01002 v3.0), read profile SSP-002 of the AAS Repository and the
+//! Submodel Repository service specifications, under `/api/v3.0`.
 //!
-//! Identifiers in paths are base64url (no padding); idShortPaths are dotted with `[n]` indices.
-//! Errors are Part 2 `Result` bodies (`{"messages": [...]}`) with the matching HTTP status.
-//! Lists use cursor pagination: `?limit=N&cursor=C` → `{"paging_metadata": {"cursor": ...}, "result": [...]}`.
+//! - Identifiers in paths are base64url without padding; idShortPaths are dotted with `[n]`
+//!   list indices (URL-encoded in the path).
+//! - Content modifiers `$metadata`, `$value` (ValueOnly), `$reference`, `$path`; query
+//!   parameters `level`, `extent`, `limit`/`cursor` (paged results), filters `idShort`,
+//!   `semanticId`, `assetIds`.
+//! - Errors are Part 2 `Result` bodies with 400 (malformed id, path or parameter), 404 (unknown
+//!   shell, submodel, element or route) or 405 (any write: this server is read-only).
+//!
+//! [`routes`] parses the path, [`params`] the query, and [`crate::aas::view`] computes the
+//! serialisations; this module only looks objects up and puts the pieces together.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod params;
+pub mod routes;
 
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
-use base64::Engine;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::aas::{self, Environment};
+use crate::aas::view;
+use crate::aas::{self, id_of, Environment};
+pub use error::ApiError;
+use params::Params;
+pub use params::{decode_id, encode_id};
+use routes::{Modifier, Route, SubmodelOp};
 
 /// Shared state of the API: the live environment.
 pub type SharedEnvironment = Arc<RwLock<Environment>>;
+
+/// The service profiles this server implements (`GET /description`).
+pub const PROFILES: [&str; 2] = [
+    "https://admin-shell.io/aas/API/3/0/AssetAdministrationShellRepositoryServiceSpecification/SSP-002",
+    "https://admin-shell.io/aas/API/3/0/SubmodelRepositoryServiceSpecification/SSP-002",
+];
 
 /// Builds the router (without binding), so tests can serve it on any listener.
 pub fn router(env: SharedEnvironment) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/api/v3.0/description", get(description))
-        .route("/api/v3.0/shells", get(list_shells))
-        .route("/api/v3.0/shells/{aas_id}", get(get_shell))
-        .route(
-            "/api/v3.0/shells/{aas_id}/submodel-refs",
-            get(get_submodel_refs),
-        )
-        .route("/api/v3.0/submodels", get(list_submodels))
-        .route("/api/v3.0/submodels/{sm_id}", get(get_submodel))
-        .route(
-            "/api/v3.0/submodels/{sm_id}/$value",
-            get(get_submodel_value),
-        )
-        .route(
-            "/api/v3.0/submodels/{sm_id}/submodel-elements",
-            get(list_elements),
-        )
-        .route(
-            "/api/v3.0/submodels/{sm_id}/submodel-elements/{*path}",
-            get(get_element),
-        )
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
+        .route("/api/v3.0/{*rest}", any(handle))
+        .fallback(|| async {
+            ApiError::not_found("no such API route; the API lives under /api/v3.0")
+        })
+        // Browser dashboards on other origins read the API; it is read-only, so any origin may.
         .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(env)
 }
 
-/// A Part 2 error: status plus a `Result` body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    text: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, text: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            text: text.into(),
+async fn handle(
+    State(env): State<SharedEnvironment>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not offered: this gateway serves the read-only profile SSP-002; values come from OPC UA"),
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            header::ALLOW,
+            header::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return resp;
+    }
+    let result = routes::parse(&rest).and_then(|route| {
+        let params = Params::parse(&pairs)?;
+        let env = env.read().expect("environment lock");
+        serve(&env, route, &params)
+    });
+    match result {
+        Ok(Reply::Json(v)) => Json(v).into_response(),
+        Ok(Reply::Bytes(content_type, bytes)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
         }
-    }
-    fn not_found(text: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, text)
-    }
-    fn bad_request(text: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, text)
+        Err(e) => e.into_response(),
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "messages": [{
-                "messageType": "Error",
-                "text": self.text,
-                "code": self.status.as_u16().to_string(),
-                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            }]
-        });
-        (self.status, Json(body)).into_response()
+/// What a route answers with.
+enum Reply {
+    Json(Value),
+    Bytes(String, Vec<u8>),
+}
+
+fn serve(env: &Environment, route: Route, p: &Params) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(match route {
+        Route::Description => json!({ "profiles": PROFILES }),
+        Route::Serialization => serialization(env, p)?,
+        Route::Shells(m) => {
+            let shells = env
+                .shells
+                .iter()
+                .filter(|s| matches_id_short(s, &p.id_short) && matches_asset_ids(s, p));
+            let items = match m {
+                Modifier::Reference => shells
+                    .map(|s| {
+                        view::identifiable_reference(
+                            "AssetAdministrationShell",
+                            id_of(s).unwrap_or(""),
+                        )
+                    })
+                    .collect(),
+                _ => shells.cloned().collect(),
+            };
+            p.page(items)
+        }
+        Route::Shell(id, m) => {
+            let shell = find_shell(env, &id)?;
+            match m {
+                Modifier::Reference => {
+                    view::identifiable_reference("AssetAdministrationShell", &id)
+                }
+                _ => shell.clone(),
+            }
+        }
+        Route::AssetInformation(id) => find_shell(env, &id)?
+            .get("assetInformation")
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("shell {id:?} has no assetInformation")))?,
+        Route::Thumbnail(id) => {
+            let shell = find_shell(env, &id)?;
+            let thumb = shell.pointer("/assetInformation/defaultThumbnail/path");
+            return Err(ApiError::not_found(match thumb {
+                Some(p) => format!("shell {id:?}: the thumbnail {p} is not stored in this gateway"),
+                None => format!("shell {id:?} has no thumbnail"),
+            }));
+        }
+        Route::SubmodelRefs(id) => {
+            let refs = find_shell(env, &id)?
+                .get("submodels")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            p.page(refs)
+        }
+        Route::ShellSubmodel(aas_id, sm_id, op) => {
+            let shell = find_shell(env, &aas_id)?;
+            if !shell_references(shell, &sm_id) {
+                return Err(ApiError::not_found(format!(
+                    "shell {aas_id:?} does not reference a submodel {sm_id:?}"
+                )));
+            }
+            return submodel_op(env, &sm_id, op, p);
+        }
+        Route::Submodels(m) => {
+            let sms = env.submodels.iter().filter(|s| {
+                matches_id_short(s, &p.id_short) && matches_semantic_id(s, &p.semantic_id)
+            });
+            let items: Vec<Value> = match m {
+                Modifier::Normal => sms.map(|s| view::shaped(s, p.level, p.extent)).collect(),
+                Modifier::Metadata => sms.map(view::submodel_metadata).collect(),
+                Modifier::Value => sms
+                    .map(|s| {
+                        view::named_values(
+                            view::children(&view::shaped(s, p.level, p.extent)),
+                            p.extent,
+                        )
+                    })
+                    .collect(),
+                Modifier::Reference => sms
+                    .map(|s| view::identifiable_reference("Submodel", id_of(s).unwrap_or("")))
+                    .collect(),
+                Modifier::Path => sms
+                    .flat_map(|s| view::submodel_paths(s, p.level))
+                    .map(Value::String)
+                    .collect(),
+            };
+            p.page(items)
+        }
+        Route::Submodel(sm_id, op) => return submodel_op(env, &sm_id, op, p),
+    }))
+}
+
+fn submodel_op(
+    env: &Environment,
+    sm_id: &str,
+    op: SubmodelOp,
+    p: &Params,
+) -> Result<Reply, ApiError> {
+    let sm = env
+        .submodel(sm_id)
+        .ok_or_else(|| ApiError::not_found(format!("no submodel with id {sm_id:?}")))?;
+    let bad = ApiError::bad_request;
+    Ok(Reply::Json(match op {
+        SubmodelOp::Submodel(m) => match m {
+            Modifier::Normal => view::shaped(sm, p.level, p.extent),
+            Modifier::Metadata => view::submodel_metadata(sm),
+            Modifier::Value => view::named_values(
+                view::children(&view::shaped(sm, p.level, p.extent)),
+                p.extent,
+            ),
+            Modifier::Reference => view::identifiable_reference("Submodel", sm_id),
+            Modifier::Path => json!(view::submodel_paths(sm, p.level)),
+        },
+        SubmodelOp::Elements(m) => {
+            let shaped = view::shaped(sm, p.level, p.extent);
+            let top = view::children(&shaped);
+            let items: Vec<Value> = match m {
+                Modifier::Normal => top.to_vec(),
+                // Elements without a value (Capability, Operation) have no such form: left out.
+                Modifier::Metadata => top
+                    .iter()
+                    .filter_map(|e| view::element_metadata(e).ok())
+                    .collect(),
+                Modifier::Value => top
+                    .iter()
+                    .filter_map(|e| view::named_value_only(e, p.extent).ok())
+                    .collect(),
+                Modifier::Reference => top
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| view::element_reference(sm_id, &[(i, e)]))
+                    .collect(),
+                Modifier::Path => view::submodel_paths(sm, p.level)
+                    .into_iter()
+                    .map(Value::String)
+                    .collect(),
+            };
+            p.page(items)
+        }
+        SubmodelOp::Element(path, m) => {
+            let chain = aas::find_chain(sm, &path)
+                .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
+            let (_, el) = *chain
+                .last()
+                .expect("find_chain returns at least one element");
+            match m {
+                Modifier::Normal => view::shaped(el, p.level, p.extent),
+                Modifier::Metadata => view::element_metadata(el).map_err(bad)?,
+                Modifier::Value => {
+                    view::named_value_only(&view::shaped(el, p.level, p.extent), p.extent)
+                        .map_err(bad)?
+                }
+                Modifier::Reference => view::element_reference(sm_id, &chain),
+                Modifier::Path => json!(view::element_paths(&path, el, p.level).map_err(bad)?),
+            }
+        }
+        SubmodelOp::Attachment(path) => {
+            let (_, el) = aas::find_element(sm, &path)
+                .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
+            return attachment(&path, el);
+        }
+    }))
+}
+
+/// `GET .../attachment`: the bytes of a Blob; a File's content is not stored by this gateway.
+fn attachment(path: &str, el: &Value) -> Result<Reply, ApiError> {
+    use base64::Engine;
+    let content_type = el
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    match el.get("modelType").and_then(Value::as_str) {
+        Some("Blob") => {
+            let b64 = el.get("value").and_then(Value::as_str).unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| {
+                    ApiError::not_found(format!("{path:?}: the Blob value is not valid base64"))
+                })?;
+            Ok(Reply::Bytes(content_type, bytes))
+        }
+        Some("File") => Err(ApiError::not_found(format!(
+            "{path:?}: this gateway stores no file contents; the File refers to {}",
+            el.get("value").and_then(Value::as_str).unwrap_or("nothing")
+        ))),
+        other => Err(ApiError::bad_request(format!(
+            "{path:?} is a {}, not a File or Blob",
+            other.unwrap_or("element")
+        ))),
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
-/// Decodes a base64url identifier from a path segment (padding tolerated).
-pub fn decode_id(encoded: &str) -> Result<String, ApiError> {
-    let trimmed = encoded.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(trimmed)
-        .map_err(|_| {
-            ApiError::bad_request(format!("{encoded:?} is not a base64url-encoded identifier"))
-        })?;
-    String::from_utf8(bytes)
-        .map_err(|_| ApiError::bad_request(format!("{encoded:?} does not decode to UTF-8 text")))
+/// `GET /serialization`: an environment with the requested shells and submodels (all when no
+/// ids are given) and, unless `includeConceptDescriptions=false`, the concept descriptions.
+fn serialization(env: &Environment, p: &Params) -> Result<Value, ApiError> {
+    for id in &p.aas_ids {
+        find_shell(env, id)?;
+    }
+    for id in &p.submodel_ids {
+        env.submodel(id)
+            .ok_or_else(|| ApiError::not_found(format!("no submodel with id {id:?}")))?;
+    }
+    let wanted =
+        |ids: &[String], v: &Value| ids.is_empty() || ids.iter().any(|i| id_of(v) == Some(i));
+    let shells: Vec<&Value> = env
+        .shells
+        .iter()
+        .filter(|s| wanted(&p.aas_ids, s))
+        .collect();
+    let submodels: Vec<&Value> = env
+        .submodels
+        .iter()
+        .filter(|s| wanted(&p.submodel_ids, s))
+        .collect();
+    let mut out = serde_json::Map::new();
+    // Empty arrays would violate the metamodel (lists are non-empty when present).
+    if !shells.is_empty() {
+        out.insert("assetAdministrationShells".into(), json!(shells));
+    }
+    if !submodels.is_empty() {
+        out.insert("submodels".into(), json!(submodels));
+    }
+    if p.include_concept_descriptions.unwrap_or(true) && !env.concept_descriptions.is_empty() {
+        out.insert(
+            "conceptDescriptions".into(),
+            json!(env.concept_descriptions),
+        );
+    }
+    Ok(Value::Object(out))
 }
 
-/// Encodes an identifier for use in a path.
-pub fn encode_id(id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+fn find_shell<'e>(env: &'e Environment, id: &str) -> Result<&'e Value, ApiError> {
+    env.shell(id)
+        .ok_or_else(|| ApiError::not_found(format!("no shell with id {id:?}")))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    limit: Option<usize>,
-    cursor: Option<String>,
-    #[serde(rename = "idShort")]
-    id_short: Option<String>,
-}
-
-/// Cursor pagination over a full list (the cursor is the base64url offset of the next item);
-/// `paging_metadata.cursor` is present only when more items remain.
-fn page_of(items: Vec<Value>, params: &ListParams) -> ApiResult {
-    let start = match &params.cursor {
-        None => 0,
-        Some(c) => decode_id(c)?.parse::<usize>().map_err(|_| {
-            ApiError::bad_request(format!("{c:?} is not a cursor this server issued"))
-        })?,
-    };
-    let limit = match params.limit {
-        Some(0) => return Err(ApiError::bad_request("limit must be at least 1")),
-        Some(n) => n,
-        None => usize::MAX,
-    };
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
-    let next = start.saturating_add(page.len());
-    let paging = if next < total {
-        json!({"cursor": encode_id(&next.to_string())})
-    } else {
-        json!({})
-    };
-    Ok(Json(json!({"paging_metadata": paging, "result": page})))
+fn shell_references(shell: &Value, sm_id: &str) -> bool {
+    shell
+        .get("submodels")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|r| r.pointer("/keys/0/value").and_then(Value::as_str) == Some(sm_id))
 }
 
 fn matches_id_short(v: &Value, wanted: &Option<String>) -> bool {
@@ -144,135 +343,34 @@ fn matches_id_short(v: &Value, wanted: &Option<String>) -> bool {
         .is_none_or(|w| v.get("idShort").and_then(Value::as_str) == Some(w))
 }
 
-async fn description() -> Json<Value> {
-    Json(json!({
-        "profiles": [
-            "https://admin-shell.io/aas/API/3/0/AssetAdministrationShellRepositoryServiceSpecification/SSP-002",
-            "https://admin-shell.io/aas/API/3/0/SubmodelRepositoryServiceSpecification/SSP-002"
-        ]
-    }))
-}
-
-async fn list_shells(
-    State(env): State<SharedEnvironment>,
-    Query(p): Query<ListParams>,
-) -> ApiResult {
-    let items: Vec<Value> = {
-        let env = env.read().expect("environment lock");
-        env.shells
-            .iter()
-            .filter(|s| matches_id_short(s, &p.id_short))
-            .cloned()
-            .collect()
-    };
-    page_of(items, &p)
-}
-
-async fn get_shell(State(env): State<SharedEnvironment>, Path(aas_id): Path<String>) -> ApiResult {
-    let id = decode_id(&aas_id)?;
-    let env = env.read().expect("environment lock");
-    env.shell(&id)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no shell with id {id:?}")))
-}
-
-async fn get_submodel_refs(
-    State(env): State<SharedEnvironment>,
-    Path(aas_id): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult {
-    let id = decode_id(&aas_id)?;
-    let refs: Vec<Value> = {
-        let env = env.read().expect("environment lock");
-        let shell = env
-            .shell(&id)
-            .ok_or_else(|| ApiError::not_found(format!("no shell with id {id:?}")))?;
-        shell
-            .get("submodels")
+fn matches_semantic_id(v: &Value, wanted: &Option<String>) -> bool {
+    wanted.as_deref().is_none_or(|w| {
+        v.pointer("/semanticId/keys")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    page_of(refs, &p)
+            .into_iter()
+            .flatten()
+            .any(|k| k.get("value").and_then(Value::as_str) == Some(w))
+    })
 }
 
-async fn list_submodels(
-    State(env): State<SharedEnvironment>,
-    Query(p): Query<ListParams>,
-) -> ApiResult {
-    let items: Vec<Value> = {
-        let env = env.read().expect("environment lock");
-        env.submodels
-            .iter()
-            .filter(|s| matches_id_short(s, &p.id_short))
-            .cloned()
-            .collect()
-    };
-    page_of(items, &p)
-}
-
-fn with_submodel<T>(
-    env: &SharedEnvironment,
-    encoded: &str,
-    f: impl FnOnce(&Value) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    let id = decode_id(encoded)?;
-    let env = env.read().expect("environment lock");
-    let sm = env
-        .submodel(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no submodel with id {id:?}")))?;
-    f(sm)
-}
-
-async fn get_submodel(
-    State(env): State<SharedEnvironment>,
-    Path(sm_id): Path<String>,
-) -> ApiResult {
-    with_submodel(&env, &sm_id, |sm| Ok(Json(sm.clone())))
-}
-
-async fn get_submodel_value(
-    State(env): State<SharedEnvironment>,
-    Path(sm_id): Path<String>,
-) -> ApiResult {
-    with_submodel(&env, &sm_id, |sm| Ok(Json(aas::submodel_value_only(sm))))
-}
-
-async fn list_elements(
-    State(env): State<SharedEnvironment>,
-    Path(sm_id): Path<String>,
-    Query(p): Query<ListParams>,
-) -> ApiResult {
-    let items = with_submodel(&env, &sm_id, |sm| {
-        Ok(sm
-            .get("submodelElements")
+/// A shell matches when every requested asset id is its globalAssetId (name `globalAssetId`)
+/// or one of its specificAssetIds (same name and value).
+fn matches_asset_ids(shell: &Value, p: &Params) -> bool {
+    let info = shell.get("assetInformation");
+    p.asset_ids.iter().all(|want| {
+        if want.name == "globalAssetId" {
+            return info
+                .and_then(|i| i.get("globalAssetId"))
+                .and_then(Value::as_str)
+                == Some(want.value.as_str());
+        }
+        info.and_then(|i| i.get("specificAssetIds"))
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
-    })?;
-    page_of(items, &p)
-}
-
-async fn get_element(
-    State(env): State<SharedEnvironment>,
-    Path((sm_id, path)): Path<(String, String)>,
-) -> ApiResult {
-    let (path, value_only) = match path.strip_suffix("/$value") {
-        Some(p) => (p.to_string(), true),
-        None => (path, false),
-    };
-    if path.contains('/') {
-        return Err(ApiError::bad_request(format!(
-            "{path:?}: idShortPaths use '.', not '/'"
-        )));
-    }
-    with_submodel(&env, &sm_id, |sm| {
-        let (_, el) = aas::find_element(sm, &path).map_err(ApiError::not_found)?;
-        Ok(Json(if value_only {
-            aas::value_only(el)
-        } else {
-            el.clone()
-        }))
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s.get("name").and_then(Value::as_str) == Some(want.name.as_str())
+                    && s.get("value").and_then(Value::as_str) == Some(want.value.as_str())
+            })
     })
 }

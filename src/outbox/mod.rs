@@ -556,6 +556,8 @@ mod tests {
             id_short_path: path.into(),
             value_type: XsType::Double,
             topic: format!("aas/M1/Op/{path}"),
+            unit: None,
+            semantic_id: None,
             outbox_id: Default::default(),
         })
     }
