@@ -160,7 +160,7 @@ impl Gateway {
         for (i, src) in cfg.opcua.iter().enumerate() {
             let source_stats = Arc::new(SourceStats::default());
             stats.sources.push(source_stats.clone());
-            let nodes = router.nodes_of_source(i);
+            let nodes = router.nodes_of_source(i, &cfg);
             if nodes.is_empty() {
                 warn!(source = %src.name, "no mapping rule uses this source; not connecting");
                 continue;

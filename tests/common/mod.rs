@@ -256,3 +256,16 @@ pub fn parse_ts(s: &str) -> i64 {
         .timestamp_nanos_opt()
         .unwrap()
 }
+
+/// A PKI directory for gateways under test whose certificate already exists: creating an RSA
+/// key pair takes seconds in a debug build, which would blur the timing tests measure. Shared
+/// by the tests of one test binary; created once.
+pub fn gateway_pki() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    let name = exe.file_stem().unwrap().to_string_lossy().to_string();
+    let dir = std::env::temp_dir().join(format!("aas-gateway-test-pki-{name}"));
+    aas_gateway::sources::opcua::pki::ensure_own_certificate(&dir).unwrap();
+    dir
+}
