@@ -173,6 +173,10 @@ pub struct OpcUaSourceConfig {
     /// Private key (PEM) of `user_certificate`.
     #[serde(default)]
     pub user_private_key: Option<PathBuf>,
+    /// Read the server's data type definitions after connecting, so that its own structures
+    /// (ExtensionObjects) become JSON with named fields instead of base64 bytes.
+    #[serde(default = "default_true")]
+    pub load_data_types: bool,
 }
 
 impl OpcUaSourceConfig {

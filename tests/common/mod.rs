@@ -269,3 +269,72 @@ pub fn gateway_pki() -> PathBuf {
     aas_gateway::sources::opcua::pki::ensure_own_certificate(&dir).unwrap();
     dir
 }
+
+/// An OPC UA server of another implementation, started as a child process that prints its
+/// endpoint URL as the first line on stdout when ready. Killed on drop.
+pub struct PeerServer {
+    /// Endpoint URL as printed by the peer.
+    pub url: String,
+    child: Child,
+}
+
+impl PeerServer {
+    /// Starts `program args...` and waits up to 60 s for the URL line.
+    pub fn start(program: &std::path::Path, args: &[String]) -> PeerServer {
+        use std::io::BufRead;
+        assert!(
+            program.exists(),
+            "{} is missing: run `.ci/peers.sh install`",
+            program.display()
+        );
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {} // keep draining so the peer never blocks on a full pipe
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url.trim().to_string(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{} {args:?} printed no URL within 60 s", program.display());
+            }
+        };
+        assert!(url.starts_with("opc.tcp://"), "peer printed {url:?}");
+        PeerServer { url, child }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Validates AAS JSON files with the independent Python validators (aas-core3.0, basyx).
+pub fn check_aas_file(path: &std::path::Path) {
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/validators/check_aas.py"))
+        .arg("--check-refs")
+        .arg(path)
+        .output()
+        .expect("run tests/validators/check_aas.py (.ci/peers.sh install)");
+    assert!(
+        out.status.success(),
+        "{} is not a valid AAS environment:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -144,9 +144,14 @@ impl Heartbeat {
     }
 }
 
-/// A DataValue as a reading of `rule`; the source timestamp falls back to the server
-/// timestamp, then to the arrival time, so that every reading has a time.
-pub fn data_value_reading(rule: u32, dv: DataValue) -> Reading {
+/// A DataValue as a reading of `rule`; structures become JSON text (see [`convert`]); the
+/// source timestamp falls back to the server timestamp, then to the arrival time, so that
+/// every reading has a time.
+pub fn data_value_reading(
+    rule: u32,
+    dv: DataValue,
+    encoder: &convert::StructureEncoder,
+) -> Reading {
     let server_ts = dv.server_timestamp.as_ref().map(convert::datetime_nanos);
     let source_ts = dv
         .source_timestamp
@@ -156,7 +161,7 @@ pub fn data_value_reading(rule: u32, dv: DataValue) -> Reading {
         .unwrap_or_else(now_nanos);
     Reading {
         rule,
-        value: dv.value.unwrap_or_default(),
+        value: encoder.normalize(dv.value.unwrap_or_default()),
         status: dv.status.map(|s| s.bits()).unwrap_or(0),
         source_ts_nanos: source_ts,
         server_ts_nanos: server_ts.unwrap_or(0),
@@ -268,6 +273,10 @@ async fn run_connection(
     };
     let limits = limits::read(&session).await;
     info!(source = %name, ?limits, "server operation limits");
+    if cfg.load_data_types {
+        load_data_types(&session, name).await;
+    }
+    let encoder = convert::StructureEncoder::new(session.context());
 
     // Resolve every node; unresolvable ones (unknown namespace URI) are named, the rest run.
     let mut subscribed = Vec::new();
@@ -294,6 +303,7 @@ async fn run_connection(
             tx: tx.clone(),
             stats: stats.clone(),
             heartbeat: heartbeat.clone(),
+            encoder: encoder.clone(),
             last_sequence: None,
         };
         let created = tokio::select! {
@@ -317,6 +327,7 @@ async fn run_connection(
                 interval: Duration::from_millis(interval),
                 batch_size: limits.read_batch(cfg.create_batch_size),
             },
+            encoder.clone(),
             tx.clone(),
             stats.clone(),
             readers.clone(),
@@ -367,6 +378,27 @@ async fn run_connection(
                 }
                 None => return Outcome::Restart,
             }
+        }
+    }
+}
+
+/// Reads the server's data type definitions, so that its own structures decode field by field
+/// (and become readable JSON) instead of opaque bytes. Failing is not fatal: structures then
+/// keep their binary body as base64.
+async fn load_data_types(session: &Arc<opcua::client::Session>, source: &str) {
+    let started = Instant::now();
+    match opcua::client::custom_types::DataTypeTreeBuilder::new(|_| true)
+        .build(session)
+        .await
+    {
+        Ok(tree) => {
+            session.add_type_loader(Arc::new(opcua::types::custom::DynamicTypeLoader::new(
+                Arc::new(tree),
+            )));
+            info!(source = %source, ms = started.elapsed().as_millis() as u64, "loaded the server's data type definitions");
+        }
+        Err(e) => {
+            warn!(source = %source, error = %e, "cannot load the server's data type definitions; its structures arrive as base64")
         }
     }
 }

@@ -36,6 +36,7 @@ pub async fn run(
     source: String,
     session: Arc<Session>,
     group: ReadGroup,
+    encoder: super::convert::StructureEncoder,
     tx: mpsc::Sender<ReadingBatch>,
     stats: Arc<SourceStats>,
     stop: CancellationToken,
@@ -87,7 +88,7 @@ pub async fn run(
                 });
                 if changed {
                     last[index] = Some(dv.clone());
-                    batch.push(data_value_reading(node.rule, dv));
+                    batch.push(data_value_reading(node.rule, dv, &encoder));
                 }
             }
         }

@@ -131,6 +131,8 @@ pub struct NotificationHandler {
     pub stats: Arc<SourceStats>,
     /// Beaten on every publish response, data or keep-alive (the silence watch reads it).
     pub heartbeat: Arc<Heartbeat>,
+    /// Turns structures into JSON with the session's type knowledge.
+    pub encoder: super::convert::StructureEncoder,
     /// Sequence number of the last message, to count lost ones.
     pub last_sequence: Option<u32>,
 }
@@ -171,6 +173,7 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
                 batch.push(data_value_reading(
                     item.client_handle.saturating_sub(1),
                     item.value,
+                    &self.encoder,
                 ));
             }
         }
