@@ -10,7 +10,7 @@
 //! - [`limits`]: the server's OperationLimits, which size every batch;
 //! - [`node_ref`]: node ids in all forms, `nsu=` resolved against the NamespaceArray;
 //! - [`convert`]: every built-in type to a [`crate::model::TypedValue`];
-//! - `browse`: the address-space walker behind `aas-gateway browse`;
+//! - [`browse`]: the address-space walker behind `aas-gateway browse`;
 //! - [`pki`]: the gateway's certificate store (`aas-gateway pki`).
 //!
 //! Robustness rules (see `shared/reference/dependencies.md` for why each exists):
@@ -22,6 +22,7 @@
 //! - a server that sends neither data nor keep-alives for `silence_timeout` is treated as
 //!   stalled: logged, disconnected and connected afresh.
 
+pub mod browse;
 pub mod convert;
 pub mod limits;
 pub mod node_ref;
