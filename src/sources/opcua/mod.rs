@@ -172,8 +172,11 @@ pub fn data_value_reading(
 /// Why one connection of a source ended.
 enum Outcome {
     Shutdown,
-    /// Start a new session (stalled server, changed namespaces, ended event loop).
+    /// Start a new session (changed namespaces, ended event loop).
     Restart,
+    /// The server stopped answering: start a new session without waiting for a polite
+    /// disconnect it would not answer either.
+    Stalled,
     Fatal(anyhow::Error),
 }
 
@@ -212,11 +215,21 @@ pub async fn run_source(
             &shutdown,
         )
         .await;
-        conn.close().await;
         match outcome {
-            Outcome::Shutdown => return Ok(()),
-            Outcome::Fatal(e) => return Err(e),
-            Outcome::Restart => {
+            Outcome::Fatal(e) => {
+                conn.abandon();
+                return Err(e);
+            }
+            Outcome::Shutdown => {
+                conn.close().await;
+                return Ok(());
+            }
+            Outcome::Restart | Outcome::Stalled => {
+                if matches!(outcome, Outcome::Stalled) {
+                    conn.abandon();
+                } else {
+                    conn.close().await;
+                }
                 let wait = backoff.next_delay();
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -346,7 +359,7 @@ async fn run_connection(
                     stats.stalls.fetch_add(1, Ordering::Relaxed);
                     warn!(source = %name, endpoint = %cfg.endpoint, silent_ms = heartbeat.silent_for().as_millis() as u64,
                         "the server sent neither data nor keep-alive within silence_timeout; reconnecting");
-                    return Outcome::Restart;
+                    return Outcome::Stalled;
                 }
             }
             e = events.recv() => match e {

@@ -143,6 +143,24 @@ pub fn identity(cfg: &OpcUaSourceConfig) -> anyhow::Result<(IdentityToken, UserT
     })
 }
 
+fn no_matching_endpoint(endpoints: &[opcua::types::EndpointDescription]) -> opcua::types::Error {
+    opcua::types::Error::new(
+        StatusCode::BadTcpEndpointUrlInvalid,
+        format!(
+            "the server offers {}",
+            endpoints
+                .iter()
+                .map(|e| format!(
+                    "{} {:?}",
+                    SecurityPolicy::from_uri(e.security_policy_uri.as_ref()).to_str(),
+                    e.security_mode
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+}
+
 /// What the driver reports about the session.
 #[derive(Debug)]
 pub enum SessionEvent {
@@ -171,6 +189,12 @@ impl Connection {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.session.disconnect()).await;
         self.driver.abort();
     }
+
+    /// Drops a session the server never accepted: there is nothing to close politely, and
+    /// waiting for a disconnect would only delay the error report.
+    pub fn abandon(self) {
+        self.driver.abort();
+    }
 }
 
 /// Creates the session, retrying with backoff while the server is unreachable (its endpoints
@@ -188,11 +212,26 @@ pub async fn open(
     let mode = security_mode(&cfg.security_mode)
         .ok_or_else(|| anyhow::anyhow!("source {name}: unknown security mode"))?;
     let (session, event_loop) = loop {
-        let endpoint: opcua::types::EndpointDescription =
-            (cfg.endpoint.as_str(), policy, mode, identity.1.clone()).into();
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            r = client.connect_to_matching_endpoint(endpoint, identity.0.clone()) => r,
+            r = async {
+                // Connect to the matching endpoint **at the configured address**: servers
+                // often advertise an address the gateway cannot reach (a container's host
+                // name, a NAT-internal IP or port); async-opcua only replaces the host, so a
+                // port-forwarded or proxied server would be dialled at its internal port.
+                let endpoints = client
+                    .get_server_endpoints_from_url(cfg.endpoint.as_str())
+                    .await?;
+                let mut endpoint = Client::find_matching_endpoint(
+                    &endpoints,
+                    &cfg.endpoint,
+                    SecurityPolicy::from_uri(policy),
+                    mode,
+                )
+                .ok_or_else(|| no_matching_endpoint(&endpoints))?;
+                endpoint.endpoint_url = cfg.endpoint.as_str().into();
+                client.connect_to_endpoint_directly(endpoint, identity.0.clone())
+            } => r,
         };
         match attempt {
             Ok(pair) => break pair,
