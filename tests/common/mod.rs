@@ -279,7 +279,8 @@ pub struct PeerServer {
 }
 
 impl PeerServer {
-    /// Starts `program args...` and waits up to 60 s for the URL line.
+    /// Starts `program args...` and waits up to 60 s for the URL line (the first stdout line
+    /// that starts with `opc.tcp://`).
     pub fn start(program: &std::path::Path, args: &[String]) -> PeerServer {
         use std::io::BufRead;
         assert!(
@@ -297,11 +298,16 @@ impl PeerServer {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+            // The URL line; libraries may log to stdout before it (node-opcua does), and the
+            // pipe keeps being drained so the peer never blocks on it.
+            let mut sent = false;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.trim().starts_with("opc.tcp://") {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
             }
-            for _ in lines {} // keep draining so the peer never blocks on a full pipe
         });
         let url = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => url.trim().to_string(),
@@ -310,7 +316,6 @@ impl PeerServer {
                 panic!("{} {args:?} printed no URL within 60 s", program.display());
             }
         };
-        assert!(url.starts_with("opc.tcp://"), "peer printed {url:?}");
         PeerServer { url, child }
     }
 }
