@@ -118,6 +118,11 @@ pub struct OpcUaSourceConfig {
     /// Trust any server certificate (for commissioning only; logs a warning).
     #[serde(default)]
     pub trust_server_certs: bool,
+    /// Check the server certificate's host name, application URI and validity dates (on top of
+    /// trust). `false` for servers whose certificate names another host than the endpoint URL
+    /// (e.g. a certificate for `plc1` reached as `10.0.0.5`); logs a warning.
+    #[serde(default = "default_true")]
+    pub verify_server_certs: bool,
     /// How often the server sends collected changes, in milliseconds.
     #[serde(default = "default_publishing_interval_ms")]
     pub publishing_interval_ms: u64,

@@ -124,7 +124,8 @@ fn fixture_types() -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn run_against(peer: &PeerServer, structures: &[(&str, Value)]) {
+/// `security`: (security_policy, security_mode) of the connection.
+async fn run_against(peer: &PeerServer, structures: &[(&str, Value)], security: (&str, &str)) {
     check_aas_file(&repo_root().join("tests/fixtures/interop.aas.json"));
     let broker = Mosquitto::start();
     let collector = MqttCollector::start(broker.port, "io/#").await;
@@ -137,6 +138,11 @@ environments = ["{root}/tests/fixtures/interop.aas.json"]
 [[opcua]]
 name = "peer"
 endpoint = "{url}"
+security_policy = "{policy}"
+security_mode = "{mode}"
+trust_server_certs = true
+# node-opcua's certificate names the machine's host name, not 127.0.0.1.
+verify_server_certs = false
 publishing_interval_ms = 100
 sampling_interval_ms = 50
 pki_dir = "{pki}"
@@ -146,6 +152,8 @@ topic_prefix = "io"
 "#,
         root = repo_root().display(),
         url = peer.url,
+        policy = security.0,
+        mode = security.1,
         pki = gateway_pki().display(),
         mqtt = broker.port,
     );
@@ -310,6 +318,7 @@ async fn asyncua_server_every_type_and_id_kind() {
                 json!({"Speed": 12.5, "Name": "spindle", "Active": true}),
             ),
         ],
+        ("None", "None"),
     )
     .await;
 }
@@ -324,6 +333,30 @@ async fn node_opcua_server_every_type_and_id_kind() {
         ],
     );
     // node-opcua serves no custom structure here (its data type definition API differs too
-    // much to build the same one); the standard Range structure is compared.
-    run_against(&peer, &[("Range", json!({"Low": 0.5, "High": 100}))]).await;
+    // much to build the same one); the standard Range structure is compared. Its operation
+    // limits are tight (5 per call), so every batch is exercised; the channel is encrypted
+    // with the policy no other test uses.
+    run_against(
+        &peer,
+        &[("Range", json!({"Low": 0.5, "High": 100}))],
+        ("Aes128Sha256RsaOaep", "SignAndEncrypt"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_opcua_server_signed_channel() {
+    let peer = PeerServer::start(
+        std::path::Path::new("/usr/bin/node"),
+        &[
+            "tests/peers/node_opcua_server.js".into(),
+            free_port().to_string(),
+        ],
+    );
+    run_against(
+        &peer,
+        &[("Range", json!({"Low": 0.5, "High": 100}))],
+        ("Basic256Sha256", "Sign"),
+    )
+    .await;
 }

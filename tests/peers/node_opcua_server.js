@@ -31,9 +31,14 @@ async function main(port) {
     hostname: "127.0.0.1",
     resourcePath: "/",
     serverCertificateManager: new OPCUACertificateManager({ rootFolder: pki, automaticallyAcceptUnknownCertificate: true }),
-    securityModes: [MessageSecurityMode.None],
-    securityPolicies: [SecurityPolicy.None],
+    securityModes: [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
+    securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256, SecurityPolicy.Aes128_Sha256_RsaOaep],
     allowAnonymous: true,
+    // Tight operation limits: the gateway must read them and batch its calls (30 monitored
+    // items need 6 CreateMonitoredItems calls); a call over a limit fails as a whole.
+    serverCapabilities: {
+      operationLimits: { maxMonitoredItemsPerCall: 5, maxNodesPerRead: 5, maxNodesPerBrowse: 5 },
+    },
     buildInfo: { productName: "aas-gateway interop peer (node-opcua)" },
   });
   await server.initialize();

@@ -196,6 +196,9 @@ pub async fn run_source(
     if cfg.trust_server_certs && cfg.security_policy != "None" {
         warn!(source = %name, "trust_server_certs is on: any server certificate is accepted");
     }
+    if !cfg.verify_server_certs && cfg.security_policy != "None" {
+        warn!(source = %name, "verify_server_certs is off: the server certificate's host name and dates are not checked");
+    }
     let identity = session::identity(&cfg)?;
     let mut client = session::build_client(&cfg, &pki_dir)?;
     let mut backoff = Backoff::new();
@@ -288,7 +291,7 @@ async fn run_connection(
     let limits = limits::read(&session).await;
     info!(source = %name, ?limits, "server operation limits");
     if cfg.load_data_types {
-        load_data_types(&session, name).await;
+        load_data_types(&session, name, &limits).await;
     }
     let encoder = convert::StructureEncoder::new(session.context());
 
@@ -399,9 +402,19 @@ async fn run_connection(
 /// Reads the server's data type definitions, so that its own structures decode field by field
 /// (and become readable JSON) instead of opaque bytes. Failing is not fatal: structures then
 /// keep their binary body as base64.
-async fn load_data_types(session: &Arc<opcua::client::Session>, source: &str) {
+async fn load_data_types(
+    session: &Arc<opcua::client::Session>,
+    source: &str,
+    limits: &limits::OperationLimits,
+) {
     let started = Instant::now();
     match opcua::client::custom_types::DataTypeTreeBuilder::new(|_| true)
+        // Within the server's limits, like every other call.
+        .values_per_read(limits.read_batch(1000))
+        .config(
+            opcua::client::browser::BrowserConfig::new()
+                .max_nodes_per_request(limits.browse_batch(100)),
+        )
         .build(session)
         .await
     {

@@ -62,6 +62,10 @@ pub fn is_fatal(status: StatusCode) -> bool {
             | StatusCode::BadCertificateRevoked
             | StatusCode::BadCertificateUriInvalid
             | StatusCode::BadCertificateUseNotAllowed
+            | StatusCode::BadCertificateHostNameInvalid
+            | StatusCode::BadCertificateTimeInvalid
+            | StatusCode::BadCertificateIssuerTimeInvalid
+            | StatusCode::BadCertificateChainIncomplete
             | StatusCode::BadSecurityChecksFailed
             | StatusCode::BadSecurityPolicyRejected
     )
@@ -74,6 +78,13 @@ pub fn describe_fatal(status: StatusCode) -> &'static str {
         | StatusCode::BadIdentityTokenInvalid
         | StatusCode::BadUserAccessDenied => {
             "the server rejected the user identity: check username/password or user_certificate"
+        }
+        StatusCode::BadCertificateHostNameInvalid => {
+            "the server certificate does not name the host of the endpoint URL: use the host \
+             name from the certificate in `endpoint`, or set verify_server_certs = false"
+        }
+        StatusCode::BadCertificateTimeInvalid | StatusCode::BadCertificateIssuerTimeInvalid => {
+            "a certificate is expired or not yet valid: renew it or check the clocks"
         }
         StatusCode::BadCertificateUntrusted | StatusCode::BadSecurityChecksFailed => {
             "a certificate was not trusted: trust the server's certificate with \
@@ -94,6 +105,7 @@ pub fn build_client(cfg: &OpcUaSourceConfig, pki_dir: &Path) -> anyhow::Result<C
         .pki_dir(pki_dir)
         .create_sample_keypair(true)
         .trust_server_certs(cfg.trust_server_certs)
+        .verify_server_certs(cfg.verify_server_certs)
         // Retry forever: a server that is down for maintenance must not end the gateway.
         // Rejected identities are caught by the driver below instead.
         .session_retry_limit(-1)
