@@ -360,3 +360,90 @@ async fn node_opcua_server_signed_channel() {
     )
     .await;
 }
+
+/// A server that comes back with different namespace indexes (asyncua restarted with more
+/// namespaces registered first): the gateway must resolve the `nsu=` ids again, or its
+/// recreated monitored items would point at the wrong nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_indexes_that_change_across_a_restart_are_followed() {
+    let port = free_port();
+    let python = repo_root().join(".venv/bin/python");
+    let script = "tests/peers/asyncua_server.py".to_string();
+    let first = PeerServer::start(&python, &[script.clone(), port.to_string(), "0".into()]);
+    let broker = Mosquitto::start();
+    let collector = MqttCollector::start(broker.port, "ns/#").await;
+    let mut toml = format!(
+        r#"
+[api]
+enabled = false
+[aas]
+environments = ["{root}/tests/fixtures/interop.aas.json"]
+[[opcua]]
+name = "peer"
+endpoint = "{url}"
+publishing_interval_ms = 100
+pki_dir = "{pki}"
+[mqtt]
+port = {mqtt}
+topic_prefix = "ns"
+"#,
+        root = repo_root().display(),
+        url = first.url,
+        pki = gateway_pki().display(),
+        mqtt = broker.port,
+    );
+    for (element, id) in [
+        ("CounterRead", "s=CounterRead"),
+        ("String", "s=Types/String"),
+    ] {
+        toml += &format!(
+            "[[mapping]]\nnode_id = \"nsu={NS};{id}\"\nsubmodel = \"{SUBMODEL}\"\npath = \"{element}\"\n"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, toml).unwrap();
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::start(Config::load(&path).unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    let count = |element: &str| {
+        collector
+            .snapshot()
+            .iter()
+            .filter(|(t, _)| t.ends_with(&format!("/{element}")))
+            .count()
+    };
+    let t0 = Instant::now();
+    while count("CounterRead") < 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no values from the first server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first);
+    let strings_before = count("String");
+    let counters_before = count("CounterRead");
+    // Same port, test namespace now at index 7 instead of 4.
+    let _second = PeerServer::start(&python, &[script, port.to_string(), "3".into()]);
+    let t1 = Instant::now();
+    while count("String") == strings_before || count("CounterRead") < counters_before + 5 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "no values after the namespace indexes changed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last_string = collector
+        .snapshot()
+        .into_iter()
+        .rev()
+        .find(|(t, _)| t.ends_with("/String"))
+        .unwrap()
+        .1;
+    assert_eq!(last_string["value"], json!("Grüße \"quoted\" ✓"));
+    eprintln!("namespace change: values again after {:?}", t1.elapsed());
+    shutdown.cancel();
+    gateway.wait().await.unwrap();
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Interop peer: a Python asyncua OPC UA server with an "unusual" address space.
 
-Usage: .venv/bin/python tests/peers/asyncua_server.py PORT
+Usage: .venv/bin/python tests/peers/asyncua_server.py PORT [SHIFT]
+SHIFT (default 0) registers that many more namespaces first, moving the test namespace to a
+higher index: a restart with another SHIFT is a server whose namespace indexes changed.
 Prints its endpoint URL on stdout once it accepts connections; runs until killed.
 
 The nodes live in a namespace registered third (index 4, not the customary 2) with an odd URI,
@@ -24,7 +26,7 @@ NS_URI = "urn:interop:odd namespace/ä"
 TS = datetime.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.timezone.utc)
 
 
-async def main(port: int) -> None:
+async def main(port: int, shift: int) -> None:
     server = Server()
     await server.init()
     url = f"opc.tcp://127.0.0.1:{port}/"
@@ -34,6 +36,8 @@ async def main(port: int) -> None:
     # Occupy indexes 2 and 3 so that ns=2 guesses break: only nsu= ids find the nodes.
     await server.register_namespace("urn:interop:unused-a")
     await server.register_namespace("urn:interop:unused-b")
+    for i in range(shift):
+        await server.register_namespace(f"urn:interop:shift-{i}")
     idx = await server.register_namespace(NS_URI)
     objects = server.nodes.objects
     folder = await objects.add_object(ua.NodeId("Interop", idx), ua.QualifiedName("Interop", idx))
@@ -115,4 +119,4 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0))
