@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), Python venv (asyncua, AAS validators).
+# Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), Python venv (asyncua, AAS validators),
+# node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
-#   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt (idempotent)
+#   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
 #   .ci/peers.sh start     mosquitto + VictoriaMetrics on free 127.0.0.1 ports; writes .peers/env
 #   .ci/peers.sh stop      stops them (pid files), removes their temp dir; safe to repeat
 #   .ci/peers.sh env       prints .peers/env
@@ -91,6 +92,27 @@ install() {
   "$VENV/bin/python" -c 'import asyncua, aas_core3, basyx.aas, aas_test_engines' ||
     die "venv: imports failed"
   say "venv: asyncua, aas_core3, basyx.aas, aas_test_engines import"
+  install_node_peer
+}
+
+NODE_PEER=$PEERS_ROOT/tests/peers/node-opcua
+install_node_peer() { # node-opcua from package-lock.json; redone only when the lock file changes
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "apt: installing nodejs npm"
+    export DEBIAN_FRONTEND=noninteractive
+    run_logged apt-get update -qq
+    run_logged apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  local want; want=$(sha256sum "$NODE_PEER/package-lock.json" | cut -d' ' -f1)
+  if [[ -d $NODE_PEER/node_modules/node-opcua && "$(cat "$NODE_PEER/node_modules/.lock.sha256" 2>/dev/null)" == "$want" ]]; then
+    say "npm: node-opcua up to date in $NODE_PEER"
+  else
+    say "npm: npm ci in $NODE_PEER"
+    (cd "$NODE_PEER" && run_logged npm ci --no-audit --no-fund)
+    echo "$want" >"$NODE_PEER/node_modules/.lock.sha256"
+  fi
+  (cd "$NODE_PEER" && node -e 'require("node-opcua")') || die "npm: node-opcua does not load"
+  say "npm: node-opcua $(cd "$NODE_PEER" && node -p 'require("node-opcua/package.json").version') loads"
 }
 
 free_ports() { # N distinct free TCP ports on 127.0.0.1

@@ -121,6 +121,11 @@ pub struct OpcUaSourceConfig {
     /// Trust any server certificate (for commissioning only; logs a warning).
     #[serde(default)]
     pub trust_server_certs: bool,
+    /// Check the server certificate's host name, application URI and validity dates (on top of
+    /// trust). `false` for servers whose certificate names another host than the endpoint URL
+    /// (e.g. a certificate for `plc1` reached as `10.0.0.5`); logs a warning.
+    #[serde(default = "default_true")]
+    pub verify_server_certs: bool,
     /// How often the server sends collected changes, in milliseconds.
     #[serde(default = "default_publishing_interval_ms")]
     pub publishing_interval_ms: u64,
@@ -134,9 +139,99 @@ pub struct OpcUaSourceConfig {
     /// message size limits.
     #[serde(default = "default_max_notifications_per_publish")]
     pub max_notifications_per_publish: u32,
-    /// Monitored items created per CreateMonitoredItems call (servers cap this, e.g. S7-1500: 1000).
+    /// Monitored items created (or nodes read) per call, at most; the server's own
+    /// `OperationLimits` (MaxMonitoredItemsPerCall, MaxNodesPerRead) lower it further when smaller
+    /// (e.g. S7-1500: 1000).
     #[serde(default = "default_batch_size")]
     pub create_batch_size: usize,
+    /// How values are acquired: `subscribe` (monitored items, the default) or `read` (cyclic
+    /// Read every `read_interval_ms`, for servers or nodes that cannot be subscribed).
+    #[serde(default)]
+    pub mode: AcquisitionMode,
+    /// Period of cyclic reads in `read` mode, milliseconds.
+    #[serde(default = "default_read_interval_ms")]
+    pub read_interval_ms: u64,
+    /// When a monitored item's server queue is full: drop the oldest value (`true`, default) or
+    /// the newest.
+    #[serde(default = "default_true")]
+    pub discard_oldest: bool,
+    /// DataChangeFilter trigger: `status`, `status_value` (the OPC UA default) or
+    /// `status_value_timestamp` (also report a new source timestamp with an unchanged value).
+    #[serde(default)]
+    pub data_change_trigger: DataChangeTriggerKind,
+    /// DataChangeFilter deadband: `none` (default), `absolute` or `percent` (of the node's
+    /// EURange; the server rejects it for nodes without one, and that node is reported).
+    #[serde(default)]
+    pub deadband_type: DeadbandKind,
+    /// Deadband width: absolute units, or percent (0–100) of the EURange.
+    #[serde(default)]
+    pub deadband_value: f64,
+    /// Publishing intervals without data after which the server sends a keep-alive.
+    #[serde(default = "default_keep_alive_count")]
+    pub keep_alive_count: u32,
+    /// A server that sends neither data nor keep-alive for this long (milliseconds) is
+    /// considered stalled: the gateway logs it and reconnects. Default: 3 × keep_alive_count ×
+    /// publishing_interval_ms, at least 5 s.
+    #[serde(default)]
+    pub silence_timeout_ms: Option<u64>,
+    /// X.509 user identity token: certificate file (DER or PEM) of the user. Goes with
+    /// `user_private_key`; mutually exclusive with `username`.
+    #[serde(default)]
+    pub user_certificate: Option<PathBuf>,
+    /// Private key (PEM) of `user_certificate`.
+    #[serde(default)]
+    pub user_private_key: Option<PathBuf>,
+    /// Read the server's data type definitions after connecting, so that its own structures
+    /// (ExtensionObjects) become JSON with named fields instead of base64 bytes.
+    #[serde(default = "default_true")]
+    pub load_data_types: bool,
+}
+
+impl OpcUaSourceConfig {
+    /// The silence after which the server is considered stalled (see `silence_timeout_ms`).
+    pub fn silence_timeout(&self) -> std::time::Duration {
+        let ms = self.silence_timeout_ms.unwrap_or_else(|| {
+            (3 * self.keep_alive_count.max(1) as u64 * self.publishing_interval_ms).max(5_000)
+        });
+        std::time::Duration::from_millis(ms)
+    }
+}
+
+/// How a node's values are acquired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcquisitionMode {
+    /// Monitored items in a subscription: the server reports changes.
+    #[default]
+    Subscribe,
+    /// Cyclic Read service calls: for servers or nodes that cannot be subscribed.
+    Read,
+}
+
+/// What counts as a data change (OPC UA DataChangeTrigger).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataChangeTriggerKind {
+    /// Only a status change is reported.
+    Status,
+    /// A status or value change is reported (the OPC UA default).
+    #[default]
+    StatusValue,
+    /// A status, value or source timestamp change is reported.
+    StatusValueTimestamp,
+}
+
+/// Deadband of a DataChangeFilter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadbandKind {
+    /// Every change is reported.
+    #[default]
+    None,
+    /// Changes smaller than `deadband_value` (in the node's units) are suppressed.
+    Absolute,
+    /// Changes smaller than `deadband_value` percent of the node's EURange are suppressed.
+    Percent,
 }
 
 fn default_security_policy() -> String {
@@ -160,9 +255,18 @@ fn default_max_notifications_per_publish() -> u32 {
 fn default_batch_size() -> usize {
     1000
 }
+fn default_read_interval_ms() -> u64 {
+    1000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_keep_alive_count() -> u32 {
+    10
+}
 
 /// One node → element rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingRule {
     /// Name of the `[[opcua]]` source the node lives on (may be omitted when there is one source).
@@ -191,6 +295,30 @@ pub struct MappingRule {
     /// plant uses its own ECLASS property. Written into the served AAS and passed to the sinks.
     #[serde(default)]
     pub semantic_id: Option<String>,
+    /// Overrides the source's `mode` for this node (`subscribe` or `read`).
+    #[serde(default)]
+    pub mode: Option<AcquisitionMode>,
+    /// Overrides the source's `read_interval_ms` for this node (read mode).
+    #[serde(default)]
+    pub read_interval_ms: Option<u64>,
+    /// Overrides the source's `sampling_interval_ms` for this node.
+    #[serde(default)]
+    pub sampling_interval_ms: Option<u64>,
+    /// Overrides the source's `queue_size` for this node.
+    #[serde(default)]
+    pub queue_size: Option<u32>,
+    /// Overrides the source's `discard_oldest` for this node.
+    #[serde(default)]
+    pub discard_oldest: Option<bool>,
+    /// Overrides the source's `data_change_trigger` for this node.
+    #[serde(default)]
+    pub data_change_trigger: Option<DataChangeTriggerKind>,
+    /// Overrides the source's `deadband_type` for this node.
+    #[serde(default)]
+    pub deadband_type: Option<DeadbandKind>,
+    /// Overrides the source's `deadband_value` for this node.
+    #[serde(default)]
+    pub deadband_value: Option<f64>,
 }
 
 /// MQTT sink settings.
@@ -287,6 +415,19 @@ impl Default for QuestDbConfig {
             flush_interval_ms: 1_000,
             table_prefix: String::new(),
         }
+    }
+}
+
+fn check_deadband(errors: &mut ConfigErrors, at: &str, kind: DeadbandKind, value: f64) {
+    match kind {
+        DeadbandKind::None => {}
+        _ if !value.is_finite() || value < 0.0 => {
+            errors.push(at, format!("{value} must be a finite number ≥ 0"))
+        }
+        DeadbandKind::Percent if value > 100.0 => {
+            errors.push(at, format!("{value} is a percentage and must be ≤ 100"))
+        }
+        _ => {}
     }
 }
 
@@ -435,6 +576,43 @@ impl Config {
             if s.create_batch_size == 0 {
                 errors.push(at("create_batch_size"), "must be at least 1");
             }
+            if s.read_interval_ms == 0 {
+                errors.push(at("read_interval_ms"), "must be at least 1");
+            }
+            if s.keep_alive_count == 0 {
+                errors.push(at("keep_alive_count"), "must be at least 1");
+            }
+            check_deadband(
+                &mut errors,
+                &at("deadband_value"),
+                s.deadband_type,
+                s.deadband_value,
+            );
+            if s.user_certificate.is_some() != s.user_private_key.is_some() {
+                errors.push(
+                    at("user_private_key"),
+                    "user_certificate and user_private_key go together",
+                );
+            }
+            if s.user_certificate.is_some() && s.username.is_some() {
+                errors.push(
+                    at("user_certificate"),
+                    "choose one identity: username/password or user_certificate",
+                );
+            }
+            for (field, file) in [
+                ("user_certificate", &s.user_certificate),
+                ("user_private_key", &s.user_private_key),
+            ] {
+                if let Some(f) = file {
+                    if !self.resolve(f).is_file() {
+                        errors.push(
+                            at(field),
+                            format!("{} does not exist", self.resolve(f).display()),
+                        );
+                    }
+                }
+            }
         }
         for (i, rule) in self.mapping.iter().enumerate() {
             let at = |field: &str| format!("mapping[{i}].{field}");
@@ -465,6 +643,24 @@ impl Config {
             }
             if rule.semantic_id.as_deref() == Some("") {
                 errors.push(at("semantic_id"), "must not be empty");
+            }
+            if rule.read_interval_ms == Some(0) {
+                errors.push(at("read_interval_ms"), "must be at least 1");
+            }
+            if rule.queue_size == Some(0) {
+                errors.push(at("queue_size"), "must be at least 1");
+            }
+            if rule.deadband_type.is_some() || rule.deadband_value.is_some() {
+                let source = self.source_index(rule).map(|i| &self.opcua[i]);
+                let kind = rule
+                    .deadband_type
+                    .or(source.map(|s| s.deadband_type))
+                    .unwrap_or_default();
+                let value = rule
+                    .deadband_value
+                    .or(source.map(|s| s.deadband_value))
+                    .unwrap_or_default();
+                check_deadband(&mut errors, &at("deadband_value"), kind, value);
             }
         }
         if self.mqtt.enabled {

@@ -54,6 +54,47 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         aasx: Option<PathBuf>,
     },
+    /// Walk a server's address space and print a mapping config skeleton (TOML) on stdout.
+    Browse {
+        /// Endpoint URL, e.g. opc.tcp://10.0.0.5:4840/
+        endpoint: String,
+        /// None, Basic256Sha256, Aes128Sha256RsaOaep, Aes256Sha256RsaPss.
+        #[arg(long, default_value = "None")]
+        security_policy: String,
+        /// None, Sign, SignAndEncrypt.
+        #[arg(long, default_value = "None")]
+        security_mode: String,
+        /// User name (user/password token); anonymous without it.
+        #[arg(long)]
+        user: Option<String>,
+        /// Password of --user (or set AAS_GATEWAY_BROWSE_PASSWORD).
+        #[arg(long)]
+        password: Option<String>,
+        /// The gateway's PKI directory (own certificate, trusted/rejected server certificates).
+        #[arg(long, default_value = "pki")]
+        pki_dir: PathBuf,
+        /// Accept any server certificate (commissioning only).
+        #[arg(long)]
+        trust_server_cert: bool,
+        /// Levels below the root to walk.
+        #[arg(long, default_value_t = 5)]
+        depth: usize,
+        /// Start node (node id in any form; default the Objects folder).
+        #[arg(long, default_value = "i=85")]
+        root: String,
+        /// Stop after this many nodes.
+        #[arg(long, default_value_t = 100_000)]
+        max_nodes: usize,
+        /// AAS environment(s) whose element idShorts are matched with browse names to fill in
+        /// submodel and path (repeatable).
+        #[arg(long)]
+        aas_template: Vec<PathBuf>,
+    },
+    /// The gateway's certificate store (server certificates trusted/rejected).
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
     /// Zero-setup demo: bundled OPC UA simulator + embedded MQTT broker + gateway, all on loopback.
     Demo {
         /// API port (0 = pick a free one).
@@ -65,6 +106,25 @@ enum Command {
         /// Use this config instead of config/demo.toml (its endpoint and broker are replaced).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// List the gateway's own, trusted and rejected certificates of every source's pki_dir.
+    List {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Trust a server certificate: a thumbprint (prefix of 8+ hex digits) of a rejected
+    /// certificate, or a certificate file.
+    Trust {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Thumbprint or certificate file.
+        what: String,
     },
 }
 
@@ -144,6 +204,47 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             gateway.wait().await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Browse {
+            endpoint,
+            security_policy,
+            security_mode,
+            user,
+            password,
+            pki_dir,
+            trust_server_cert,
+            depth,
+            root,
+            max_nodes,
+            aas_template,
+        } => {
+            let opts = aas_gateway::sources::opcua::browse::BrowseOptions {
+                endpoint,
+                security_policy,
+                security_mode,
+                user,
+                // From the environment, the password stays out of the shell history.
+                password: password.or_else(|| std::env::var("AAS_GATEWAY_BROWSE_PASSWORD").ok()),
+                pki_dir,
+                trust_server_certs: trust_server_cert,
+                root,
+                depth,
+                max_nodes,
+                aas_templates: aas_template,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary = aas_gateway::sources::opcua::browse::run(&opts, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
+            tracing::info!(
+                nodes = summary.nodes,
+                variables = summary.variables,
+                matched = summary.matched,
+                truncated = summary.truncated,
+                "browse finished"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki { command } => pki(command),
         Command::Demo {
             port,
             questdb,
@@ -155,6 +256,58 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_api_url(&demo.gateway);
             stop_on_signal(shutdown);
             demo.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The distinct PKI directories of a config's sources.
+fn pki_dirs(cfg: &Config) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = cfg.opcua.iter().map(|s| cfg.resolve(&s.pki_dir)).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
+    use aas_gateway::sources::opcua::pki;
+    match command {
+        PkiCommand::List { config } => {
+            let cfg = Config::load(&config)?;
+            for dir in pki_dirs(&cfg) {
+                // The own certificate is created here if missing, so that it can be given to
+                // the server's administrator before the first connection.
+                pki::ensure_own_certificate(&dir)?;
+                println!("{}:", dir.display());
+                for e in pki::list(&dir) {
+                    println!(
+                        "  {:<8} {}  {}  valid until {}  {}",
+                        e.state.as_str(),
+                        e.thumbprint,
+                        e.subject,
+                        e.not_after,
+                        e.file.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PkiCommand::Trust { config, what } => {
+            let cfg = Config::load(&config)?;
+            let mut done = 0;
+            let mut errors = Vec::new();
+            for dir in pki_dirs(&cfg) {
+                match pki::trust(&dir, &what) {
+                    Ok(path) => {
+                        println!("trusted: {}", path.display());
+                        done += 1;
+                    }
+                    Err(e) => errors.push(format!("{}: {e:#}", dir.display())),
+                }
+            }
+            if done == 0 {
+                anyhow::bail!("{}", errors.join("\n"));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

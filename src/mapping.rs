@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
 use crate::sources::opcua::convert::variant_to_typed;
 use crate::sources::opcua::node_ref::NodeRef;
-use crate::sources::opcua::MonitoredNode;
+use crate::sources::opcua::{MonitorSettings, MonitoredNode};
 
 /// One compiled rule.
 #[derive(Debug)]
@@ -185,8 +185,9 @@ impl Router {
         Ok(Router { routes })
     }
 
-    /// The nodes each source must monitor.
-    pub fn nodes_of_source(&self, source: usize) -> Vec<MonitoredNode> {
+    /// The nodes each source must monitor, with the rule's acquisition settings applied over
+    /// the source's (`cfg` must be the config this router was built from).
+    pub fn nodes_of_source(&self, source: usize, cfg: &Config) -> Vec<MonitoredNode> {
         self.routes
             .iter()
             .enumerate()
@@ -194,6 +195,7 @@ impl Router {
             .map(|(i, r)| MonitoredNode {
                 rule: i as u32,
                 node: r.node.clone(),
+                settings: MonitorSettings::resolve(&cfg.opcua[source], &cfg.mapping[i]),
             })
             .collect()
     }

@@ -62,6 +62,10 @@ pub enum TypedValue {
     Text(String),
     /// An array (mapped to a SubmodelElementList of Properties).
     List(Vec<TypedValue>),
+    /// No value, only a status: servers may omit the value of a Bad DataValue (asyncua does),
+    /// and the status must still reach every consumer. The AAS element then has no value,
+    /// MQTT carries `"value": null`, QuestDB only the status column.
+    Null,
 }
 
 /// Where an update goes: resolved once, at start, from a mapping rule.

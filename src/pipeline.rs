@@ -229,17 +229,22 @@ impl Gateway {
         for (i, src) in cfg.opcua.iter().enumerate() {
             let source_stats = Arc::new(SourceStats::default());
             stats.sources.push(source_stats.clone());
-            let nodes = router.nodes_of_source(i);
+            let nodes = router.nodes_of_source(i, &cfg);
             if nodes.is_empty() {
                 warn!(source = %src.name, "no mapping rule uses this source; not connecting");
                 continue;
             }
             let name = src.name.clone();
             let pki = cfg.resolve(&src.pki_dir);
+            let check_router = router.clone();
+            let type_check: opcua::TypeCheck = Arc::new(move |rule, data_type| {
+                crate::mapping::check_node_type(&check_router.routes[rule as usize], data_type)
+            });
             let fut = opcua::run_source(
                 src.clone(),
                 pki,
                 nodes,
+                type_check,
                 reading_tx.clone(),
                 source_stats,
                 shutdown.clone(),

@@ -141,3 +141,52 @@ fn a_broken_template_is_named_with_file_and_json_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn opcua_acquisition_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("broken.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[aas]
+environments = ["{root}/aas-templates/cnc1.aas.json"]
+[[opcua]]
+name = "sim"
+endpoint = "opc.tcp://127.0.0.1:4840/"
+deadband_type = "percent"
+deadband_value = 150.0
+read_interval_ms = 0
+user_certificate = "missing-user.der"
+[[mapping]]
+node_id = "nsu=urn:opcua-sim:cnc;s=CNC1.FeedRate"
+submodel = "urn:aas-gateway:sim:sm:cnc1:operational-data"
+path = "FeedRate"
+mode = "read"
+queue_size = 0
+deadband_type = "absolute"
+deadband_value = -1.0
+"#,
+            root = repo_root().display()
+        ),
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in [
+        "opcua[0].deadband_value: 150 is a percentage and must be ≤ 100",
+        "opcua[0].read_interval_ms: must be at least 1",
+        "opcua[0].user_private_key: user_certificate and user_private_key go together",
+        "opcua[0].user_certificate:",
+        "mapping[0].queue_size: must be at least 1",
+        "mapping[0].deadband_value: -1 must be a finite number ≥ 0",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -208,7 +208,103 @@ fn units_default_to_the_concept_description() {
         offset: None,
         unit: None,
         semantic_id: None,
+        ..Default::default()
     }];
     let (_, r) = pipeline::check(&cfg).unwrap();
     assert_eq!(r.routes[0].target.unit.as_deref(), Some("1/min"));
+}
+
+/// Against a live server: a Double node mapped onto an xs:boolean element is reported as a
+/// mapping error naming both, and left out; the other rules keep delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_type_cannot_fit_is_named_and_left_out() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
+        port: 0,
+        tick_ms: 200,
+        pki_dir: dir.path().join("sim-pki"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sm = "urn:aas-gateway:sim:sm:cnc1:operational-data";
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[api]
+listen = "127.0.0.1:0"
+[aas]
+environments = ["{root}/aas-templates/cnc1.aas.json"]
+[[opcua]]
+name = "sim"
+endpoint = "{url}"
+pki_dir = "{pki}"
+publishing_interval_ms = 200
+[mqtt]
+enabled = false
+[[mapping]]
+node_id = "nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeed"
+submodel = "{sm}"
+path = "Running"
+[[mapping]]
+node_id = "nsu=urn:opcua-sim:cnc;s=CNC1.FeedRate"
+submodel = "{sm}"
+path = "FeedRate"
+"#,
+            root = repo_root().display(),
+            url = sim.endpoint_url(),
+            pki = common::gateway_pki().display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let api = url.trim().to_string();
+    let encoded = aas_gateway::api::encode_id(sm);
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v: serde_json::Value = http
+            .get(format!(
+                "{api}/submodels/{encoded}/submodel-elements/FeedRate/$value"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["FeedRate"].as_f64().is_some_and(|f| f != 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "FeedRate never updated: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
+    sim.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("mapping[0]: Double node nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeed mapped to xs:boolean"),
+        "{text}"
+    );
+    assert!(!text.contains("mapping[1]:"), "{text}");
 }

@@ -251,6 +251,13 @@ impl Environment {
     pub fn apply(&mut self, loc: &ElementLocation, update: &SubmodelUpdate) {
         let element = self.element_mut(loc);
         match (loc.kind, &update.value) {
+            // No value (a Bad status without one): the element shows none rather than a stale
+            // value that would look current (an empty list would break AAS constraints).
+            (_, TypedValue::Null) => {
+                if let Some(obj) = element.as_object_mut() {
+                    obj.remove("value");
+                }
+            }
             (ElementKind::PropertyList, TypedValue::List(items)) => {
                 let template = element["value"]
                     .get(0)

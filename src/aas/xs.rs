@@ -74,6 +74,9 @@ impl XsType {
     /// (`Int` for signed, `UInt` for unsigned, `Float` for floating point, `Text` for text types).
     pub fn coerce(self, value: TypedValue) -> Result<TypedValue, String> {
         use TypedValue::*;
+        if value == Null {
+            return Ok(Null);
+        }
         if let List(items) = value {
             return items
                 .into_iter()
@@ -124,6 +127,7 @@ impl XsType {
             TypedValue::Float(f) if self == XsType::Float => format_float(*f as f32),
             TypedValue::Float(f) => format_double(*f),
             TypedValue::Text(s) => s.clone(),
+            TypedValue::Null => String::new(),
             TypedValue::List(items) => items
                 .iter()
                 .map(|v| self.lexical(v))
@@ -150,6 +154,7 @@ impl XsType {
             }
             TypedValue::Float(f) => J::String(format_double(*f)),
             TypedValue::Text(s) => J::String(s.clone()),
+            TypedValue::Null => J::Null,
             TypedValue::List(items) => J::Array(items.iter().map(|v| self.json(v)).collect()),
         }
     }

@@ -23,6 +23,7 @@ const TAG_UINT: u8 = 3;
 const TAG_FLOAT: u8 = 4;
 const TAG_TEXT: u8 = 5;
 const TAG_LIST: u8 = 6;
+const TAG_NULL: u8 = 7;
 
 pub fn encode(e: &EntryData, out: &mut Vec<u8>) {
     out.extend_from_slice(&e.target.to_le_bytes());
@@ -34,6 +35,7 @@ pub fn encode(e: &EntryData, out: &mut Vec<u8>) {
 
 fn encode_value(v: &TypedValue, out: &mut Vec<u8>) {
     match v {
+        TypedValue::Null => out.push(TAG_NULL),
         TypedValue::Bool(b) => out.extend_from_slice(&[TAG_BOOL, *b as u8]),
         TypedValue::Int(i) => {
             out.push(TAG_INT);
@@ -101,6 +103,7 @@ impl Reader<'_> {
         }
         let [tag] = self.take::<1>()?;
         Ok(match tag {
+            TAG_NULL => TypedValue::Null,
             TAG_BOOL => TypedValue::Bool(self.take::<1>()?[0] != 0),
             TAG_INT => TypedValue::Int(i64::from_le_bytes(self.take()?)),
             TAG_UINT => TypedValue::UInt(u64::from_le_bytes(self.take()?)),
@@ -132,6 +135,7 @@ mod tests {
     #[test]
     fn every_value_kind_round_trips() {
         for value in [
+            TypedValue::Null,
             TypedValue::Bool(true),
             TypedValue::Int(-5),
             TypedValue::UInt(u64::MAX),

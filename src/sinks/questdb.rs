@@ -48,6 +48,8 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
         list @ TypedValue::List(_) => {
             buf.column_str("value_str", t.value_type.json(list).to_string())?
         }
+        // Only the status column below: the row still records that the value was Bad.
+        TypedValue::Null => buf,
     };
     buf.column_i64("status", u.status as i64)?;
     buf.at(TimestampNanos::new(u.source_ts_nanos))

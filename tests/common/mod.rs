@@ -637,3 +637,162 @@ impl TlsCerts {
         }
     }
 }
+
+/// A PKI directory for gateways under test whose certificate already exists: creating an RSA
+/// key pair takes seconds in a debug build, which would blur the timing tests measure. Shared
+/// by the tests of one test binary; created once.
+pub fn gateway_pki() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    let name = exe.file_stem().unwrap().to_string_lossy().to_string();
+    let dir = std::env::temp_dir().join(format!("aas-gateway-test-pki-{name}"));
+    aas_gateway::sources::opcua::pki::ensure_own_certificate(&dir).unwrap();
+    dir
+}
+
+/// An OPC UA server of another implementation, started as a child process that prints its
+/// endpoint URL as the first line on stdout when ready. Killed on drop.
+pub struct PeerServer {
+    /// Endpoint URL as printed by the peer.
+    pub url: String,
+    child: Child,
+}
+
+impl PeerServer {
+    /// Starts `program args...` and waits up to 60 s for the URL line (the first stdout line
+    /// that starts with `opc.tcp://`).
+    pub fn start(program: &std::path::Path, args: &[String]) -> PeerServer {
+        use std::io::BufRead;
+        assert!(
+            program.exists(),
+            "{} is missing: run `.ci/peers.sh install`",
+            program.display()
+        );
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // The URL line; libraries may log to stdout before it (node-opcua does), and the
+            // pipe keeps being drained so the peer never blocks on it.
+            let mut sent = false;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.trim().starts_with("opc.tcp://") {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url.trim().to_string(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{} {args:?} printed no URL within 60 s", program.display());
+            }
+        };
+        PeerServer { url, child }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Validates AAS JSON files with the independent Python validators (aas-core3.0, basyx).
+pub fn check_aas_file(path: &std::path::Path) {
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/validators/check_aas.py"))
+        .arg("--check-refs")
+        .arg(path)
+        .output()
+        .expect("run tests/validators/check_aas.py (.ci/peers.sh install)");
+    assert!(
+        out.status.success(),
+        "{} is not a valid AAS environment:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A TCP forwarder that can "freeze": connections open at the moment of `freeze()` stay open
+/// but carry no more bytes in either direction (a server that hangs without closing), while
+/// connections opened afterwards work normally.
+pub struct FreezingProxy {
+    /// The port clients connect to.
+    pub port: u16,
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingProxy {
+    /// Forwards 127.0.0.1:`port` → 127.0.0.1:`target`.
+    pub async fn start(target: u16) -> FreezingProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ep = epoch.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let born = ep.load(Ordering::SeqCst);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut r, mut w) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let ep = ep.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if ep.load(Ordering::SeqCst) != born {
+                                // Frozen: hold both sockets open, forward nothing, forever.
+                                std::future::pending::<()>().await;
+                            }
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezingProxy { port, epoch, task }
+    }
+
+    /// Freezes every connection open now.
+    pub fn freeze(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

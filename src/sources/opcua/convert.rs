@@ -1,7 +1,32 @@
 //! OPC UA values → [`TypedValue`] and timestamps → nanoseconds.
+//!
+//! | OPC UA built-in type | TypedValue | natural `xs:*` type |
+//! |---|---|---|
+//! | Boolean | Bool | xs:boolean |
+//! | SByte, Int16, Int32, Int64 | Int | xs:byte, xs:short, xs:int, xs:long |
+//! | Byte, UInt16, UInt32, UInt64 | UInt | xs:unsignedByte … xs:unsignedLong |
+//! | Float, Double (NaN, ±INF included) | Float | xs:float, xs:double |
+//! | String, XmlElement | Text | xs:string |
+//! | DateTime | Text, RFC 3339 UTC | xs:dateTime |
+//! | Guid | Text, `72962b91-fa75-…` | xs:string |
+//! | ByteString | Text, base64 | xs:base64Binary |
+//! | LocalizedText | Text (the text; the locale is dropped) | xs:string / MultiLanguageProperty |
+//! | QualifiedName, NodeId, ExpandedNodeId | Text | xs:string |
+//! | StatusCode (as a value) | UInt, the 32-bit code | xs:unsignedInt |
+//! | ExtensionObject (structure) | Text, OPC UA JSON encoding (`{"UaTypeId":…,"UaBody":{…}}`) | xs:string |
+//! | arrays of these (any dimension, flattened) | List | SubmodelElementList |
+//! | no value (Empty; e.g. a Bad DataValue without value) | Null | element value removed |
+//!
+//! Structures become JSON text rather than a new value kind: every AAS consumer can store and
+//! show an xs:string, and the OPC UA JSON encoding is a published format (Part 6, 5.4). The
+//! source encodes them with the session's context ([`StructureEncoder`]), which knows the
+//! server's namespaces and custom data types; without it, unknown structures keep their
+//! binary body as base64.
+
+use std::sync::Arc;
 
 use base64::Engine;
-use opcua::types::{DateTime, Variant};
+use opcua::types::{ContextOwned, DateTime, ExtensionObject, Variant};
 
 use crate::model::TypedValue;
 
@@ -9,6 +34,62 @@ use crate::model::TypedValue;
 pub fn datetime_nanos(dt: &DateTime) -> i64 {
     const TICKS_1601_TO_1970: i64 = 116_444_736_000_000_000;
     (dt.ticks() - TICKS_1601_TO_1970).saturating_mul(100)
+}
+
+/// RFC 3339 UTC with as many fractional digits as needed (whole seconds have none). Works for
+/// the whole DateTime range, also before 1677 where nanoseconds since 1970 overflow.
+pub fn datetime_text(dt: &DateTime) -> String {
+    dt.as_chrono()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Encodes structures (ExtensionObjects) as OPC UA JSON with a session's encoding context, so
+/// that namespace URIs and the server's custom data types are known.
+#[derive(Clone)]
+pub struct StructureEncoder {
+    ctx: Arc<opcua::sync::RwLock<ContextOwned>>,
+}
+
+impl StructureEncoder {
+    /// An encoder using the session's context (`Session::context()`).
+    pub fn new(ctx: Arc<opcua::sync::RwLock<ContextOwned>>) -> Self {
+        StructureEncoder { ctx }
+    }
+
+    /// Replaces every ExtensionObject in `v` (scalar or array element) by its JSON text;
+    /// other values pass unchanged and without copying.
+    pub fn normalize(&self, v: Variant) -> Variant {
+        match v {
+            Variant::ExtensionObject(eo) => Variant::from(self.json(&eo)),
+            Variant::Array(mut a)
+                if a.values
+                    .iter()
+                    .any(|x| matches!(x, Variant::ExtensionObject(_))) =>
+            {
+                for x in a.values.iter_mut() {
+                    if let Variant::ExtensionObject(eo) = x {
+                        *x = Variant::from(self.json(eo));
+                    }
+                }
+                Variant::Array(a)
+            }
+            other => other,
+        }
+    }
+
+    fn json(&self, eo: &ExtensionObject) -> String {
+        let ctx = self.ctx.read();
+        structure_json(eo, &ctx)
+    }
+}
+
+/// The OPC UA JSON encoding of a structure; an encoding failure is reported inside the JSON
+/// (`{"UaError": "..."}`) so the element shows why instead of silently keeping an old value.
+pub fn structure_json(eo: &ExtensionObject, ctx: &ContextOwned) -> String {
+    match opcua::types::json::to_string(eo, &ctx.context()) {
+        Ok(s) => s,
+        Err(e) => serde_json::json!({ "UaError": e.to_string() }).to_string(),
+    }
 }
 
 /// Converts a variant to the gateway's typed value. Types without a natural AAS form are an
@@ -28,8 +109,9 @@ pub fn variant_to_typed(v: &Variant) -> Result<TypedValue, String> {
         Variant::Float(x) => Float(*x as f64),
         Variant::Double(x) => Float(*x),
         Variant::String(s) => Text(s.as_ref().to_string()),
-        Variant::DateTime(dt) => Text(crate::model::format_timestamp(datetime_nanos(dt))),
-        Variant::Guid(g) => Text(g.to_string()),
+        Variant::XmlElement(s) => Text(s.to_string()),
+        Variant::DateTime(dt) => Text(datetime_text(dt)),
+        Variant::Guid(g) => Text(g.to_string().to_lowercase()),
         Variant::ByteString(b) => Text(
             b.value
                 .as_deref()
@@ -39,7 +121,15 @@ pub fn variant_to_typed(v: &Variant) -> Result<TypedValue, String> {
         Variant::LocalizedText(lt) => Text(lt.text.as_ref().to_string()),
         Variant::QualifiedName(q) => Text(q.name.as_ref().to_string()),
         Variant::NodeId(n) => Text(n.to_string()),
+        Variant::ExpandedNodeId(n) => Text(n.to_string()),
         Variant::StatusCode(s) => UInt(s.bits() as u64),
+        // Without a session context (the source normally converts structures already):
+        // standard structures still encode field by field, unknown ones as base64.
+        Variant::ExtensionObject(eo) => Text(structure_json(eo, &ContextOwned::default())),
+        Variant::DataValue(dv) => match &dv.value {
+            Some(inner) => variant_to_typed(inner)?,
+            None => return Err("the value is an empty DataValue".into()),
+        },
         Variant::Variant(inner) => variant_to_typed(inner)?,
         Variant::Array(a) => List(
             a.values
@@ -47,10 +137,10 @@ pub fn variant_to_typed(v: &Variant) -> Result<TypedValue, String> {
                 .map(variant_to_typed)
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        Variant::Empty => return Err("the value is empty (null)".into()),
+        Variant::Empty => Null,
         other => {
             return Err(format!(
-                "values of type {:?} are not supported yet",
+                "values of type {:?} have no AAS form",
                 other.type_id()
             ))
         }
@@ -79,7 +169,7 @@ mod tests {
             variant_to_typed(&Variant::from("x")),
             Ok(TypedValue::Text("x".into()))
         );
-        assert!(variant_to_typed(&Variant::Empty).is_err());
+        assert_eq!(variant_to_typed(&Variant::Empty), Ok(TypedValue::Null));
     }
 
     #[test]
@@ -93,6 +183,62 @@ mod tests {
                 TypedValue::Float(3.0)
             ]))
         );
+    }
+
+    #[test]
+    fn every_builtin_type_has_a_form() {
+        use opcua::types::{ByteString, Guid, LocalizedText, StatusCode};
+        let guid: Guid = "72962B91-FA75-4AE6-8D28-B404DC7DAF63".parse().unwrap();
+        let cases: Vec<(Variant, TypedValue)> = vec![
+            (Variant::from(f64::NAN), TypedValue::Float(f64::NAN)),
+            (
+                Variant::from(f32::INFINITY),
+                TypedValue::Float(f64::INFINITY),
+            ),
+            (
+                Variant::from(guid),
+                TypedValue::Text("72962b91-fa75-4ae6-8d28-b404dc7daf63".into()),
+            ),
+            (
+                Variant::from(ByteString::from(vec![0u8, 1, 254, 255])),
+                TypedValue::Text("AAH+/w==".into()),
+            ),
+            (
+                Variant::from(LocalizedText::new("de", "Hallo")),
+                TypedValue::Text("Hallo".into()),
+            ),
+            (
+                Variant::from(StatusCode::BadSensorFailure),
+                TypedValue::UInt(0x808C_0000),
+            ),
+            (
+                Variant::from(DateTime::null()),
+                TypedValue::Text("1601-01-01T00:00:00Z".into()),
+            ),
+        ];
+        for (v, want) in cases {
+            let got = variant_to_typed(&v).unwrap();
+            match (&got, &want) {
+                (TypedValue::Float(a), TypedValue::Float(b)) if a.is_nan() => assert!(b.is_nan()),
+                _ => assert_eq!(got, want, "{v:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn structures_become_opcua_json() {
+        let range = opcua::types::Range {
+            low: 0.5,
+            high: 100.0,
+        };
+        let v = Variant::from(ExtensionObject::from_message(range));
+        let TypedValue::Text(json) = variant_to_typed(&v).unwrap() else {
+            panic!("text expected")
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["UaBody"]["Low"], 0.5, "{json}");
+        assert_eq!(parsed["UaBody"]["High"], 100.0, "{json}");
+        assert!(!parsed["UaTypeId"].is_null(), "{json}");
     }
 
     #[test]

@@ -1,390 +1,501 @@
-//! OPC UA source: one session per configured server, one subscription carrying the mapped
-//! nodes, every data change turned into a [`Reading`].
+//! OPC UA source: one session per configured server; the mapped nodes either in one
+//! subscription (monitored items) or read cyclically; every value turned into a [`Reading`].
+//!
+//! Modules, one concern each:
+//! - [`session`]: client set-up (security, PKI, identity tokens), connect, the event-loop driver
+//!   that catches rejected credentials/certificates and kicks publishing after reconnects;
+//! - [`subscription`]: monitored items with per-node sampling/queue/DataChangeFilter, batching,
+//!   the notification handler (sequence gaps, queue overflows, back-pressure);
+//! - [`reader`]: cyclic-read mode;
+//! - [`limits`]: the server's OperationLimits, which size every batch;
+//! - [`node_ref`]: node ids in all forms, `nsu=` resolved against the NamespaceArray;
+//! - [`convert`]: every built-in type to a [`crate::model::TypedValue`];
+//! - [`browse`]: the address-space walker behind `aas-gateway browse`;
+//! - [`pki`]: the gateway's certificate store (`aas-gateway pki`).
 //!
 //! Robustness rules (see `shared/reference/dependencies.md` for why each exists):
 //! - the session reconnects forever with backoff, but credentials or certificates the server
 //!   rejects end this source with one clear error instead of a silent retry loop;
 //! - after a reconnect the client is told to publish at once, or notifications do not resume;
-//! - `nsu=` node ids are resolved against the server's NamespaceArray on connect;
-//! - monitored items are created in batches, and every node the server rejects is named in the
-//!   log while the others keep running;
-//! - gaps in publish sequence numbers (lost notification messages) are counted and logged.
+//! - `nsu=` ids are resolved after every connect; on a new session whose NamespaceArray
+//!   changed, the source starts over so that every item monitors the right node;
+//! - a server that sends neither data nor keep-alives for `silence_timeout` is treated as
+//!   stalled: logged, disconnected and connected afresh.
 
+pub mod browse;
 pub mod convert;
+pub mod limits;
 pub mod node_ref;
+pub mod pki;
+pub mod reader;
+pub mod session;
+pub mod subscription;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use opcua::client::{
-    Client, ClientBuilder, IdentityToken, MonitoredItemMap, OnSubscriptionNotificationCore,
-    Session, SessionPollResult,
-};
-use opcua::crypto::SecurityPolicy;
-use opcua::types::{
-    DataChangeNotification, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NotificationMessage, ReadValueId, StatusCode, TimestampsToReturn,
-    UserTokenPolicy,
-};
+use opcua::client::SessionConnectMode;
+use opcua::types::{DataValue, NamespaceMap, NodeId, StatusCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::OpcUaSourceConfig;
+use crate::config::{
+    AcquisitionMode, DataChangeTriggerKind, DeadbandKind, MappingRule, OpcUaSourceConfig,
+};
 use crate::model::{Reading, ReadingBatch};
 use node_ref::NodeRef;
+use session::{Connection, SessionEvent};
 
-/// A node this source must monitor, and the mapping rule its values belong to.
+pub use session::{security_mode, security_policy_uri};
+
+/// How one node is acquired: the source's settings with the mapping rule's overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSettings {
+    /// Subscribe or read cyclically.
+    pub mode: AcquisitionMode,
+    /// Read period in read mode, milliseconds.
+    pub read_interval_ms: u64,
+    /// Requested sampling interval, milliseconds (0 = as fast as the server can).
+    pub sampling_interval_ms: f64,
+    /// Server-side queue size of the monitored item.
+    pub queue_size: u32,
+    /// Drop the oldest queued value when the queue is full.
+    pub discard_oldest: bool,
+    /// DataChangeFilter trigger.
+    pub trigger: DataChangeTriggerKind,
+    /// DataChangeFilter deadband kind.
+    pub deadband: DeadbandKind,
+    /// DataChangeFilter deadband value.
+    pub deadband_value: f64,
+}
+
+impl MonitorSettings {
+    /// The source's settings, overridden by whatever the rule sets.
+    pub fn resolve(src: &OpcUaSourceConfig, rule: &MappingRule) -> MonitorSettings {
+        MonitorSettings {
+            mode: rule.mode.unwrap_or(src.mode),
+            read_interval_ms: rule.read_interval_ms.unwrap_or(src.read_interval_ms),
+            sampling_interval_ms: rule
+                .sampling_interval_ms
+                .or(src.sampling_interval_ms)
+                .unwrap_or(src.publishing_interval_ms) as f64,
+            queue_size: rule.queue_size.unwrap_or(src.queue_size),
+            discard_oldest: rule.discard_oldest.unwrap_or(src.discard_oldest),
+            trigger: rule.data_change_trigger.unwrap_or(src.data_change_trigger),
+            deadband: rule.deadband_type.unwrap_or(src.deadband_type),
+            deadband_value: rule.deadband_value.unwrap_or(src.deadband_value),
+        }
+    }
+}
+
+/// A node this source must acquire, the mapping rule its values belong to, and how.
 #[derive(Debug, Clone)]
 pub struct MonitoredNode {
+    /// Index of the mapping rule.
     pub rule: u32,
+    /// The node id as configured.
     pub node: NodeRef,
+    /// Acquisition settings.
+    pub settings: MonitorSettings,
 }
 
 /// Counters of one source, readable while it runs.
 #[derive(Debug, Default)]
 pub struct SourceStats {
+    /// Values received (subscription notifications and changed cyclic reads).
     pub notifications: AtomicU64,
+    /// Notification messages lost between server and gateway (publish sequence gaps).
     pub sequence_gaps: AtomicU64,
+    /// Values with the overflow bit: the server's item queue dropped values before them.
+    pub overflows: AtomicU64,
+    /// Reconnects reported by the session (after the first connect).
     pub reconnects: AtomicU64,
+    /// Times the server was silent for longer than the silence timeout.
+    pub stalls: AtomicU64,
 }
 
-/// Maps a config name to the security policy URI, `None` if unknown.
-pub fn security_policy_uri(name: &str) -> Option<&'static str> {
-    match name {
-        "None" => Some(SecurityPolicy::None.to_uri()),
-        "Basic256Sha256" => Some(SecurityPolicy::Basic256Sha256.to_uri()),
-        "Aes128Sha256RsaOaep" | "Aes128_Sha256_RsaOaep" => {
-            Some(SecurityPolicy::Aes128Sha256RsaOaep.to_uri())
+/// Time of the last sign of life of a subscription (any publish response).
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Heartbeat {
+        Heartbeat {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
         }
-        "Aes256Sha256RsaPss" | "Aes256_Sha256_RsaPss" => {
-            Some(SecurityPolicy::Aes256Sha256RsaPss.to_uri())
-        }
-        _ => None,
+    }
+
+    /// Records a sign of life now.
+    pub fn beat(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last sign of life.
+    pub fn silent_for(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
-/// Maps a config name to the message security mode, `None` if unknown.
-pub fn security_mode(name: &str) -> Option<MessageSecurityMode> {
-    match name {
-        "None" => Some(MessageSecurityMode::None),
-        "Sign" => Some(MessageSecurityMode::Sign),
-        "SignAndEncrypt" => Some(MessageSecurityMode::SignAndEncrypt),
-        _ => None,
+/// A DataValue as a reading of `rule`; structures become JSON text (see [`convert`]); the
+/// source timestamp falls back to the server timestamp, then to the arrival time, so that
+/// every reading has a time.
+pub fn data_value_reading(
+    rule: u32,
+    dv: DataValue,
+    encoder: &convert::StructureEncoder,
+) -> Reading {
+    let server_ts = dv.server_timestamp.as_ref().map(convert::datetime_nanos);
+    let source_ts = dv
+        .source_timestamp
+        .as_ref()
+        .map(convert::datetime_nanos)
+        .or(server_ts)
+        .unwrap_or_else(now_nanos);
+    Reading {
+        rule,
+        value: encoder.normalize(dv.value.unwrap_or_default()),
+        status: dv.status.map(|s| s.bits()).unwrap_or(0),
+        source_ts_nanos: source_ts,
+        server_ts_nanos: server_ts.unwrap_or(0),
     }
 }
 
-/// Status codes after which retrying cannot help: the server does not accept who we are.
-fn is_fatal(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BadIdentityTokenRejected
-            | StatusCode::BadIdentityTokenInvalid
-            | StatusCode::BadUserAccessDenied
-            | StatusCode::BadCertificateInvalid
-            | StatusCode::BadCertificateUntrusted
-            | StatusCode::BadCertificateRevoked
-            | StatusCode::BadSecurityChecksFailed
-            | StatusCode::BadSecurityPolicyRejected
-    )
+/// Why one connection of a source ended.
+enum Outcome {
+    Shutdown,
+    /// Start a new session (changed namespaces, ended event loop).
+    Restart,
+    /// The server stopped answering: start a new session without waiting for a polite
+    /// disconnect it would not answer either.
+    Stalled,
+    Fatal(anyhow::Error),
 }
+
+/// Checks a node's DataType against its mapping rule (rule index, DataType node id); an error
+/// names both (see [`crate::mapping::check_node_type`]).
+pub type TypeCheck = Arc<dyn Fn(u32, &NodeId) -> Result<(), String> + Send + Sync>;
 
 /// Runs one OPC UA source until `shutdown`, sending readings to `tx`.
 ///
-/// Returns an error only for problems retrying cannot fix (rejected credentials, bad config).
+/// Returns an error only for problems retrying cannot fix (rejected credentials or
+/// certificates, bad config); unreachable or restarting servers are retried forever.
 pub async fn run_source(
     cfg: OpcUaSourceConfig,
     pki_dir: std::path::PathBuf,
     nodes: Vec<MonitoredNode>,
+    type_check: TypeCheck,
     tx: mpsc::Sender<ReadingBatch>,
     stats: Arc<SourceStats>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = cfg.name.clone();
-    let policy = security_policy_uri(&cfg.security_policy)
-        .ok_or_else(|| anyhow::anyhow!("source {name}: unknown security policy"))?;
-    let mode = security_mode(&cfg.security_mode)
-        .ok_or_else(|| anyhow::anyhow!("source {name}: unknown security mode"))?;
-    if cfg.trust_server_certs && policy != SecurityPolicy::None.to_uri() {
+    if cfg.trust_server_certs && cfg.security_policy != "None" {
         warn!(source = %name, "trust_server_certs is on: any server certificate is accepted");
     }
-    let mut client = build_client(&cfg, &pki_dir)?;
-    let (identity, token_policy) = match (&cfg.username, &cfg.password) {
-        (Some(u), Some(p)) => (
-            IdentityToken::new_user_name(u.clone(), p.clone()),
-            UserTokenPolicy {
-                token_type: opcua::types::UserTokenType::UserName,
-                ..UserTokenPolicy::anonymous()
-            },
-        ),
-        _ => (IdentityToken::Anonymous, UserTokenPolicy::anonymous()),
-    };
-
-    // The first connection: retry with backoff while the server is unreachable.
+    if !cfg.verify_server_certs && cfg.security_policy != "None" {
+        warn!(source = %name, "verify_server_certs is off: the server certificate's host name and dates are not checked");
+    }
+    let identity = session::identity(&cfg)?;
+    let mut client = session::build_client(&cfg, &pki_dir)?;
     let mut backoff = Backoff::new();
-    let (session, event_loop) = loop {
-        let endpoint: opcua::types::EndpointDescription =
-            (cfg.endpoint.as_str(), policy, mode, token_policy.clone()).into();
-        let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = client.connect_to_matching_endpoint(endpoint, identity.clone()) => r,
+    loop {
+        let Some(mut conn) =
+            session::open(&mut client, &cfg, &identity, &mut backoff, &shutdown).await?
+        else {
+            return Ok(());
         };
-        match attempt {
-            Ok(pair) => break pair,
-            Err(e) if is_fatal(e.status()) => {
-                anyhow::bail!("source {name}: {} refused us: {e}", cfg.endpoint)
+        let outcome = run_connection(
+            &cfg,
+            &nodes,
+            &type_check,
+            &mut conn,
+            &mut backoff,
+            &tx,
+            &stats,
+            &shutdown,
+        )
+        .await;
+        match outcome {
+            Outcome::Fatal(e) => {
+                conn.abandon();
+                return Err(e);
             }
-            Err(e) => {
+            Outcome::Shutdown => {
+                conn.close().await;
+                return Ok(());
+            }
+            Outcome::Restart | Outcome::Stalled => {
+                if matches!(outcome, Outcome::Stalled) {
+                    conn.abandon();
+                } else {
+                    conn.close().await;
+                }
                 let wait = backoff.next_delay();
-                warn!(source = %name, endpoint = %cfg.endpoint, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the OPC UA server");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
-    };
-
-    // Drive the session; it reports reconnects, and a fatal status ends the source.
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<StatusCode>(1);
-    let loop_session = session.clone();
-    let loop_name = name.clone();
-    let loop_stats = stats.clone();
-    let driver = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(event_loop.enter());
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(SessionPollResult::Reconnected(mode)) => {
-                    loop_stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    info!(source = %loop_name, ?mode, "reconnected to the OPC UA server");
-                    // Without this, restored subscriptions stay silent (async-opcua pitfall).
-                    loop_session.trigger_publish_now();
-                }
-                Ok(SessionPollResult::ConnectionLost(status)) => {
-                    warn!(source = %loop_name, %status, "connection to the OPC UA server lost; reconnecting")
-                }
-                Ok(SessionPollResult::ReconnectFailed(status)) if is_fatal(status) => {
-                    let _ = fatal_tx.send(status).await;
-                    return;
-                }
-                Ok(SessionPollResult::ReconnectFailed(status)) => {
-                    warn!(source = %loop_name, %status, "reconnect failed; retrying")
-                }
-                Ok(_) => {}
-                Err(status) => {
-                    let _ = fatal_tx.send(status).await;
-                    return;
-                }
-            }
-        }
-    });
-
-    let result = tokio::select! {
-        _ = shutdown.cancelled() => Ok(()),
-        Some(status) = fatal_rx.recv() => Err(anyhow::anyhow!(
-            "source {name}: the session to {} ended: {status} ({})", cfg.endpoint, describe_status(status))),
-        r = subscribe(&session, &cfg, &nodes, tx, stats) => match r {
-            Ok(()) => {
-                // Subscribed: now run until shutdown or a fatal session error.
-                tokio::select! {
-                    _ = shutdown.cancelled() => Ok(()),
-                    Some(status) = fatal_rx.recv() => Err(anyhow::anyhow!(
-                        "source {name}: the session to {} ended: {status} ({})", cfg.endpoint, describe_status(status))),
-                }
-            }
-            Err(e) => Err(e),
-        },
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
-    driver.abort();
-    result
-}
-
-fn describe_status(status: StatusCode) -> &'static str {
-    if is_fatal(status) {
-        "the server rejected the gateway's identity or certificate; check username/password and trust"
-    } else {
-        "retrying did not help"
     }
 }
 
-fn build_client(cfg: &OpcUaSourceConfig, pki_dir: &std::path::Path) -> anyhow::Result<Client> {
-    ClientBuilder::new()
-        .application_name("aas-gateway")
-        .application_uri("urn:aas-gateway")
-        .product_uri("urn:aas-gateway")
-        .pki_dir(pki_dir)
-        .create_sample_keypair(true)
-        .trust_server_certs(cfg.trust_server_certs)
-        .session_retry_limit(-1)
-        .session_retry_initial(Duration::from_millis(500))
-        .session_retry_max(Duration::from_secs(10))
-        .keep_alive_interval(Duration::from_secs(5))
-        .max_message_size(64 * 1024 * 1024)
-        .max_chunk_count(1024)
-        .max_array_length(1_000_000)
-        .client()
-        .map_err(|errors| {
-            anyhow::anyhow!("source {}: client setup: {}", cfg.name, errors.join("; "))
-        })
-}
-
-/// Creates the subscription and its monitored items (in server-sized batches).
-async fn subscribe(
-    session: &Arc<Session>,
+/// Runs one session: waits for it to connect, subscribes / starts the readers, then watches
+/// for reconnects, namespace changes, silence and shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn run_connection(
     cfg: &OpcUaSourceConfig,
     nodes: &[MonitoredNode],
-    tx: mpsc::Sender<ReadingBatch>,
-    stats: Arc<SourceStats>,
-) -> anyhow::Result<()> {
-    session.wait_for_connection().await;
-    let namespaces = session.read_namespace_array().await.map_err(|e| {
-        anyhow::anyhow!(
-            "source {}: reading the NamespaceArray failed: {e}",
-            cfg.name
-        )
-    })?;
-    let publishing = Duration::from_millis(cfg.publishing_interval_ms);
-    let sampling = cfg
-        .sampling_interval_ms
-        .unwrap_or(cfg.publishing_interval_ms) as f64;
-    let handler = NotificationHandler {
-        source: cfg.name.clone(),
-        tx,
-        stats,
-        last_sequence: None,
+    type_check: &TypeCheck,
+    conn: &mut Connection,
+    backoff: &mut Backoff,
+    tx: &mpsc::Sender<ReadingBatch>,
+    stats: &Arc<SourceStats>,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let events = &mut conn.events;
+    let name = &cfg.name;
+    let fatal = |status: StatusCode| {
+        Outcome::Fatal(anyhow::anyhow!(
+            "source {name}: the session to {} ended: {status} ({})",
+            cfg.endpoint,
+            session::describe_fatal(status)
+        ))
     };
-    let subscription_id = session
-        .create_subscription(
-            publishing,
-            60,
-            10,
-            cfg.max_notifications_per_publish,
-            0,
-            true,
-            handler,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("source {}: CreateSubscription failed: {e}", cfg.name))?;
+    // The first connect happens in the event loop: wait for it.
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Outcome::Shutdown,
+            e = events.recv() => match e {
+                Some(SessionEvent::Connected(_)) => break,
+                Some(SessionEvent::Lost(_)) => {}
+                Some(SessionEvent::Fatal(status)) => return fatal(status),
+                Some(SessionEvent::Ended(status)) => {
+                    warn!(source = %name, %status, "the session ended; starting a new one");
+                    return Outcome::Restart;
+                }
+                None => return Outcome::Restart,
+            }
+        }
+    }
+    backoff.reset();
+    let session = conn.session.clone();
+    let namespaces = match session.read_namespace_array().await {
+        Ok(ns) => ns,
+        Err(e) => {
+            warn!(source = %name, error = %e, "reading the NamespaceArray failed; starting a new session");
+            return Outcome::Restart;
+        }
+    };
+    let limits = limits::read(&session).await;
+    info!(source = %name, ?limits, "server operation limits");
+    if cfg.load_data_types {
+        load_data_types(&session, name, &limits).await;
+    }
+    let encoder = convert::StructureEncoder::new(session.context());
 
-    let mut requests = Vec::with_capacity(nodes.len());
+    // Resolve every node; unresolvable ones (unknown namespace URI) are named, the rest run.
+    let mut resolved = Vec::with_capacity(nodes.len());
     for n in nodes {
         match n.node.resolve(&namespaces) {
-            Ok(node_id) => requests.push((
-                n,
-                MonitoredItemCreateRequest {
-                    item_to_monitor: ReadValueId::from(node_id),
-                    monitoring_mode: MonitoringMode::Reporting,
-                    requested_parameters: MonitoringParameters {
-                        // Client handle = rule + 1 (0 means "assign one for me" to async-opcua).
-                        client_handle: n.rule + 1,
-                        sampling_interval: sampling,
-                        queue_size: cfg.queue_size,
-                        discard_oldest: true,
-                        ..Default::default()
-                    },
-                },
-            )),
-            Err(e) => error!(source = %cfg.name, node = %n.node, "cannot monitor this node: {e}"),
+            Ok(id) => resolved.push((n, id)),
+            Err(e) => error!(source = %name, node = %n.node, "cannot acquire this node: {e}"),
         }
     }
-    let mut accepted = 0usize;
-    for batch in requests.chunks(cfg.create_batch_size) {
-        let items = batch.iter().map(|(_, r)| r.clone()).collect();
-        let results = session
-            .create_monitored_items(subscription_id, TimestampsToReturn::Both, items)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("source {}: CreateMonitoredItems failed: {e}", cfg.name)
-            })?;
-        for ((node, _), result) in batch.iter().zip(&results) {
-            if result.result.status_code.is_good() {
-                accepted += 1;
-            } else {
-                error!(source = %cfg.name, node = %node.node, status = %result.result.status_code, "the server rejected this node; the others keep running");
+    // A node whose DataType cannot fit its element (a Double node on an xs:boolean) is a
+    // mapping error: named once, left out; the others run.
+    let mismatched = mismatched_types(
+        &session,
+        &resolved,
+        type_check,
+        limits.read_batch(cfg.create_batch_size),
+    )
+    .await;
+    for (rule, e) in &mismatched {
+        error!(source = %name, "mapping[{rule}]: {e}; this node is not acquired");
+    }
+    let mut subscribed = Vec::new();
+    let mut read_groups: BTreeMap<u64, Vec<(MonitoredNode, NodeId)>> = BTreeMap::new();
+    for (n, id) in resolved {
+        if mismatched.iter().any(|(rule, _)| *rule == n.rule) {
+            continue;
+        }
+        {
+            match n.settings.mode {
+                AcquisitionMode::Subscribe => subscribed.push((n, id)),
+                AcquisitionMode::Read => read_groups
+                    .entry(n.settings.read_interval_ms)
+                    .or_default()
+                    .push((n.clone(), id)),
             }
         }
     }
-    info!(source = %cfg.name, endpoint = %cfg.endpoint, monitored = accepted, rejected = nodes.len() - accepted, "subscribed");
-    Ok(())
-}
 
-/// Turns publish responses into reading batches.
-struct NotificationHandler {
-    source: String,
-    tx: mpsc::Sender<ReadingBatch>,
-    stats: Arc<SourceStats>,
-    last_sequence: Option<u32>,
-}
-
-impl OnSubscriptionNotificationCore for NotificationHandler {
-    fn on_subscription_notification(
-        &mut self,
-        notification: NotificationMessage,
-        _items: MonitoredItemMap<'_>,
-    ) {
-        let Some(data) = notification.notification_data else {
-            return; // keep-alive
+    let heartbeat = Arc::new(Heartbeat::new());
+    heartbeat.beat();
+    let has_subscription = !subscribed.is_empty();
+    if has_subscription {
+        let handler = subscription::NotificationHandler {
+            source: name.clone(),
+            tx: tx.clone(),
+            stats: stats.clone(),
+            heartbeat: heartbeat.clone(),
+            encoder: encoder.clone(),
+            last_sequence: None,
         };
-        if let Some(last) = self.last_sequence {
-            let expected = last.wrapping_add(1);
-            if notification.sequence_number != expected && notification.sequence_number > last {
-                let missing = notification.sequence_number.wrapping_sub(expected) as u64;
-                self.stats
-                    .sequence_gaps
-                    .fetch_add(missing, Ordering::Relaxed);
-                warn!(source = %self.source, expected, got = notification.sequence_number, "notification messages were lost between the server and the gateway");
-            }
+        let created = tokio::select! {
+            _ = shutdown.cancelled() => return Outcome::Shutdown,
+            r = subscription::create(&session, cfg, &subscribed, &limits, handler) => r,
+        };
+        if let Err(e) = created {
+            warn!(source = %name, "{e:#}; starting a new session");
+            return Outcome::Restart;
         }
-        self.last_sequence = Some(notification.sequence_number);
+    }
+    let readers = CancellationToken::new();
+    let _stop_readers = readers.clone().drop_guard();
+    for (interval, group) in read_groups {
+        info!(source = %name, nodes = group.len(), interval_ms = interval, "cyclic read");
+        tokio::spawn(reader::run(
+            name.clone(),
+            session.clone(),
+            reader::ReadGroup {
+                nodes: group,
+                interval: Duration::from_millis(interval),
+                batch_size: limits.read_batch(cfg.create_batch_size),
+            },
+            encoder.clone(),
+            tx.clone(),
+            stats.clone(),
+            readers.clone(),
+        ));
+    }
 
-        let mut batch = Vec::new();
-        for obj in data {
-            let Some(change) = obj.into_inner_as::<DataChangeNotification>() else {
-                continue;
-            };
-            for item in change.monitored_items.into_iter().flatten() {
-                let dv = item.value;
-                let server_ts = dv.server_timestamp.as_ref().map(convert::datetime_nanos);
-                let source_ts = dv
-                    .source_timestamp
-                    .as_ref()
-                    .map(convert::datetime_nanos)
-                    .or(server_ts)
-                    .unwrap_or_else(now_nanos);
-                batch.push(Reading {
-                    rule: item.client_handle.saturating_sub(1),
-                    value: dv.value.unwrap_or_default(),
-                    status: dv.status.map(|s| s.bits()).unwrap_or(0),
-                    source_ts_nanos: source_ts,
-                    server_ts_nanos: server_ts.unwrap_or(0),
-                });
-            }
-        }
-        if batch.is_empty() {
-            return;
-        }
-        self.stats
-            .notifications
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        // Back-pressure: when the pipeline is full, hold this publish response (the server keeps
-        // queueing) instead of dropping values. The callback is synchronous, so wait in place.
-        match self.tx.try_send(batch) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(batch)) => {
-                let tx = self.tx.clone();
-                let sent = tokio::task::block_in_place(move || tx.blocking_send(batch));
-                if sent.is_err() {
-                    warn!(source = %self.source, "pipeline closed; dropping readings during shutdown");
+    let silence = cfg.silence_timeout();
+    let mut connected = true;
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Outcome::Shutdown,
+            _ = watch.tick() => {
+                if has_subscription && connected && heartbeat.silent_for() > silence {
+                    stats.stalls.fetch_add(1, Ordering::Relaxed);
+                    warn!(source = %name, endpoint = %cfg.endpoint, silent_ms = heartbeat.silent_for().as_millis() as u64,
+                        "the server sent neither data nor keep-alive within silence_timeout; reconnecting");
+                    return Outcome::Stalled;
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                warn!(source = %self.source, "pipeline closed; dropping readings during shutdown")
+            e = events.recv() => match e {
+                Some(SessionEvent::Connected(mode)) => {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    connected = true;
+                    heartbeat.beat();
+                    if let SessionConnectMode::NewSession(_) = mode {
+                        // Namespace indexes may differ on a restarted server. async-opcua has
+                        // recreated the items with the old indexes; if those are stale, start
+                        // over so that every item is resolved again.
+                        match session.read_namespace_array().await {
+                            Ok(now) if same_namespaces(&now, &namespaces) => {}
+                            Ok(_) => {
+                                warn!(source = %name, "the server's namespace indexes changed; re-subscribing every node");
+                                return Outcome::Restart;
+                            }
+                            Err(e) => {
+                                warn!(source = %name, error = %e, "reading the NamespaceArray after reconnect failed; starting a new session");
+                                return Outcome::Restart;
+                            }
+                        }
+                    }
+                }
+                Some(SessionEvent::Lost(_)) => connected = false,
+                Some(SessionEvent::Fatal(status)) => return fatal(status),
+                Some(SessionEvent::Ended(status)) => {
+                    warn!(source = %name, %status, "the session ended; starting a new one");
+                    return Outcome::Restart;
+                }
+                None => return Outcome::Restart,
             }
         }
     }
+}
+
+/// Reads the DataType attribute of every node and returns the rules whose element type cannot
+/// hold the node's values. Nodes whose DataType cannot be read are not judged here (their
+/// values are still checked one by one on arrival).
+async fn mismatched_types(
+    session: &opcua::client::Session,
+    nodes: &[(&MonitoredNode, NodeId)],
+    type_check: &TypeCheck,
+    batch: usize,
+) -> Vec<(u32, String)> {
+    use opcua::types::{AttributeId, ReadValueId, TimestampsToReturn, Variant};
+    let mut out = Vec::new();
+    for chunk in nodes.chunks(batch.max(1)) {
+        let ids: Vec<ReadValueId> = chunk
+            .iter()
+            .map(|(_, id)| ReadValueId {
+                node_id: id.clone(),
+                attribute_id: AttributeId::DataType as u32,
+                ..Default::default()
+            })
+            .collect();
+        let Ok(values) = session.read(&ids, TimestampsToReturn::Neither, 0.0).await else {
+            return out;
+        };
+        for ((n, _), dv) in chunk.iter().zip(values) {
+            if let Some(Variant::NodeId(dt)) = dv.value {
+                if let Err(e) = type_check(n.rule, &dt) {
+                    out.push((n.rule, e));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads the server's data type definitions, so that its own structures decode field by field
+/// (and become readable JSON) instead of opaque bytes. Failing is not fatal: structures then
+/// keep their binary body as base64.
+async fn load_data_types(
+    session: &Arc<opcua::client::Session>,
+    source: &str,
+    limits: &limits::OperationLimits,
+) {
+    let started = Instant::now();
+    match opcua::client::custom_types::DataTypeTreeBuilder::new(|_| true)
+        // Within the server's limits, like every other call.
+        .values_per_read(limits.read_batch(1000))
+        .config(
+            opcua::client::browser::BrowserConfig::new()
+                .max_nodes_per_request(limits.browse_batch(100)),
+        )
+        .build(session)
+        .await
+    {
+        Ok(tree) => {
+            session.add_type_loader(Arc::new(opcua::types::custom::DynamicTypeLoader::new(
+                Arc::new(tree),
+            )));
+            info!(source = %source, ms = started.elapsed().as_millis() as u64, "loaded the server's data type definitions");
+        }
+        Err(e) => {
+            warn!(source = %source, error = %e, "cannot load the server's data type definitions; its structures arrive as base64")
+        }
+    }
+}
+
+/// Whether two namespace tables map every URI to the same index.
+fn same_namespaces(a: &NamespaceMap, b: &NamespaceMap) -> bool {
+    a.known_namespaces() == b.known_namespaces()
 }
 
 fn now_nanos() -> i64 {
@@ -397,16 +508,19 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at 0.5 s.
     pub fn new() -> Self {
         Backoff {
             next: Duration::from_millis(500),
         }
     }
+    /// The next delay; doubles each time up to 30 s.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Duration::from_secs(30));
         d
     }
+    /// Back to 0.5 s (after a connection that worked).
     pub fn reset(&mut self) {
         self.next = Duration::from_millis(500);
     }

@@ -1,0 +1,252 @@
+//! The subscription of one source: monitored items with per-node sampling, queue and
+//! DataChangeFilter, created in batches the server accepts, and the handler that turns
+//! publish responses into [`Reading`]s.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opcua::client::{MonitoredItemMap, OnSubscriptionNotificationCore, Session};
+use opcua::types::{
+    DataChangeFilter, DataChangeNotification, DataChangeTrigger, DeadbandType, ExtensionObject,
+    MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, NotificationMessage,
+    ReadValueId, TimestampsToReturn,
+};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::limits::OperationLimits;
+use super::{data_value_reading, Heartbeat, MonitorSettings, MonitoredNode, SourceStats};
+use crate::config::{DataChangeTriggerKind, DeadbandKind, OpcUaSourceConfig};
+use crate::model::ReadingBatch;
+
+/// The DataChangeFilter for these settings; `None` when the OPC UA default (StatusValue, no
+/// deadband) applies, so that servers without filter support still accept the item.
+pub fn data_change_filter(s: &MonitorSettings) -> Option<DataChangeFilter> {
+    if s.trigger == DataChangeTriggerKind::StatusValue && s.deadband == DeadbandKind::None {
+        return None;
+    }
+    Some(DataChangeFilter {
+        trigger: match s.trigger {
+            DataChangeTriggerKind::Status => DataChangeTrigger::Status,
+            DataChangeTriggerKind::StatusValue => DataChangeTrigger::StatusValue,
+            DataChangeTriggerKind::StatusValueTimestamp => DataChangeTrigger::StatusValueTimestamp,
+        },
+        deadband_type: match s.deadband {
+            DeadbandKind::None => DeadbandType::None,
+            DeadbandKind::Absolute => DeadbandType::Absolute,
+            DeadbandKind::Percent => DeadbandType::Percent,
+        } as u32,
+        deadband_value: s.deadband_value,
+    })
+}
+
+/// The create request of one node. The client handle is rule + 1 (0 means "assign one for me"
+/// to async-opcua), so a notification leads back to its mapping rule without a lookup.
+pub fn create_request(node: &MonitoredNode, node_id: NodeId) -> MonitoredItemCreateRequest {
+    let s = &node.settings;
+    MonitoredItemCreateRequest {
+        item_to_monitor: ReadValueId::from(node_id),
+        monitoring_mode: MonitoringMode::Reporting,
+        requested_parameters: MonitoringParameters {
+            client_handle: node.rule + 1,
+            sampling_interval: s.sampling_interval_ms,
+            queue_size: s.queue_size,
+            discard_oldest: s.discard_oldest,
+            filter: data_change_filter(s)
+                .map(ExtensionObject::from_message)
+                .unwrap_or_else(ExtensionObject::null),
+        },
+    }
+}
+
+/// Creates the subscription and its monitored items in batches of at most the server's
+/// MaxMonitoredItemsPerCall. Every node the server rejects is named in the log; the others run.
+/// Returns the subscription id and the number of accepted items.
+pub async fn create(
+    session: &Arc<Session>,
+    cfg: &OpcUaSourceConfig,
+    items: &[(&MonitoredNode, NodeId)],
+    limits: &OperationLimits,
+    handler: NotificationHandler,
+) -> anyhow::Result<(u32, usize)> {
+    let subscription_id = session
+        .create_subscription(
+            Duration::from_millis(cfg.publishing_interval_ms),
+            // The lifetime count must be at least 3 × the keep-alive count (OPC UA Part 4).
+            cfg.keep_alive_count.saturating_mul(3),
+            cfg.keep_alive_count,
+            cfg.max_notifications_per_publish,
+            0,
+            true,
+            handler,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("source {}: CreateSubscription failed: {e}", cfg.name))?;
+
+    let batch_size = limits.monitored_items_batch(cfg.create_batch_size);
+    let mut accepted = 0usize;
+    for batch in items.chunks(batch_size) {
+        let requests = batch
+            .iter()
+            .map(|(node, id)| create_request(node, id.clone()))
+            .collect();
+        let results = session
+            .create_monitored_items(subscription_id, TimestampsToReturn::Both, requests)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "source {}: CreateMonitoredItems ({} items) failed: {e}",
+                    cfg.name,
+                    batch.len()
+                )
+            })?;
+        for ((node, _), result) in batch.iter().zip(&results) {
+            let status = result.result.status_code;
+            if status.is_good() {
+                accepted += 1;
+            } else {
+                error!(source = %cfg.name, node = %node.node, %status, "the server rejected this node; the others keep running");
+            }
+        }
+    }
+    info!(
+        source = %cfg.name,
+        endpoint = %cfg.endpoint,
+        monitored = accepted,
+        rejected = items.len() - accepted,
+        batch_size,
+        "subscribed"
+    );
+    Ok((subscription_id, accepted))
+}
+
+/// Turns publish responses into reading batches.
+pub struct NotificationHandler {
+    /// Source name, for logs.
+    pub source: String,
+    /// Where readings go.
+    pub tx: mpsc::Sender<ReadingBatch>,
+    /// Counters of the source.
+    pub stats: Arc<SourceStats>,
+    /// Beaten on every publish response, data or keep-alive (the silence watch reads it).
+    pub heartbeat: Arc<Heartbeat>,
+    /// Turns structures into JSON with the session's type knowledge.
+    pub encoder: super::convert::StructureEncoder,
+    /// Sequence number of the last message, to count lost ones.
+    pub last_sequence: Option<u32>,
+}
+
+impl OnSubscriptionNotificationCore for NotificationHandler {
+    fn on_subscription_notification(
+        &mut self,
+        notification: NotificationMessage,
+        _items: MonitoredItemMap<'_>,
+    ) {
+        self.heartbeat.beat();
+        let Some(data) = notification.notification_data else {
+            return; // keep-alive: it does not consume a sequence number
+        };
+        if let Some(last) = self.last_sequence {
+            let expected = last.wrapping_add(1);
+            // A recreated subscription starts again at 1: not a gap.
+            if notification.sequence_number > expected {
+                let missing = notification.sequence_number.wrapping_sub(expected) as u64;
+                self.stats
+                    .sequence_gaps
+                    .fetch_add(missing, Ordering::Relaxed);
+                warn!(source = %self.source, expected, got = notification.sequence_number, "notification messages were lost between the server and the gateway");
+            }
+        }
+        self.last_sequence = Some(notification.sequence_number);
+
+        let mut batch = Vec::new();
+        for obj in data {
+            let Some(change) = obj.into_inner_as::<DataChangeNotification>() else {
+                continue;
+            };
+            for item in change.monitored_items.into_iter().flatten() {
+                if item.value.status.is_some_and(|s| s.overflow()) {
+                    // The server's queue for this item overflowed: values were dropped there.
+                    self.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                }
+                batch.push(data_value_reading(
+                    item.client_handle.saturating_sub(1),
+                    item.value,
+                    &self.encoder,
+                ));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.stats
+            .notifications
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Back-pressure: when the pipeline is full, hold this publish response (the server keeps
+        // queueing) instead of dropping values. The callback is synchronous, so wait in place.
+        match self.tx.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                let tx = self.tx.clone();
+                let sent = tokio::task::block_in_place(move || tx.blocking_send(batch));
+                if sent.is_err() {
+                    warn!(source = %self.source, "pipeline closed; dropping readings during shutdown");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!(source = %self.source, "pipeline closed; dropping readings during shutdown")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AcquisitionMode;
+
+    fn settings() -> MonitorSettings {
+        MonitorSettings {
+            mode: AcquisitionMode::Subscribe,
+            read_interval_ms: 1000,
+            sampling_interval_ms: 100.0,
+            queue_size: 10,
+            discard_oldest: true,
+            trigger: DataChangeTriggerKind::StatusValue,
+            deadband: DeadbandKind::None,
+            deadband_value: 0.0,
+        }
+    }
+
+    #[test]
+    fn default_trigger_without_deadband_sends_no_filter() {
+        assert_eq!(data_change_filter(&settings()), None);
+    }
+
+    #[test]
+    fn deadband_and_trigger_make_a_filter() {
+        let s = MonitorSettings {
+            deadband: DeadbandKind::Percent,
+            deadband_value: 2.5,
+            trigger: DataChangeTriggerKind::StatusValueTimestamp,
+            ..settings()
+        };
+        let f = data_change_filter(&s).unwrap();
+        assert_eq!(f.deadband_type, 2);
+        assert_eq!(f.deadband_value, 2.5);
+        assert_eq!(f.trigger, DataChangeTrigger::StatusValueTimestamp);
+        let node = MonitoredNode {
+            rule: 4,
+            node: "ns=2;s=X".parse().unwrap(),
+            settings: s,
+        };
+        let req = create_request(&node, NodeId::new(2, "X"));
+        assert_eq!(req.requested_parameters.client_handle, 5);
+        assert!(req
+            .requested_parameters
+            .filter
+            .inner_as::<DataChangeFilter>()
+            .is_some());
+    }
+}
