@@ -49,6 +49,8 @@ pub struct SourceStats {
     pub notifications: AtomicU64,
     pub sequence_gaps: AtomicU64,
     pub reconnects: AtomicU64,
+    /// The session, announced for write-back, readiness and the audit log.
+    pub session: crate::writeback::SessionSlot,
 }
 
 /// Maps a config name to the security policy URI, `None` if unknown.
@@ -147,6 +149,7 @@ pub async fn run_source(
         }
     };
 
+    stats.session.connected(&session);
     // Drive the session; it reports reconnects, and a fatal status ends the source.
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<StatusCode>(1);
     let loop_session = session.clone();
@@ -158,11 +161,13 @@ pub async fn run_source(
             match event {
                 Ok(SessionPollResult::Reconnected(mode)) => {
                     loop_stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    loop_stats.session.reconnected();
                     info!(source = %loop_name, ?mode, "reconnected to the OPC UA server");
                     // Without this, restored subscriptions stay silent (async-opcua pitfall).
                     loop_session.trigger_publish_now();
                 }
                 Ok(SessionPollResult::ConnectionLost(status)) => {
+                    loop_stats.session.lost();
                     warn!(source = %loop_name, %status, "connection to the OPC UA server lost; reconnecting")
                 }
                 Ok(SessionPollResult::ReconnectFailed(status)) if is_fatal(status) => {
@@ -185,7 +190,7 @@ pub async fn run_source(
         _ = shutdown.cancelled() => Ok(()),
         Some(status) = fatal_rx.recv() => Err(anyhow::anyhow!(
             "source {name}: the session to {} ended: {status} ({})", cfg.endpoint, describe_status(status))),
-        r = subscribe(&session, &cfg, &nodes, tx, stats) => match r {
+        r = subscribe(&session, &cfg, &nodes, tx, stats.clone()) => match r {
             Ok(()) => {
                 // Subscribed: now run until shutdown or a fatal session error.
                 tokio::select! {
@@ -199,6 +204,7 @@ pub async fn run_source(
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
     driver.abort();
+    stats.session.clear();
     result
 }
 
