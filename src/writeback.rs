@@ -291,7 +291,12 @@ impl WriteBack {
         }
         let typed = json_to_typed(new_json, rule.xs)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{path}: {e}")))?;
-        let (source_name, stats) = &self.sources[rule.source];
+        let (source_name, stats) = self.sources.get(rule.source).ok_or_else(|| {
+            Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{path}: its OPC UA source is not running"),
+            )
+        })?;
         audit["source"] = source_name.clone().into();
         let session = stats.session.session().ok_or_else(|| {
             Failure::new(
