@@ -113,7 +113,7 @@ fn path(rng: &mut Rng) -> String {
         2 => format!("/api/v3.0/submodels/{}", id(rng)),
         3 => format!("/api/v3.0/submodels/{}/$value", id(rng)),
         4 => format!("/api/v3.0/submodels/{}/submodel-elements", id(rng)),
-        5 | 6 | 7 => format!(
+        5..=7 => format!(
             "/api/v3.0/submodels/{}/submodel-elements/{}",
             id(rng),
             id_short_path(rng)
