@@ -112,3 +112,24 @@ fn token_new_prints_a_token_and_its_config_line() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn the_shipped_secure_example_parses_and_only_misses_target_files() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/secure.toml");
+    let cfg = Config::load(&path).unwrap();
+    assert!(cfg.api.tls.is_some());
+    assert_eq!(cfg.log.format, aas_gateway::config::LogFormat::Json);
+    assert!(cfg.mapping.iter().any(|m| m.writable));
+    // On a development box the certificate and tokens file do not exist, and the OPC UA
+    // password comes from the environment on the target; nothing else may be wrong.
+    let errors = cfg.validate().unwrap_err();
+    for e in &errors.0 {
+        assert!(
+            e.starts_with("api.tls.cert")
+                || e.starts_with("api.auth.tokens_file")
+                || e.starts_with("aas.environments")
+                || e.starts_with("opcua[0].password"),
+            "unexpected: {e}"
+        );
+    }
+}
