@@ -183,6 +183,16 @@ impl Observability {
             &lags,
         );
 
+        let name = "aas_gateway_end_to_end_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Source timestamp to confirmation by the sink.\n# TYPE {name} histogram"
+        );
+        for sink in &self.sinks {
+            self.sink_stats(sink)
+                .latency
+                .render(&mut out, name, &format!("sink=\"{sink}\""));
+        }
         let (appended, dropped, depth) = s.outbox.as_ref().map_or((0, 0, 0), |o| {
             (
                 load(&o.stats.appended),
@@ -320,4 +330,78 @@ async fn ready(State(o): State<Arc<Observability>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Upper bounds (seconds) of the end-to-end latency buckets.
+pub const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Latency from a value's source timestamp to the sink's confirmation, as a Prometheus
+/// histogram. Lock-free (one atomic add per bucket hit), fixed size.
+///
+/// The source timestamp comes from the device's clock: a device clock that runs ahead or behind
+/// shows up here too (values "from the future" count as 0).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [std::sync::atomic::AtomicU64; LATENCY_BUCKETS_S.len()],
+    count: std::sync::atomic::AtomicU64,
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one value confirmed now whose source timestamp is `source_ts_nanos`.
+    pub fn observe_since(&self, source_ts_nanos: i64, now_nanos: i64) {
+        let micros = (now_nanos.saturating_sub(source_ts_nanos) / 1000).max(0) as u64;
+        let secs = micros as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The current time in the nanoseconds `observe_since` expects.
+    pub fn now_nanos() -> i64 {
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (b, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_everything() {
+        let h = LatencyHistogram::default();
+        let now = 1_000_000_000_000;
+        h.observe_since(now - 3_000_000, now); // 3 ms
+        h.observe_since(now - 2_000_000_000, now); // 2 s
+        h.observe_since(now - 1_000_000_000_000, now); // 1000 s: only +Inf
+        h.observe_since(now + 5_000_000, now); // from the future: 0
+        let mut out = String::new();
+        h.render(&mut out, "x", "sink=\"s\"");
+        assert!(out.contains("x_bucket{sink=\"s\",le=\"0.005\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{sink=\"s\",le=\"2.5\"} 3"), "{out}");
+        assert!(out.contains("x_bucket{sink=\"s\",le=\"+Inf\"} 4"), "{out}");
+        assert!(out.contains("x_count{sink=\"s\"} 4"), "{out}");
+    }
 }
