@@ -158,6 +158,8 @@ pub fn follow_sources(
             let mut last = "absent";
             loop {
                 let now = match &*rx.borrow_and_update() {
+                    // Not an event of its own: "connected" or "lost" follows.
+                    SessionState::Connecting(_) => last,
                     SessionState::Absent => "absent",
                     SessionState::Connected(_) => "connected",
                     SessionState::Lost(_) => "lost",

@@ -40,9 +40,11 @@ use crate::sources::opcua::SourceStats;
 /// Connection state of one source's OPC UA session, as announced by the source.
 #[derive(Clone, Default)]
 pub enum SessionState {
-    /// No session (not yet connected, or the source ended).
+    /// No session (not yet created, or the source ended).
     #[default]
     Absent,
+    /// The session exists and is connecting for the first time.
+    Connecting(Arc<Session>),
     /// Connected; writes go through this session.
     Connected(Arc<Session>),
     /// The connection is lost; async-opcua is reconnecting the same session.
@@ -66,6 +68,7 @@ impl std::fmt::Debug for SessionSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &*self.tx.borrow() {
             SessionState::Absent => "absent",
+            SessionState::Connecting(_) => "connecting",
             SessionState::Connected(_) => "connected",
             SessionState::Lost(_) => "lost",
         };
@@ -74,10 +77,11 @@ impl std::fmt::Debug for SessionSlot {
 }
 
 impl SessionSlot {
-    /// The source connected (first connect or after a reconnect).
-    pub fn connected(&self, session: &Arc<Session>) {
+    /// The source created its session; it is connecting. (async-opcua then reports the first
+    /// connect, like every later one, as `Reconnected`, which calls [`Self::reconnected`].)
+    pub fn attach(&self, session: &Arc<Session>) {
         self.tx
-            .send_replace(SessionState::Connected(session.clone()));
+            .send_replace(SessionState::Connecting(session.clone()));
     }
     /// The connection is lost; the session is being re-established.
     pub fn lost(&self) {
@@ -87,10 +91,10 @@ impl SessionSlot {
             }
         });
     }
-    /// The session was re-established.
+    /// The session is connected (first connect or after a reconnect).
     pub fn reconnected(&self) {
         self.tx.send_modify(|s| {
-            if let SessionState::Lost(sess) = s {
+            if let SessionState::Lost(sess) | SessionState::Connecting(sess) = s {
                 *s = SessionState::Connected(sess.clone());
             }
         });

@@ -149,7 +149,7 @@ pub async fn run_source(
         }
     };
 
-    stats.session.connected(&session);
+    stats.session.attach(&session);
     // Drive the session; it reports reconnects, and a fatal status ends the source.
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<StatusCode>(1);
     let loop_session = session.clone();
