@@ -172,8 +172,8 @@ fn body(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousands_of_malformed_requests_get_part2_errors_and_no_panic() {
+/// The complete secured router for the CNC submodel, with a reader and a writer token.
+fn secured_app(rate: u32) -> (axum::Router, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (reader, writer) = (generate_token().unwrap(), generate_token().unwrap());
     let root = env!("CARGO_MANIFEST_DIR");
@@ -181,7 +181,7 @@ async fn thousands_of_malformed_requests_get_part2_errors_and_no_panic() {
         r#"
 [api]
 listen = "127.0.0.1:0"
-rate_limit_per_s = 0
+rate_limit_per_s = {rate}
 [[api.auth.tokens]]
 name = "r"
 role = "reader"
@@ -225,7 +225,12 @@ endpoint = "opc.tcp://127.0.0.1:1/"
         None,
     )
     .unwrap();
+    (app, reader, writer, dir)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_malformed_requests_get_part2_errors_and_no_panic() {
+    let (app, reader, writer, _dir) = secured_app(0);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     let mut sent = 0;
@@ -321,4 +326,34 @@ endpoint = "opc.tcp://127.0.0.1:1/"
             "too few {code}: {statuses:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_but_never_limits_probes() {
+    let (app, reader, _, _dir) = secured_app(5);
+    let get = |path: &str| {
+        Request::builder()
+            .uri(path)
+            .header("authorization", format!("Bearer {reader}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut codes = BTreeMap::new();
+    for _ in 0..30 {
+        let resp = app.clone().oneshot(get("/api/v3.0/shells")).await.unwrap();
+        *codes.entry(resp.status().as_u16()).or_insert(0) += 1;
+        if resp.status() == 429 {
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["messages"][0]["code"], "429");
+        }
+        let health = app.clone().oneshot(get("/health")).await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    // A burst of twice the rate, then refusals (a slow machine may refill a token or two).
+    let ok = codes.get(&200).copied().unwrap_or(0);
+    assert!((10..=13).contains(&ok), "{codes:?}");
+    assert_eq!(codes.get(&429).copied().unwrap_or(0), 30 - ok, "{codes:?}");
 }
