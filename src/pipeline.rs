@@ -251,11 +251,13 @@ impl Gateway {
         if let Some(t) = self.questdb_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        if let Some(audit) = &self.audit {
+        if let Some(audit) = self.audit.take() {
             audit.record(
                 "stop",
                 serde_json::json!({"failed_sources": failures.len()}),
             );
+            // On disk before the process may exit.
+            let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         }
         if total > 0 && failures.len() == total {
             anyhow::bail!("every OPC UA source failed:\n  {}", failures.join("\n  "));

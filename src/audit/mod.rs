@@ -63,11 +63,30 @@ struct Current {
     prev_hash: String,
 }
 
-/// An open audit log; cheap to share (`Arc`), lines are serialised by a mutex.
+/// Lines that may wait for the writer thread; beyond this, lines are counted and dropped (and
+/// an `audit_lines_dropped` event with the count is written once the queue has room again), so
+/// a flood of refused requests cannot grow memory.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+enum Msg {
+    Line(DateTime<Utc>, String, Value),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// An open audit log; cheap to share (`Arc`). `record` only queues the line: a dedicated thread
+/// hashes, writes and `fdatasync`s, so request handlers never wait for the disk.
 pub struct AuditLog {
     dir: PathBuf,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<Msg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The writer thread's state: the chain head and the current file.
+struct Writer {
+    dir: PathBuf,
     cfg: AuditConfig,
-    current: Mutex<Current>,
+    current: Current,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -128,8 +147,8 @@ fn chain_hash(prev: &str, body: &str) -> String {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log in `dir`, continuing the chain of the newest file, and
-    /// deletes files past retention.
+    /// Opens (or creates) the log in `dir`, continuing the chain of the newest file, deletes
+    /// files past retention and starts the writer thread.
     pub fn open(dir: &Path, cfg: AuditConfig) -> Result<Arc<AuditLog>, String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("audit.dir: cannot create {}: {e}", dir.display()))?;
@@ -153,19 +172,53 @@ impl AuditLog {
                 (*day, *counter, size, prev)
             }
         };
-        let log = AuditLog {
+        let mut writer = Writer {
             dir: dir.to_path_buf(),
             cfg,
-            current: Mutex::new(Current {
+            current: Current {
                 file: None,
                 day,
                 counter,
                 size,
                 prev_hash,
-            }),
+            },
         };
-        log.apply_retention(today);
-        Ok(Arc::new(log))
+        writer.apply_retention(today);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE_CAPACITY);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread_dropped = dropped.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Ok(msg) = rx.recv() {
+                    match msg {
+                        Msg::Line(ts, event, fields) => {
+                            let lost = thread_dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+                            if lost > 0 {
+                                writer.record(
+                                    Utc::now(),
+                                    "audit_lines_dropped",
+                                    serde_json::json!({"count": lost}),
+                                );
+                            }
+                            writer.record(ts, &event, fields);
+                        }
+                        Msg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                if let Some(f) = writer.current.file.take() {
+                    let _ = f.sync_all();
+                }
+            })
+            .map_err(|e| format!("audit: cannot start the writer thread: {e}"))?;
+        Ok(Arc::new(AuditLog {
+            dir: dir.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            dropped,
+        }))
     }
 
     /// The directory of the log.
@@ -173,6 +226,52 @@ impl AuditLog {
         &self.dir
     }
 
+    /// Queues one event. `fields` (a JSON object) is merged into the line next to `ts` and
+    /// `event`. Never blocks and never fails the caller: auditing must not stop the gateway;
+    /// write errors and dropped lines are logged.
+    pub fn record(&self, event: &str, fields: Value) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            return;
+        };
+        if tx
+            .try_send(Msg::Line(Utc::now(), event.to_string(), fields))
+            .is_err()
+            && self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                == 0
+        {
+            tracing::error!(
+                event,
+                "audit: the writer is behind; lines are dropped (counted in the log)"
+            );
+        }
+    }
+
+    /// Waits until every queued line is on disk.
+    pub fn flush(&self) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(tx) = tx {
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(done_tx)).is_ok() {
+                let _ = done_rx.recv();
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Writes what is queued and stops the writer thread.
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Writer {
     fn apply_retention(&self, today: NaiveDate) {
         let Ok(files) = list_files(&self.dir) else {
             return;
@@ -193,18 +292,18 @@ impl AuditLog {
         }
     }
 
-    /// Appends one event. `fields` (a JSON object) is merged into the line next to `ts` and
-    /// `event`. Failures are logged, never raised: auditing must not stop the gateway, but an
-    /// operator sees at once that lines are missing.
-    pub fn record(&self, event: &str, fields: Value) {
-        if let Err(e) = self.try_record(event, fields) {
+    fn record(&mut self, ts: DateTime<Utc>, event: &str, fields: Value) {
+        if let Err(e) = self.try_record(ts, event, fields) {
             tracing::error!(event, error = %e, dir = %self.dir.display(), "audit: cannot write the audit log");
         }
     }
 
-    fn try_record(&self, event: &str, fields: Value) -> std::io::Result<()> {
-        let now = Utc::now();
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+    fn try_record(
+        &mut self,
+        now: DateTime<Utc>,
+        event: &str,
+        fields: Value,
+    ) -> std::io::Result<()> {
         let mut map = Map::new();
         map.insert(
             "ts".into(),
@@ -218,6 +317,7 @@ impl AuditLog {
                 }
             }
         }
+        let cur = &mut self.current;
         map.insert("prev_hash".into(), cur.prev_hash.clone().into());
         let body = serde_json::to_string(&Value::Object(map)).map_err(std::io::Error::other)?;
         // The hash goes last, so the covered body is the line without it (see `split_line`).
@@ -225,22 +325,20 @@ impl AuditLog {
         let line = format!("{}{HASH_KEY}{hash}\"}}\n", &body[..body.len() - 1]);
 
         let today = now.date_naive();
-        let must_rotate = cur.file.is_none()
-            || today != cur.day
-            || cur.size + line.len() as u64 > self.cfg.max_file_bytes;
-        if must_rotate {
+        let too_big = cur.size > 0 && cur.size + line.len() as u64 > self.cfg.max_file_bytes;
+        if cur.file.is_none() || today != cur.day || too_big {
             let (day, counter) = if today != cur.day {
                 (today, 0)
-            } else if cur.size > 0 && cur.size + line.len() as u64 > self.cfg.max_file_bytes {
+            } else if too_big {
                 (today, cur.counter + 1)
             } else {
                 (cur.day, cur.counter)
             };
-            if day != cur.day || counter != cur.counter {
+            let rotated = day != cur.day || counter != cur.counter;
+            if rotated {
                 if let Some(f) = cur.file.take() {
                     let _ = f.sync_all();
                 }
-                self.apply_retention(today);
             }
             let path = self.dir.join(file_name(day, counter));
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -248,7 +346,11 @@ impl AuditLog {
             cur.file = Some(file);
             cur.day = day;
             cur.counter = counter;
+            if rotated {
+                self.apply_retention(today);
+            }
         }
+        let cur = &mut self.current;
         let file = cur.file.as_mut().expect("opened above");
         file.write_all(line.as_bytes())?;
         file.sync_data()?;
@@ -427,6 +529,7 @@ mod tests {
         }
         let log = AuditLog::open(dir.path(), cfg(600)).unwrap();
         log.record("after_reopen", json!({}));
+        log.flush();
         let files = list_files(dir.path()).unwrap();
         assert!(files.len() > 2, "rotated by size: {files:?}");
         let r = verify(dir.path()).unwrap();
@@ -451,6 +554,7 @@ mod tests {
         for i in 0..12 {
             log.record("test", json!({"i": i, "pad": "p".repeat(60)}));
         }
+        log.flush();
         let files = list_files(dir.path()).unwrap();
         assert!(files.len() >= 3);
         // Losing the oldest file (what retention does) keeps the rest verifiable.
@@ -476,6 +580,7 @@ mod tests {
         }
         let log = AuditLog::open(dir.path(), AuditConfig::default()).unwrap();
         log.record("x", json!({}));
+        log.flush();
         let days: Vec<_> = list_files(dir.path())
             .unwrap()
             .into_iter()
@@ -492,6 +597,7 @@ mod tests {
         let mid = Utc::now();
         std::thread::sleep(std::time::Duration::from_millis(5));
         log.record("b", json!({}));
+        log.flush();
         let mut out = Vec::new();
         assert_eq!(export(dir.path(), Some(mid), None, &mut out).unwrap(), 1);
         assert!(String::from_utf8(out).unwrap().contains("\"event\":\"b\""));
