@@ -106,7 +106,7 @@ impl Default for ApiConfig {
             auth: Default::default(),
             tls: None,
             max_body_bytes: 64 * 1024,
-            rate_limit_per_s: 200,
+            rate_limit_per_s: 1000,
         }
     }
 }

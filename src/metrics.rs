@@ -5,6 +5,8 @@
 //! `SourceStats`, `SinkStats`, `OutboxStats`), so a scrape costs a few atomic loads and never
 //! takes a lock on the data path.
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;

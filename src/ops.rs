@@ -2,6 +2,8 @@
 //! (gatekeeper + write-back + `/metrics` + `/ready`), HTTPS, and audit records of OPC UA
 //! connects. Kept here so that `pipeline` only calls four functions.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 use axum::Router;

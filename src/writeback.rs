@@ -11,6 +11,8 @@
 //! `SourceStats`, so the source module only has to announce its session; the write path does
 //! not restructure it.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 use axum::body::Bytes;

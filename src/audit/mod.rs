@@ -16,6 +16,8 @@
 //! its event while request handlers never wait for the disk. The API's rate limit bounds how
 //! fast failed logins can make lines; a full queue drops lines and says how many, in the log.
 
+#![warn(missing_docs)]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

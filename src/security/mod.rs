@@ -4,6 +4,8 @@
 //! Tokens are random 256-bit strings; the gateway keeps only their SHA-256 (a slow password
 //! hash buys nothing for high-entropy secrets and would cost CPU on every request).
 
+#![warn(missing_docs)]
+
 pub mod middleware;
 pub mod tls;
 pub mod tokens;

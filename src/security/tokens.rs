@@ -132,7 +132,6 @@ impl Authenticator {
             })?;
             let parsed: TokensFile = toml_from_str(&text)
                 .map_err(|e| format!("api.auth.tokens_file: {}: {e}", path.display()))?;
-            crate::security::check_config_permissions(&path, !parsed.tokens.is_empty());
             entries.extend(
                 parsed
                     .tokens
