@@ -477,7 +477,10 @@ fn to_variant(v: &TypedValue, data_type: Option<&NodeId>, xs: XsType) -> Result<
             TypedValue::Int(i) => Ok(*i as i128),
             TypedValue::UInt(u) => Ok(*u as i128),
             TypedValue::Float(f) if f.fract() == 0.0 && f.is_finite() => Ok(*f as i128),
-            other => Err(format!("{other:?} is not an integer")),
+            other => Err(format!(
+                "{} is not an integer, which the node's DataType {target:?} needs",
+                xs.lexical(other)
+            )),
         }
     };
     let float = || -> Result<f64, String> {
@@ -485,7 +488,10 @@ fn to_variant(v: &TypedValue, data_type: Option<&NodeId>, xs: XsType) -> Result<
             TypedValue::Float(f) => Ok(*f),
             TypedValue::Int(i) => Ok(*i as f64),
             TypedValue::UInt(u) => Ok(*u as f64),
-            other => Err(format!("{other:?} is not a number")),
+            other => Err(format!(
+                "{} is not a number, which the node's DataType {target:?} needs",
+                xs.lexical(other)
+            )),
         }
     };
     macro_rules! int_as {
@@ -499,7 +505,10 @@ fn to_variant(v: &TypedValue, data_type: Option<&NodeId>, xs: XsType) -> Result<
     match target {
         Builtin::Boolean => match v {
             TypedValue::Bool(b) => Ok(Variant::Boolean(*b)),
-            other => Err(format!("{other:?} is not a boolean")),
+            other => Err(format!(
+                "{} is not a boolean, which the node's DataType needs",
+                xs.lexical(other)
+            )),
         },
         Builtin::SByte => int_as!(i8, SByte),
         Builtin::Byte => int_as!(u8, Byte),
@@ -519,7 +528,10 @@ fn to_variant(v: &TypedValue, data_type: Option<&NodeId>, xs: XsType) -> Result<
         Builtin::Double => Ok(Variant::Double(float()?)),
         Builtin::String => match v {
             TypedValue::Text(s) => Ok(Variant::String(s.as_str().into())),
-            other => Err(format!("{other:?} is not text")),
+            other => Err(format!(
+                "{} is not text, which the node's DataType String needs",
+                xs.lexical(other)
+            )),
         },
     }
 }
