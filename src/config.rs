@@ -41,6 +41,18 @@ pub struct Config {
     /// Durable store-and-forward queue between the pipeline and the sinks.
     #[serde(default)]
     pub outbox: crate::outbox::OutboxConfig,
+    /// Tamper-evident audit log of security-relevant events.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// Log output format.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// SHA-256 (hex) of the config file as loaded, for the audit log.
+    #[serde(skip)]
+    pub file_sha256: Option<String>,
+    /// Path of the config file as loaded.
+    #[serde(skip)]
+    pub file_path: Option<PathBuf>,
     /// Directory the config file lives in: relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -74,6 +86,16 @@ pub struct ApiConfig {
     pub enabled: bool,
     /// Listen address; port 0 picks a free port (printed at start).
     pub listen: String,
+    /// Who may use the API: bearer tokens (hashed) and roles. Without tokens the API is open
+    /// for reading and write-back is refused.
+    pub auth: crate::security::AuthConfig,
+    /// Serve HTTPS with this certificate (plain HTTP when absent).
+    pub tls: Option<crate::security::tls::TlsConfig>,
+    /// Largest accepted request body in bytes (larger ones get 413).
+    pub max_body_bytes: usize,
+    /// Requests per second the API accepts from all clients together (burst: twice that);
+    /// 0 = no limit. `/health` and `/ready` are not limited.
+    pub rate_limit_per_s: u32,
 }
 
 impl Default for ApiConfig {
@@ -81,8 +103,31 @@ impl Default for ApiConfig {
         ApiConfig {
             enabled: true,
             listen: "127.0.0.1:8080".into(),
+            auth: Default::default(),
+            tls: None,
+            max_body_bytes: 64 * 1024,
+            rate_limit_per_s: 1000,
         }
     }
+}
+
+/// `[log]`: how the gateway logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line; same as `--log-json`).
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON lines for log collectors.
+    Json,
 }
 
 /// Sources of the AAS environment.
@@ -94,8 +139,8 @@ pub struct AasConfig {
     pub environments: Vec<PathBuf>,
 }
 
-/// One OPC UA server.
-#[derive(Debug, Clone, Deserialize)]
+/// One OPC UA server. (`Debug` hides the password.)
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpcUaSourceConfig {
     /// Name that mapping rules use to refer to this source.
@@ -319,10 +364,13 @@ pub struct MappingRule {
     /// Overrides the source's `deadband_value` for this node.
     #[serde(default)]
     pub deadband_value: Option<f64>,
+    /// Allow writing this element back to the node (`PATCH .../$value`, role `writer`).
+    #[serde(default)]
+    pub writable: bool,
 }
 
-/// MQTT sink settings.
-#[derive(Debug, Clone, Deserialize)]
+/// MQTT sink settings. (`Debug` hides the password.)
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// Publish to MQTT at all.
@@ -388,8 +436,8 @@ impl Default for MqttConfig {
     }
 }
 
-/// QuestDB (ILP) sink settings.
-#[derive(Debug, Clone, Deserialize)]
+/// QuestDB (ILP) sink settings. (`Debug` hides `conf`, which may hold credentials.)
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuestDbConfig {
     /// Write to QuestDB at all.
@@ -428,6 +476,69 @@ fn check_deadband(errors: &mut ConfigErrors, at: &str, kind: DeadbandKind, value
             errors.push(at, format!("{value} is a percentage and must be ≤ 100"))
         }
         _ => {}
+    }
+}
+
+/// Shown instead of a secret in `Debug` output (and so in logs).
+const REDACTED: &str = "<redacted>";
+
+fn redact(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| REDACTED)
+}
+
+/// Hides `password=` / `token=` values in a questdb-rs config string.
+fn redact_conf(conf: &str) -> String {
+    conf.split(';')
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if ["password", "token", "token_x", "token_y"].contains(&k.trim()) => {
+                format!("{k}={REDACTED}")
+            }
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+impl fmt::Debug for OpcUaSourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpcUaSourceConfig")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("security_policy", &self.security_policy)
+            .field("security_mode", &self.security_mode)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("pki_dir", &self.pki_dir)
+            .field("trust_server_certs", &self.trust_server_certs)
+            .field("publishing_interval_ms", &self.publishing_interval_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("qos", &self.qos)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for QuestDbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuestDbConfig")
+            .field("enabled", &self.enabled)
+            .field("conf", &redact_conf(&self.conf))
+            .field("flush_rows", &self.flush_rows)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("table_prefix", &self.table_prefix)
+            .finish()
     }
 }
 
@@ -480,11 +591,24 @@ impl Config {
         let mut cfg: Config = raw
             .try_deserialize()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // The hash of exactly what was read goes into the audit log ("which config ran?").
+        cfg.file_sha256 = std::fs::read(path)
+            .ok()
+            .map(|b| crate::security::sha256_hex(&b));
+        cfg.file_path = Some(path.to_path_buf());
         cfg.base_dir = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Ok(cfg)
+    }
+
+    /// True when the config holds passwords or credentials (then it must not be readable by
+    /// other users; see [`crate::security::check_config_permissions`]).
+    pub fn has_secrets(&self) -> bool {
+        self.opcua.iter().any(|s| s.password.is_some())
+            || self.mqtt.password.is_some()
+            || redact_conf(&self.questdb.conf) != self.questdb.conf
     }
 
     /// Resolves a path from the config relative to the config file's directory.
@@ -510,6 +634,24 @@ impl Config {
                     self.api.listen
                 ),
             );
+        }
+        if self.api.enabled {
+            if let Err(e) =
+                crate::security::Authenticator::from_config(&self.api.auth, &self.base_dir)
+            {
+                errors.0.push(e); // already names its setting (api.auth.tokens[i]...)
+            }
+            if let Some(tls) = &self.api.tls {
+                if let Err(e) = tls.server_config(&self.base_dir) {
+                    errors.0.push(e); // already names its setting (api.tls.cert...)
+                }
+            }
+            if self.api.max_body_bytes == 0 {
+                errors.push("api.max_body_bytes", "must be at least 1");
+            }
+        }
+        if self.audit.enabled && self.audit.max_file_bytes < 4096 {
+            errors.push("audit.max_file_bytes", "must be at least 4096");
         }
         if self.aas.environments.is_empty() {
             errors.push("aas.environments", "no AAS environment file given");

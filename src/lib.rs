@@ -23,18 +23,28 @@
 //!   before the far side confirmed it.
 //! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.
 //! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.
+//! - [`security`]: API bearer tokens + roles, HTTPS (rustls), the gatekeeper middleware.
+//! - [`audit`]: tamper-evident (hash-chained) audit log with rotation, retention, verify, export.
+//! - [`metrics`]: Prometheus `/metrics` and `/ready`.
+//! - [`writeback`]: `PATCH .../$value` → OPC UA Write, through the source's announced session.
+//! - [`ops`]: wires the above into the running gateway.
 //! - [`demo`]: the zero-setup demo: bundled simulator + embedded MQTT broker + gateway.
 
 pub mod aas;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod outbox;
 pub mod pipeline;
+pub mod security;
 pub mod sinks;
 pub mod sources;
+pub mod writeback;
 
 /// Sets up logging to stderr (stdout is kept for machine-readable output such as the API URL).
 /// `RUST_LOG` overrides the default level (`info`).

@@ -140,6 +140,7 @@ pub struct Gateway {
     sources: JoinSet<(String, anyhow::Result<()>)>,
     tasks: JoinSet<()>,
     questdb_thread: Option<std::thread::JoinHandle<()>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Gateway {
@@ -151,27 +152,22 @@ impl Gateway {
         let capacity = cfg.gateway.channel_capacity;
         let mut tasks = JoinSet::new();
 
-        let api_addr = if cfg.api.enabled {
-            let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("api.listen: cannot listen on {}: {e}", cfg.api.listen)
-                })?;
-            let addr = listener.local_addr()?;
-            let app = api::router(environment.clone());
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
+        let audit = crate::ops::open_audit(&cfg)?;
+        // Bound now so that a busy port fails the start at once; served once all stages exist.
+        let api_listener = if cfg.api.enabled {
+            Some(
+                tokio::net::TcpListener::bind(&cfg.api.listen)
                     .await
-                {
-                    error!(error = %e, "AAS API server failed");
-                }
-            });
-            info!(url = %format!("http://{addr}/api/v3.0"), "AAS API listening");
-            Some(addr)
+                    .map_err(|e| {
+                        anyhow::anyhow!("api.listen: cannot listen on {}: {e}", cfg.api.listen)
+                    })?,
+            )
         } else {
             None
+        };
+        let api_addr = match &api_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
         };
 
         let mut stats = PipelineStats::default();
@@ -254,6 +250,21 @@ impl Gateway {
         drop(reading_tx);
 
         let stats = Arc::new(stats);
+        if let Some(listener) = api_listener {
+            let app = crate::ops::secured_api(
+                &cfg,
+                &router,
+                api::router(environment.clone()),
+                environment.clone(),
+                stats.clone(),
+                &sink_names,
+                audit.clone(),
+            )?;
+            crate::ops::serve_api(&cfg, listener, app, shutdown.clone(), &mut tasks)?;
+        }
+        if let Some(audit) = &audit {
+            crate::ops::follow_sources(&cfg, &stats, audit, &shutdown, &mut tasks);
+        }
         tasks.spawn(dispatch(
             reading_rx,
             router,
@@ -271,6 +282,7 @@ impl Gateway {
             sources,
             tasks,
             questdb_thread,
+            audit,
         })
     }
 
@@ -294,6 +306,14 @@ impl Gateway {
         while self.tasks.join_next().await.is_some() {}
         if let Some(t) = self.questdb_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some(audit) = self.audit.take() {
+            audit.record(
+                "stop",
+                serde_json::json!({"failed_sources": failures.len()}),
+            );
+            // On disk before the process may exit.
+            let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         }
         if total > 0 && failures.len() == total {
             anyhow::bail!("every OPC UA source failed:\n  {}", failures.join("\n  "));

@@ -216,7 +216,9 @@ async fn sigkill_and_restart_resumes_from_the_outbox() {
         .wait_for("t/CNC1/", 0, Duration::from_secs(30))
         .await;
     let first_start = now_nanos() + 500_000_000;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // 6 s per phase: with 4 s the windows held ~100 values, right at the test's minimum, and
+    // the count depends on where in the machine cycle they fall (seen 98..102).
+    tokio::time::sleep(Duration::from_secs(6)).await;
 
     // Kill it hard, mid-stream: no flush, no goodbye.
     let killed_at = now_nanos();
@@ -230,7 +232,7 @@ async fn sigkill_and_restart_resumes_from_the_outbox() {
         .wait_for("t/CNC1/", before_restart, Duration::from_secs(30))
         .await;
     let second_start = now_nanos() + 1_000_000_000;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let end = now_nanos() - 1_000_000_000;
 
     // Values produced while the gateway ran: up to the kill (minus one publishing interval

@@ -17,4 +17,6 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     /// Values given up on (only at shutdown when the far side stays unreachable; logged).
     pub dropped: AtomicU64,
+    /// Source timestamp → confirmation latency of the confirmed values.
+    pub latency: crate::metrics::LatencyHistogram,
 }

@@ -288,6 +288,10 @@ pub async fn run(
         stats
             .confirmed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let now = crate::metrics::LatencyHistogram::now_nanos();
+        for (_, u) in &batch {
+            stats.latency.observe_since(u.source_ts_nanos, now);
+        }
         if let Err(e) = reader.ack(last_seq).await {
             error!(error = %e, "MQTT sink cannot record its outbox position; values may be sent again");
         }

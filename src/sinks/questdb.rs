@@ -85,6 +85,8 @@ fn run(
     let mut sender: Option<Sender> = None;
     let mut buffer: Option<Buffer> = None;
     let mut rows = 0usize;
+    // Source timestamps of the buffered rows (at most flush_rows), for the latency histogram.
+    let mut pending_ts: Vec<i64> = Vec::new();
     // Outbox position of the last row in the buffer: acknowledged after a confirmed flush.
     let mut last_seq = 0u64;
     let mut oldest: Option<Instant> = None;
@@ -153,6 +155,7 @@ fn run(
                         }
                         buf.clear_marker();
                         rows += 1;
+                        pending_ts.push(u.source_ts_nanos);
                     }
                     if rows > 0 && oldest.is_none() {
                         oldest = Some(Instant::now());
@@ -175,6 +178,10 @@ fn run(
         match s.flush(buf) {
             Ok(()) => {
                 stats.confirmed.fetch_add(rows as u64, Ordering::Relaxed);
+                let now = crate::metrics::LatencyHistogram::now_nanos();
+                for ts in pending_ts.drain(..) {
+                    stats.latency.observe_since(ts, now);
+                }
                 if let Err(e) = reader.ack_blocking(last_seq) {
                     error!(error = %e, "QuestDB sink cannot record its outbox position; values may be written again");
                 }

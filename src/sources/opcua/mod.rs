@@ -115,6 +115,8 @@ pub struct SourceStats {
     pub reconnects: AtomicU64,
     /// Times the server was silent for longer than the silence timeout.
     pub stalls: AtomicU64,
+    /// The session, announced for write-back, readiness and the audit log.
+    pub session: crate::writeback::SessionSlot,
 }
 
 /// Time of the last sign of life of a subscription (any publish response).
@@ -208,11 +210,12 @@ pub async fn run_source(
     let mut client = session::build_client(&cfg, &pki_dir)?;
     let mut backoff = Backoff::new();
     loop {
-        let Some(mut conn) =
-            session::open(&mut client, &cfg, &identity, &mut backoff, &shutdown).await?
-        else {
+        let opened = session::open(&mut client, &cfg, &identity, &mut backoff, &shutdown).await;
+        let Some(mut conn) = opened.inspect_err(|_| stats.session.clear())? else {
+            stats.session.clear();
             return Ok(());
         };
+        stats.session.attach(&conn.session);
         let outcome = run_connection(
             &cfg,
             &nodes,
@@ -226,10 +229,12 @@ pub async fn run_source(
         .await;
         match outcome {
             Outcome::Fatal(e) => {
+                stats.session.clear();
                 conn.abandon();
                 return Err(e);
             }
             Outcome::Shutdown => {
+                stats.session.clear();
                 conn.close().await;
                 return Ok(());
             }
@@ -276,7 +281,10 @@ async fn run_connection(
         tokio::select! {
             _ = shutdown.cancelled() => return Outcome::Shutdown,
             e = events.recv() => match e {
-                Some(SessionEvent::Connected(_)) => break,
+                Some(SessionEvent::Connected(_)) => {
+                    stats.session.reconnected();
+                    break;
+                }
                 Some(SessionEvent::Lost(_)) => {}
                 Some(SessionEvent::Fatal(status)) => return fatal(status),
                 Some(SessionEvent::Ended(status)) => {
@@ -397,6 +405,7 @@ async fn run_connection(
             e = events.recv() => match e {
                 Some(SessionEvent::Connected(mode)) => {
                     stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    stats.session.reconnected();
                     connected = true;
                     heartbeat.beat();
                     if let SessionConnectMode::NewSession(_) = mode {
@@ -416,7 +425,10 @@ async fn run_connection(
                         }
                     }
                 }
-                Some(SessionEvent::Lost(_)) => connected = false,
+                Some(SessionEvent::Lost(_)) => {
+                    connected = false;
+                    stats.session.lost();
+                }
                 Some(SessionEvent::Fatal(status)) => return fatal(status),
                 Some(SessionEvent::Ended(status)) => {
                     warn!(source = %name, %status, "the session ended; starting a new one");

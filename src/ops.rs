@@ -1,0 +1,188 @@
+//! Wiring of the operations features into a running gateway: the audit log, the secured API
+//! (gatekeeper + write-back + `/metrics` + `/ready`), HTTPS, and audit records of OPC UA
+//! connects. Kept here so that `pipeline` only calls four functions.
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::api::SharedEnvironment;
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::mapping::Router as MappingRouter;
+use crate::metrics::Observability;
+use crate::pipeline::PipelineStats;
+use crate::security::middleware::{gate, Gatekeeper};
+use crate::security::tls::{PeerAddr, TlsListener};
+use crate::security::Authenticator;
+use crate::writeback::{SessionState, WriteBack};
+
+/// Opens the audit log (when enabled) and records the start and the loaded config's hash.
+/// Also warns (log + audit) when a config with secrets is readable by other users.
+pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
+    let perm_warning = cfg
+        .file_path
+        .as_deref()
+        .and_then(|p| crate::security::check_config_permissions(p, cfg.has_secrets()));
+    if !cfg.audit.enabled {
+        return Ok(None);
+    }
+    let dir = cfg.resolve(&cfg.audit.dir);
+    let audit = AuditLog::open(&dir, cfg.audit.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    audit.record(
+        "start",
+        json!({"gateway": cfg.gateway.name, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}),
+    );
+    audit.record(
+        "config_loaded",
+        json!({
+            "file": cfg.file_path.as_ref().map(|p| p.display().to_string()),
+            "sha256": cfg.file_sha256,
+            "api_tokens": cfg.api.auth.tokens.len(),
+            "tls": cfg.api.tls.is_some(),
+        }),
+    );
+    if let Some(w) = perm_warning {
+        audit.record("config_permissions", json!({"warning": w}));
+    }
+    info!(dir = %dir.display(), "audit log open");
+    Ok(Some(audit))
+}
+
+/// The API router behind the gatekeeper, with write-back, `/metrics` and `/ready` added.
+pub fn secured_api(
+    cfg: &Config,
+    mapping: &MappingRouter,
+    api: Router,
+    env: SharedEnvironment,
+    stats: Arc<PipelineStats>,
+    sinks: &[&'static str],
+    audit: Option<Arc<AuditLog>>,
+) -> anyhow::Result<Router> {
+    let auth =
+        Authenticator::from_config(&cfg.api.auth, &cfg.base_dir).map_err(|e| anyhow::anyhow!(e))?;
+    if !auth.has_tokens() {
+        info!("API: no tokens configured ([api.auth]): reads are open, write-back is refused");
+    } else if auth.anonymous_read() {
+        info!("API: anonymous reads are allowed (api.auth.anonymous_read = true)");
+    }
+    let gatekeeper = Gatekeeper::new(
+        auth,
+        audit.clone(),
+        cfg.api.rate_limit_per_s,
+        cfg.api.max_body_bytes,
+    );
+    let all_sources: Vec<_> = cfg
+        .opcua
+        .iter()
+        .map(|s| s.name.clone())
+        .zip(stats.sources.iter().cloned())
+        .collect();
+    // Only sources with mapped nodes connect; the others must not hold readiness down.
+    let active: Vec<_> = all_sources
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !mapping.nodes_of_source(*i, cfg).is_empty())
+        .map(|(_, s)| s.clone())
+        .collect();
+    let writeback = WriteBack::new(cfg, mapping, all_sources, env, audit);
+    let observability = Observability::new(stats, active, sinks.to_vec(), Some(gatekeeper.clone()));
+    Ok(writeback
+        .layer_onto(api)
+        .merge(observability.routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            gatekeeper.max_body_bytes(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(gatekeeper, gate)))
+}
+
+/// Serves the API over HTTP or (with `[api.tls]`) HTTPS until shutdown.
+pub fn serve_api(
+    cfg: &Config,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let service = app.into_make_service_with_connect_info::<PeerAddr>();
+    match &cfg.api.tls {
+        Some(tls) => {
+            let config = tls
+                .server_config(&cfg.base_dir)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let listener = TlsListener::new(listener, config)?;
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                {
+                    error!(error = %e, "AAS API server failed");
+                }
+            });
+            info!(url = %format!("https://{addr}/api/v3.0"), "AAS API listening (TLS)");
+        }
+        None => {
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                {
+                    error!(error = %e, "AAS API server failed");
+                }
+            });
+            info!(url = %format!("http://{addr}/api/v3.0"), "AAS API listening");
+        }
+    }
+    Ok(())
+}
+
+/// Records each source's OPC UA connects and disconnects in the audit log.
+pub fn follow_sources(
+    cfg: &Config,
+    stats: &PipelineStats,
+    audit: &Arc<AuditLog>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    for (src, st) in cfg.opcua.iter().zip(&stats.sources) {
+        let mut rx = st.session.subscribe();
+        let (audit, stop) = (audit.clone(), shutdown.clone());
+        let (name, endpoint) = (src.name.clone(), src.endpoint.clone());
+        let (policy, mode) = (src.security_policy.clone(), src.security_mode.clone());
+        tasks.spawn(async move {
+            let mut last = "absent";
+            loop {
+                let now = match &*rx.borrow_and_update() {
+                    // Not an event of its own: "connected" or "lost" follows.
+                    SessionState::Connecting(_) => last,
+                    SessionState::Absent => "absent",
+                    SessionState::Connected(_) => "connected",
+                    SessionState::Lost(_) => "lost",
+                };
+                if now != last {
+                    let event = match now {
+                        "connected" => "opcua_connected",
+                        "lost" => "opcua_connection_lost",
+                        _ => "opcua_disconnected",
+                    };
+                    audit.record(
+                        event,
+                        json!({"source": name, "endpoint": endpoint, "security_policy": policy, "security_mode": mode}),
+                    );
+                    last = now;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
+}

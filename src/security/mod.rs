@@ -1,0 +1,89 @@
+//! API security: bearer tokens and roles ([`tokens`]), HTTPS with optional client certificates
+//! ([`tls`]), and checks on how the config file itself is protected.
+//!
+//! Tokens are random 256-bit strings; the gateway keeps only their SHA-256 (a slow password
+//! hash buys nothing for high-entropy secrets and would cost CPU on every request).
+
+#![warn(missing_docs)]
+
+pub mod middleware;
+pub mod tls;
+pub mod tokens;
+
+pub use tokens::{AuthConfig, Authenticator, Principal, Role, TokenEntry};
+
+use std::path::Path;
+
+/// Warns when a config file that holds secrets can be read by other users.
+///
+/// Returns the warning text (also logged) so callers and tests can see it. Only Unix modes are
+/// checked; elsewhere this is a no-op.
+pub fn check_config_permissions(path: &Path, has_secrets: bool) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if !has_secrets {
+            return None;
+        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            let text = format!(
+                "{} contains passwords or secrets but is readable by group/others (mode {:o}); run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+            tracing::warn!("{text}");
+            return Some(text);
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, has_secrets);
+        None
+    }
+}
+
+/// Lower-case hex of bytes (for hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// SHA-256 of bytes as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_the_standard_test_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_config_with_secrets_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_config_permissions(&p, true).is_some());
+        assert!(check_config_permissions(&p, false).is_none());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_config_permissions(&p, true).is_none());
+    }
+}
