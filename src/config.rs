@@ -41,6 +41,9 @@ pub struct Config {
     /// Durable store-and-forward queue between the pipeline and the sinks.
     #[serde(default)]
     pub outbox: crate::outbox::OutboxConfig,
+    /// History as AAS: Time Series Data submodels for rules with `history = true`.
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
     /// Directory the config file lives in: relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -191,6 +194,11 @@ pub struct MappingRule {
     /// plant uses its own ECLASS property. Written into the served AAS and passed to the sinks.
     #[serde(default)]
     pub semantic_id: Option<String>,
+    /// Keep the element's recent values and serve them as history: the shell gets an IDTA 02008
+    /// Time Series Data submodel whose Records include this variable (see `[history]`). Only
+    /// for Property elements (one value per record).
+    #[serde(default)]
+    pub history: bool,
 }
 
 /// MQTT sink settings.
@@ -510,6 +518,7 @@ impl Config {
                 errors.push("questdb.flush_rows", "must be at least 1");
             }
         }
+        self.history.validate(&mut errors);
         if self.outbox.max_entries == 0 {
             errors.push("outbox.max_entries", "must be at least 1");
         }

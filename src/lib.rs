@@ -22,6 +22,8 @@
 //! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
 //!   before the far side confirmed it.
 //! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.
+//! - [`history`]: IDTA 02008 Time Series submodels: recent values from a bounded in-memory store,
+//!   the full history linked to QuestDB.
 //! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.
 //! - [`demo`]: the zero-setup demo: bundled simulator + embedded MQTT broker + gateway.
 
@@ -29,6 +31,7 @@ pub mod aas;
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod mapping;
 pub mod model;
 pub mod outbox;

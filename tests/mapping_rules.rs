@@ -208,6 +208,7 @@ fn units_default_to_the_concept_description() {
         offset: None,
         unit: None,
         semantic_id: None,
+        history: false,
     }];
     let (_, r) = pipeline::check(&cfg).unwrap();
     assert_eq!(r.routes[0].target.unit.as_deref(), Some("1/min"));

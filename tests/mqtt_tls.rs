@@ -73,8 +73,16 @@ async fn values_flow_over_tls_and_a_wrong_ca_is_refused() {
     // Wait until values reached the outbox (connecting can take a while on a busy machine),
     // then give the sink time to try the broker.
     let t0 = std::time::Instant::now();
-    while gateway.stats.updates.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no values from the simulator");
+    while gateway
+        .stats
+        .updates
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no values from the simulator"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
