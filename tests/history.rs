@@ -494,7 +494,10 @@ fn unsafe_is_root() -> bool {
 }
 
 /// Splits an ILP (protocol version 1) line the sink wrote into table, symbols, fields, timestamp.
-fn parse_ilp(line: &str) -> (String, Vec<(String, String)>, Vec<(String, String)>, i64) {
+/// Table, symbols, fields, timestamp (ns) of one ILP line.
+type IlpRow = (String, Vec<(String, String)>, Vec<(String, String)>, i64);
+
+fn parse_ilp(line: &str) -> IlpRow {
     // Split at spaces outside double quotes (string fields may hold spaces).
     let mut parts = Vec::new();
     let (mut cur, mut quoted, mut escaped) = (String::new(), false, false);
