@@ -350,7 +350,7 @@ fn serialization(
 }
 
 /// A submodel as served: Time Series submodels with their segments filled in from the history
-/// store (built per request, bounded by `history.max_records_per_response`), others as stored.
+/// store (built per request, bounded by `history.max_values_per_response`), others as stored.
 fn live<'e>(history: Option<&History>, sm: &'e Value) -> Cow<'e, Value> {
     match history.and_then(|h| h.live_submodel(sm)) {
         Some(v) => Cow::Owned(v),

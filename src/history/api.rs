@@ -4,7 +4,8 @@
 //!
 //! answers with a Part 2 paged result (`paging_metadata` + `result`) of the Record SMCs whose
 //! Time lies in `[from, to]` (either bound may be left out), oldest first, at most
-//! `limit` (capped at `history.max_records_per_response`) per page; `cursor` continues.
+//! `limit` records and at most `history.max_values_per_response` values per page; `cursor`
+//! continues.
 
 use serde_json::{json, Value};
 

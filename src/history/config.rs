@@ -16,9 +16,11 @@ pub struct HistoryConfig {
     /// Hard cap of values kept per variable, whatever the window (a fast-changing variable
     /// would otherwise fill memory): memory ≤ variables × this × ~48 bytes (+ text values).
     pub max_records_per_variable: usize,
-    /// Most records one API response carries (`Records` of the whole submodel shows the newest
-    /// this many; the time-range query pages with `limit`/`cursor` up to this many per page).
-    pub max_records_per_response: usize,
+    /// Most values (Record Properties, all variables together) one API response carries, so a
+    /// response's size does not grow with variables × records: `Records` of the whole submodel
+    /// shows the newest records that fit; a time-range page holds at most `limit` records and
+    /// at most this many values (always at least one record).
+    pub max_values_per_response: usize,
     /// Base URL of QuestDB's HTTP server; the `LinkedSegment` `Endpoint` is `<this>/exec`.
     pub questdb_http: String,
 }
@@ -28,7 +30,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             window_s: 600,
             max_records_per_variable: 1_000,
-            max_records_per_response: 1_000,
+            max_values_per_response: 10_000,
             questdb_http: "http://127.0.0.1:9000".into(),
         }
     }
@@ -43,8 +45,8 @@ impl HistoryConfig {
         if self.max_records_per_variable == 0 {
             errors.push("history.max_records_per_variable", "must be at least 1");
         }
-        if self.max_records_per_response == 0 {
-            errors.push("history.max_records_per_response", "must be at least 1");
+        if self.max_values_per_response == 0 {
+            errors.push("history.max_values_per_response", "must be at least 1");
         }
         if !(self.questdb_http.starts_with("http://") || self.questdb_http.starts_with("https://"))
         {

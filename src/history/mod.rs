@@ -22,8 +22,8 @@
 //! pushes a sample into a ring ([`History::record`]) and never builds JSON.
 //!
 //! Memory: the rings are bounded by `window_s` and `max_records_per_variable`; API responses
-//! carry at most `max_records_per_response` records (the newest ones, or a page of a time range
-//! with the `from`/`to` extension, see [`History::records_page`]).
+//! carry at most `max_values_per_response` values (the newest records, or a page of a time
+//! range with the `from`/`to` extension, see [`History::records_page`]).
 
 #![warn(missing_docs)]
 
@@ -275,14 +275,25 @@ impl History {
         self.by_submodel.contains_key(sm_id)
     }
 
-    /// The submodel `sm` with its segments filled in from the store (the newest
-    /// `max_records_per_response` records), or `None` when `sm` is not a history submodel.
+    /// The submodel `sm` with its segments filled in from the store (the newest records that
+    /// fit `max_values_per_response`), or `None` when `sm` is not a history submodel.
     pub fn live_submodel(&self, sm: &Value) -> Option<Value> {
         let &a = self.by_submodel.get(crate::aas::id_of(sm)?)?;
         let store = self.store.read().expect("history lock");
         let view = submodel::Segments::compute(self, &store, a);
-        let cap = self.cfg.max_records_per_response;
-        let skip = view.records.len().saturating_sub(cap);
+        let mut budget = self.cfg.max_values_per_response;
+        let fit = view
+            .records
+            .iter()
+            .rev()
+            .enumerate()
+            .take_while(|(i, r)| {
+                let ok = *i == 0 || r.values() <= budget;
+                budget = budget.saturating_sub(r.values());
+                ok
+            })
+            .count();
+        let skip = view.records.len() - fit;
         let records = submodel::records_json(self, a, &view.records[skip..], &view);
         let mut sm = sm.clone();
         submodel::fill(self, a, &mut sm, &view, records);
@@ -290,8 +301,9 @@ impl History {
     }
 
     /// Records of submodel `sm_id` with `from <= Time <= to` (ns since the epoch), page
-    /// `cursor`.. of at most `limit` (capped at `max_records_per_response`), as Record SMCs,
-    /// and whether more follow. `None` when `sm_id` is not a history submodel.
+    /// `cursor`.. of at most `limit` records and `max_values_per_response` values (at least
+    /// one record), as Record SMCs, and whether more follow. `None` when `sm_id` is not a
+    /// history submodel.
     pub fn records_page(
         &self,
         sm_id: &str,
@@ -303,20 +315,23 @@ impl History {
         let &a = self.by_submodel.get(sm_id)?;
         let store = self.store.read().expect("history lock");
         let view = submodel::Segments::compute(self, &store, a);
-        let limit = limit
-            .unwrap_or(usize::MAX)
-            .min(self.cfg.max_records_per_response);
-        let in_range: Vec<_> = view
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut budget = self.cfg.max_values_per_response;
+        let mut in_range = view
             .records
             .iter()
             .filter(|r| r.ts >= from && r.ts <= to)
-            .skip(cursor)
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        let more = in_range.len() > limit;
-        let page = &in_range[..in_range.len().min(limit)];
-        Some((submodel::records_json(self, a, page, &view), more))
+            .skip(cursor);
+        let mut page = Vec::new();
+        for r in in_range.by_ref() {
+            if page.len() == limit || (!page.is_empty() && r.values() > budget) {
+                let records = submodel::records_json(self, a, &page, &view);
+                return Some((records, true));
+            }
+            budget = budget.saturating_sub(r.values());
+            page.push(r.clone());
+        }
+        Some((submodel::records_json(self, a, &page, &view), false))
     }
 }
 

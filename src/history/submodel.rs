@@ -219,6 +219,13 @@ pub struct Rec {
     end: usize,
 }
 
+impl Rec {
+    /// Number of variable values in the record (Time not counted).
+    pub fn values(&self) -> usize {
+        self.end - self.start
+    }
+}
+
 /// The InternalSegment of one asset, computed from the store.
 pub struct Segments<'s> {
     /// (timestamp, variable, value), sorted by time then variable order.
