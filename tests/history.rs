@@ -703,3 +703,45 @@ fn linked_segment_query_returns_the_internal_records_from_the_ilp_layout() {
         .collect();
     assert_eq!(from_sql, from_aas);
 }
+
+#[test]
+fn a_time_series_submodel_of_the_template_is_taken_over() {
+    // meter1.aas.json ships a TimeSeries submodel (IDTA 02008 semanticId) referenced by Meter1.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[aas]\nenvironments = [\"{root}/aas-templates/meter1.aas.json\"]\n[mqtt]\nenabled = false\n\
+         [[opcua]]\nname = \"sim\"\nendpoint = \"opc.tcp://127.0.0.1:1/\"\n\
+         [[mapping]]\nnode_id = \"nsu=urn:opcua-sim:meter;s=Meter1.ActivePower\"\n\
+         submodel = \"urn:aas-gateway:sim:sm:meter1:operational-data\"\npath = \"ActivePower\"\nhistory = true\n",
+        root = repo_root().display()
+    );
+    std::fs::write(dir.path().join("g.toml"), toml).unwrap();
+    let cfg = Config::load(&dir.path().join("g.toml")).unwrap();
+    let (env, _, history) = pipeline::check_with_history(&cfg).unwrap();
+    let id = "urn:aas-gateway:sim:sm:meter1:time-series";
+    assert_eq!(history.unwrap().assets()[0].submodel_id, id);
+    let time_series: Vec<_> = env
+        .submodels
+        .iter()
+        .filter(|s| {
+            s["semanticId"]["keys"][0]["value"] == aas_gateway::history::TIME_SERIES_SEMANTIC_ID
+        })
+        .collect();
+    assert_eq!(time_series.len(), 1, "no second Time Series submodel");
+    let sm = time_series[0];
+    assert_eq!(sm["id"], id);
+    let record = element(sm, "Metadata.Record")["value"].as_array().unwrap();
+    let names: Vec<_> = record
+        .iter()
+        .map(|p| p["idShort"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Time", "ActivePower"]);
+    assert!(element(sm, "Segments.InternalSegment.Records")
+        .get("value")
+        .is_none());
+    let refs = env.shells[0]["submodels"].as_array().unwrap();
+    assert_eq!(
+        refs.iter().filter(|r| r["keys"][0]["value"] == id).count(),
+        1
+    );
+}

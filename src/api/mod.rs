@@ -173,7 +173,11 @@ fn serve(
                 .filter(|s| {
                     matches_id_short(s, &p.id_short) && matches_semantic_id(s, &p.semantic_id)
                 })
-                .map(|s| live(history, s));
+                // Metadata and references carry no values: the stored skeleton serves them.
+                .map(|s| match m {
+                    Modifier::Metadata | Modifier::Reference => Cow::Borrowed(s),
+                    _ => live(history, s),
+                });
             let sms = sms.collect::<Vec<_>>();
             let sms = sms.iter().map(|s| s.as_ref());
             let items: Vec<Value> = match m {
