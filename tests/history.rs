@@ -263,9 +263,24 @@ async fn time_range_pages_and_caps_records() {
         "{api}/submodels/{}",
         aas_gateway::api::encode_id("urn:aas-gateway:sim:aas:cnc1:time-series")
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Enough records that a response cannot hold them all (connecting may take a while).
+    let t0 = tokio::time::Instant::now();
+    let sm = loop {
+        let sm = get(&http, &sm_url).await;
+        if text(element(&sm, "Segments.InternalSegment.RecordCount"))
+            .parse::<usize>()
+            .unwrap()
+            > 10
+        {
+            break sm;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "fewer than 10 records within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let history = gateway.history.clone().unwrap();
-    let sm = get(&http, &sm_url).await;
     shutdown.cancel();
     gateway.wait().await.unwrap();
     sim.stop().await;
