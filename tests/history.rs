@@ -151,8 +151,8 @@ async fn internal_segment_holds_what_the_simulator_produced() {
             break;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no record within 20 s"
+            t0.elapsed() < Duration::from_secs(60),
+            "no record within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
