@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), Python venv (asyncua, AAS validators),
-# node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
+# Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), PostgreSQL (runs the LinkedSegment SQL),
+# Python venv (asyncua, AAS validators), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
 #   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
 #   .ci/peers.sh start     mosquitto + VictoriaMetrics on free 127.0.0.1 ports; writes .peers/env
@@ -43,7 +43,7 @@ if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then # sourced: run in a child shell, expo
 fi
 
 set -euo pipefail
-APT_PKGS=(mosquitto mosquitto-clients victoria-metrics)
+APT_PKGS=(mosquitto mosquitto-clients victoria-metrics postgresql)
 VENV=$PEERS_ROOT/.venv
 REQS=$PEERS_ROOT/.ci/requirements.txt
 

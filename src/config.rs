@@ -53,6 +53,9 @@ pub struct Config {
     /// Path of the config file as loaded.
     #[serde(skip)]
     pub file_path: Option<PathBuf>,
+    /// History as AAS: Time Series Data submodels for rules with `history = true`.
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
     /// Directory the config file lives in: relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -367,6 +370,11 @@ pub struct MappingRule {
     /// Allow writing this element back to the node (`PATCH .../$value`, role `writer`).
     #[serde(default)]
     pub writable: bool,
+    /// Keep the element's recent values and serve them as history: the shell gets an IDTA 02008
+    /// Time Series Data submodel whose Records include this variable (see `[history]`). Only
+    /// for Property elements (one value per record).
+    #[serde(default)]
+    pub history: bool,
 }
 
 /// MQTT sink settings. (`Debug` hides the password.)
@@ -848,6 +856,7 @@ impl Config {
                 errors.push("questdb.flush_rows", "must be at least 1");
             }
         }
+        self.history.validate(&mut errors);
         if self.outbox.max_entries == 0 {
             errors.push("outbox.max_entries", "must be at least 1");
         }

@@ -22,6 +22,8 @@
 //! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
 //!   before the far side confirmed it.
 //! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.
+//! - [`history`]: IDTA 02008 Time Series submodels: recent values from a bounded in-memory store,
+//!   the full history linked to QuestDB.
 //! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.
 //! - [`security`]: API bearer tokens + roles, HTTPS (rustls), the gatekeeper middleware.
 //! - [`audit`]: tamper-evident (hash-chained) audit log with rotation, retention, verify, export.
@@ -35,6 +37,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod mapping;
 pub mod metrics;
 pub mod model;

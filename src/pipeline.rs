@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::aas::Environment;
 use crate::api::{self, SharedEnvironment};
 use crate::config::{Config, ConfigErrors};
+use crate::history::History;
 use crate::mapping::Router;
 use crate::model::{ReadingBatch, UpdateBatch};
 use crate::outbox::Outbox;
@@ -53,6 +54,14 @@ pub const QUESTDB_SINK: &str = "questdb";
 /// Checks a config completely: its own settings, the AAS environments and every mapping rule.
 /// Returns all problems found, not just the first.
 pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
+    check_with_history(cfg).map(|(env, router, _)| (env, router))
+}
+
+/// [`check`], plus the history of rules with `history = true`; its Time Series submodels are
+/// already in the returned environment.
+pub fn check_with_history(
+    cfg: &Config,
+) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
     let mut errors = match cfg.validate() {
         Ok(()) => ConfigErrors::default(),
         Err(e) => e,
@@ -81,7 +90,8 @@ pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
                     env.set_semantic_id(&route.location, id);
                 }
             }
-            Ok((env, router))
+            let history = History::install(cfg, &mut env, &router)?.map(Arc::new);
+            Ok((env, router, history))
         }
         Ok(_) => Err(errors),
         Err(more) => {
@@ -136,6 +146,8 @@ pub struct Gateway {
     pub api_addr: Option<SocketAddr>,
     pub stats: Arc<PipelineStats>,
     pub environment: SharedEnvironment,
+    /// Time Series submodels' store (`None` when no rule has `history = true`).
+    pub history: Option<Arc<History>>,
     shutdown: CancellationToken,
     sources: JoinSet<(String, anyhow::Result<()>)>,
     tasks: JoinSet<()>,
@@ -146,7 +158,8 @@ pub struct Gateway {
 impl Gateway {
     /// Checks the config, loads the AAS, binds the API and starts every stage.
     pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
-        let (env, router) = check(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (env, router, history) =
+            check_with_history(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let router = Arc::new(router);
         let environment: SharedEnvironment = Arc::new(RwLock::new(env));
         let capacity = cfg.gateway.channel_capacity;
@@ -251,10 +264,15 @@ impl Gateway {
 
         let stats = Arc::new(stats);
         if let Some(listener) = api_listener {
+            let mut read_api = api::router(environment.clone());
+            if let Some(h) = &history {
+                // The Time Series routes read the history store through this extension.
+                read_api = read_api.layer(axum::Extension(h.clone()));
+            }
             let app = crate::ops::secured_api(
                 &cfg,
                 &router,
-                api::router(environment.clone()),
+                read_api,
                 environment.clone(),
                 stats.clone(),
                 &sink_names,
@@ -271,6 +289,7 @@ impl Gateway {
             environment.clone(),
             outbox,
             stats.clone(),
+            history.clone(),
         ));
         tasks.spawn(report(stats.clone(), shutdown.clone()));
 
@@ -278,6 +297,7 @@ impl Gateway {
             api_addr,
             stats,
             environment,
+            history,
             shutdown,
             sources,
             tasks,
@@ -330,6 +350,7 @@ async fn dispatch(
     env: SharedEnvironment,
     outbox: Option<Arc<Outbox>>,
     stats: Arc<PipelineStats>,
+    history: Option<Arc<History>>,
 ) {
     let mut reported = HashSet::new();
     let mut seen = vec![false; router.routes.len()];
@@ -361,6 +382,9 @@ async fn dispatch(
             for (route, update) in &routed {
                 env.apply(&route.location, update);
             }
+        }
+        if let Some(h) = &history {
+            h.record(routed.iter().map(|(route, update)| (*route, update)));
         }
         let batch: UpdateBatch = routed.into_iter().map(|(_, u)| u).collect();
         stats

@@ -208,6 +208,7 @@ fn units_default_to_the_concept_description() {
         offset: None,
         unit: None,
         semantic_id: None,
+        history: false,
         ..Default::default()
     }];
     let (_, r) = pipeline::check(&cfg).unwrap();

@@ -18,6 +18,7 @@ pub mod error;
 pub mod params;
 pub mod routes;
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Query, State};
@@ -29,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::aas::view;
 use crate::aas::{self, id_of, Environment};
+use crate::history::History;
 pub use error::ApiError;
 use params::Params;
 pub use params::{decode_id, encode_id};
@@ -58,6 +60,7 @@ pub fn router(env: SharedEnvironment) -> Router {
 
 async fn handle(
     State(env): State<SharedEnvironment>,
+    history: Option<axum::Extension<Arc<History>>>,
     method: Method,
     Path(rest): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
@@ -77,7 +80,11 @@ async fn handle(
     let result = routes::parse(&rest).and_then(|route| {
         let params = Params::parse(&pairs)?;
         let env = env.read().expect("environment lock");
-        serve(&env, route, &params)
+        let history = history.as_ref().map(|h| h.0.as_ref());
+        if let Some(page) = crate::history::api::time_range(history, &route, &params, &pairs)? {
+            return Ok(Reply::Json(page));
+        }
+        serve(&env, history, route, &params)
     });
     match result {
         Ok(Reply::Json(v)) => Json(v).into_response(),
@@ -94,10 +101,15 @@ enum Reply {
     Bytes(String, Vec<u8>),
 }
 
-fn serve(env: &Environment, route: Route, p: &Params) -> Result<Reply, ApiError> {
+fn serve(
+    env: &Environment,
+    history: Option<&History>,
+    route: Route,
+    p: &Params,
+) -> Result<Reply, ApiError> {
     Ok(Reply::Json(match route {
         Route::Description => json!({ "profiles": PROFILES }),
-        Route::Serialization => serialization(env, p)?,
+        Route::Serialization => serialization(env, history, p)?,
         Route::Shells(m) => {
             let shells = env
                 .shells
@@ -152,12 +164,22 @@ fn serve(env: &Environment, route: Route, p: &Params) -> Result<Reply, ApiError>
                     "shell {aas_id:?} does not reference a submodel {sm_id:?}"
                 )));
             }
-            return submodel_op(env, &sm_id, op, p);
+            return submodel_op(env, history, &sm_id, op, p);
         }
         Route::Submodels(m) => {
-            let sms = env.submodels.iter().filter(|s| {
-                matches_id_short(s, &p.id_short) && matches_semantic_id(s, &p.semantic_id)
-            });
+            let sms = env
+                .submodels
+                .iter()
+                .filter(|s| {
+                    matches_id_short(s, &p.id_short) && matches_semantic_id(s, &p.semantic_id)
+                })
+                // Metadata and references carry no values: the stored skeleton serves them.
+                .map(|s| match m {
+                    Modifier::Metadata | Modifier::Reference => Cow::Borrowed(s),
+                    _ => live(history, s),
+                });
+            let sms = sms.collect::<Vec<_>>();
+            let sms = sms.iter().map(|s| s.as_ref());
             let items: Vec<Value> = match m {
                 Modifier::Normal => sms.map(|s| view::shaped(s, p.level, p.extent)).collect(),
                 Modifier::Metadata => sms.map(view::submodel_metadata).collect(),
@@ -179,12 +201,13 @@ fn serve(env: &Environment, route: Route, p: &Params) -> Result<Reply, ApiError>
             };
             p.page(items)
         }
-        Route::Submodel(sm_id, op) => return submodel_op(env, &sm_id, op, p),
+        Route::Submodel(sm_id, op) => return submodel_op(env, history, &sm_id, op, p),
     }))
 }
 
 fn submodel_op(
     env: &Environment,
+    history: Option<&History>,
     sm_id: &str,
     op: SubmodelOp,
     p: &Params,
@@ -192,6 +215,8 @@ fn submodel_op(
     let sm = env
         .submodel(sm_id)
         .ok_or_else(|| ApiError::not_found(format!("no submodel with id {sm_id:?}")))?;
+    let sm = live(history, sm);
+    let sm = sm.as_ref();
     let bad = ApiError::bad_request;
     Ok(Reply::Json(match op {
         SubmodelOp::Submodel(m) => match m {
@@ -286,7 +311,11 @@ fn attachment(path: &str, el: &Value) -> Result<Reply, ApiError> {
 
 /// `GET /serialization`: an environment with the requested shells and submodels (all when no
 /// ids are given) and, unless `includeConceptDescriptions=false`, the concept descriptions.
-fn serialization(env: &Environment, p: &Params) -> Result<Value, ApiError> {
+fn serialization(
+    env: &Environment,
+    history: Option<&History>,
+    p: &Params,
+) -> Result<Value, ApiError> {
     for id in &p.aas_ids {
         find_shell(env, id)?;
     }
@@ -301,10 +330,11 @@ fn serialization(env: &Environment, p: &Params) -> Result<Value, ApiError> {
         .iter()
         .filter(|s| wanted(&p.aas_ids, s))
         .collect();
-    let submodels: Vec<&Value> = env
+    let submodels: Vec<Cow<Value>> = env
         .submodels
         .iter()
         .filter(|s| wanted(&p.submodel_ids, s))
+        .map(|s| live(history, s))
         .collect();
     let mut out = serde_json::Map::new();
     // Empty arrays would violate the metamodel (lists are non-empty when present).
@@ -321,6 +351,15 @@ fn serialization(env: &Environment, p: &Params) -> Result<Value, ApiError> {
         );
     }
     Ok(Value::Object(out))
+}
+
+/// A submodel as served: Time Series submodels with their segments filled in from the history
+/// store (built per request, bounded by `history.max_values_per_response`), others as stored.
+fn live<'e>(history: Option<&History>, sm: &'e Value) -> Cow<'e, Value> {
+    match history.and_then(|h| h.live_submodel(sm)) {
+        Some(v) => Cow::Owned(v),
+        None => Cow::Borrowed(sm),
+    }
 }
 
 fn find_shell<'e>(env: &'e Environment, id: &str) -> Result<&'e Value, ApiError> {
