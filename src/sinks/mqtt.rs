@@ -7,10 +7,12 @@
 //!
 //! The rumqttc event loop is polled continuously by its own task (nothing moves otherwise) and
 //! reconnects with backoff; the session is persistent (`clean_session = false`). Values come
-//! from the durable outbox in windows of up to 1000 messages; a window is acknowledged to the
-//! outbox only after the broker sent a PUBACK for every message of it (QoS 1), so a broker or
-//! gateway outage never loses a value: it is re-sent (at least once, in order per element).
+//! from the durable outbox in windows of up to 1000 messages, several windows in flight; a window
+//! is acknowledged to the outbox only after the broker sent a PUBACK for every message of it and
+//! of all windows before it (QoS 1), so a broker or gateway outage never loses a value: it is
+//! re-sent (at least once, in order per element).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,8 +141,37 @@ pub fn state_topic(cfg: &MqttConfig, gateway_name: &str) -> String {
 /// unconfirmed then stays in the outbox and is sent after the next start.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Messages published before waiting for their PUBACKs (also the client's in-flight window).
+/// Messages read from the outbox and published as one window.
 const WINDOW: usize = 1000;
+
+/// Windows in flight (published, PUBACKs outstanding) at most; the client's in-flight limit is
+/// `WINDOW * (PIPELINE + 1)`.
+const PIPELINE: usize = 4;
+
+/// Acknowledges to the outbox every pending window the broker fully confirmed (`acked` PUBACKs
+/// so far), with one outbox write for all of them. A window counts only once all its messages
+/// and all before it are confirmed, so the outbox never forgets an unconfirmed value.
+async fn settle(
+    pending: &mut VecDeque<(u64, u64, u64)>,
+    acked: u64,
+    reader: &OutboxReader,
+    stats: &SinkStats,
+) {
+    let mut upto = None;
+    while let Some(&(target, seq, n)) = pending.front() {
+        if acked < target {
+            break;
+        }
+        pending.pop_front();
+        stats.confirmed.fetch_add(n, Ordering::Relaxed);
+        upto = Some(seq);
+    }
+    if let Some(seq) = upto {
+        if let Err(e) = reader.ack(seq).await {
+            error!(error = %e, "MQTT sink cannot record its outbox position; values may be sent again");
+        }
+    }
+}
 
 /// Runs the MQTT sink: reads the outbox in order, publishes, and acknowledges to the outbox only
 /// what the broker confirmed. Ends when the outbox is closed and drained, or [`DRAIN_TIMEOUT`]
@@ -162,7 +193,7 @@ pub async fn run(
         // A persistent session: unacknowledged QoS 1 messages are re-sent after a reconnect.
         .set_clean_session(false)
         .set_max_packet_size(1 << 20, 1 << 20)
-        .set_inflight(WINDOW as u16)
+        .set_inflight((WINDOW * (PIPELINE + 1)) as u16)
         .set_last_will(LastWill::new(
             &state_topic,
             "offline",
@@ -232,15 +263,28 @@ pub async fn run(
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::pin!(deadline);
-    let mut acked_so_far = 0u64;
+    // Windows published but not yet confirmed: (PUBACK count that completes it, its last outbox
+    // seq, its size). Up to PIPELINE windows are in flight at once: waiting for every PUBACK
+    // before reading and publishing the next window capped the sink near 100k values/s.
+    let mut pending: VecDeque<(u64, u64, u64)> = VecDeque::new();
+    let mut published = 0u64;
     'deliver: loop {
+        // Record what the broker confirmed (oldest windows first), then read more.
+        // The borrow must end before the await (it is not Send).
+        let acked = *acked_rx.borrow();
+        settle(&mut pending, acked, &reader, &stats).await;
         let next = tokio::select! {
             r = reader.next_batch(WINDOW) => r,
+            // Nothing new to send: still record confirmations as they come.
+            r = acked_rx.changed(), if !pending.is_empty() => {
+                if r.is_err() { break }
+                continue;
+            }
             _ = &mut deadline => break,
         };
         let batch = match next {
             Ok(Some(batch)) => batch,
-            Ok(None) => break, // outbox closed and fully delivered
+            Ok(None) => break, // outbox closed and fully read
             Err(e) => {
                 error!(error = %e, "MQTT sink cannot read the outbox; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -265,23 +309,40 @@ pub async fn run(
                 _ = &mut deadline => break 'deliver,
             }
         }
+        let n = batch.len() as u64;
         if qos == QoS::AtLeastOnce {
-            let target = acked_so_far + batch.len() as u64;
-            tokio::select! {
-                r = acked_rx.wait_for(|&n| n >= target) => if r.is_err() { break },
-                _ = &mut deadline => {
-                    warn!("MQTT broker did not confirm every value before shutdown; they stay in the outbox");
-                    break;
+            published += n;
+            pending.push_back((published, last_seq, n));
+            // Bound what is in flight: wait for the oldest window before publishing more.
+            while pending.len() > PIPELINE {
+                let target = pending.front().expect("non-empty").0;
+                tokio::select! {
+                    r = acked_rx.wait_for(|&a| a >= target) => if r.is_err() { break 'deliver },
+                    _ = &mut deadline => break 'deliver,
                 }
+                // The borrow must end before the await (it is not Send).
+                let acked = *acked_rx.borrow();
+                settle(&mut pending, acked, &reader, &stats).await;
             }
-            acked_so_far = target;
+        } else {
+            stats.confirmed.fetch_add(n, Ordering::Relaxed);
+            if let Err(e) = reader.ack(last_seq).await {
+                error!(error = %e, "MQTT sink cannot record its outbox position; values may be sent again");
+            }
         }
-        stats
-            .confirmed
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = reader.ack(last_seq).await {
-            error!(error = %e, "MQTT sink cannot record its outbox position; values may be sent again");
+    }
+    // Drain: the confirmations of what was published (until the deadline).
+    while let Some(&(target, _, _)) = pending.front() {
+        tokio::select! {
+            r = acked_rx.wait_for(|&a| a >= target) => if r.is_err() { break },
+            _ = &mut deadline => {
+                warn!("MQTT broker did not confirm every value before shutdown; they stay in the outbox");
+                break;
+            }
         }
+        // The borrow must end before the await (it is not Send).
+        let acked = *acked_rx.borrow();
+        settle(&mut pending, acked, &reader, &stats).await;
     }
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(50)).await;

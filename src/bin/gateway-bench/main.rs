@@ -95,7 +95,8 @@ struct GatewayRun {
     sim: Usage,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
-    /// Seconds after the window until the last value of it arrived over MQTT.
+    /// Seconds after the window until all of it (and a complete tick after it) arrived over MQTT:
+    /// how far delivery lags.
     drain_s: f64,
     max_outbox_depth: u64,
     unreadable: u64,
@@ -469,21 +470,19 @@ async fn run_gateway(
     // (first tick, last tick) → (k of the first, ticks, changes expected)
     let mut expected_cache: Option<ExpectedCache> = None;
     let (mqtt_values, ticks, produced) = loop {
-        let (got, first_last, k_first) = {
+        let (got, first_last, k_first, after_window) = {
             let c = sub.counts.lock().expect("counts");
             let ticks = c.ticks(window_start, window_end, n);
+            // A complete tick after the window: delivery is in order per element, so
+            // everything of the window that is coming has come (a lagging gateway takes long).
+            let after = c.ticks(window_end, i64::MAX, n).first().copied();
             match (ticks.first(), ticks.last()) {
                 (Some(&a), Some(&b)) => {
-                    // Values of the last tick may carry a timestamp up to the next tick.
-                    let end = c
-                        .ticks(b + 1, i64::MAX, n)
-                        .first()
-                        .copied()
-                        .unwrap_or(b + step);
+                    let end = after.unwrap_or(b + step);
                     let k = tick_number(c.samples.get(&a).map(Vec::as_slice).unwrap_or(&[]));
-                    (c.values_of_ticks(a, end), Some((a, b)), k)
+                    (c.values_of_ticks(a, end), Some((a, b)), k, after)
                 }
-                _ => (0, None, None),
+                _ => (0, None, None, after),
             }
         };
         let (ticks, produced) = match (first_last, k_first) {
@@ -498,16 +497,13 @@ async fn run_gateway(
             }
             _ => (0, 0),
         };
-        if produced > 0
-            && got >= produced
-            && window_done.elapsed() > Duration::from_millis(2 * interval_ms)
-        {
+        if produced > 0 && after_window.is_some() && got >= produced {
             break (got, ticks, produced);
         }
         if got != last.0 {
             last = (got, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(15)
-            || window_done.elapsed() > Duration::from_secs(120)
+            || window_done.elapsed() > Duration::from_secs(300)
         {
             if produced == 0 {
                 bail!(

@@ -165,6 +165,9 @@ pub async fn run(
         delivered_per_s: got as f64 / seconds as f64,
         delivered_pct: 100.0 * got as f64 / produced,
         usage,
-        note: format!("{} of {} ticks seen", ticks.len(), expected_ticks),
+        note: format!(
+            "{} distinct source timestamps in {expected_ticks} ticks",
+            ticks.len()
+        ),
     })
 }

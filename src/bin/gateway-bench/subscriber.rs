@@ -162,11 +162,15 @@ impl Subscriber {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let arrival = now_nanos();
-                        let parsed = element_of(&p.topic).zip(source_ts_of(&p.payload));
+                        // Other topics (the gateway's retained online state) are not values.
+                        let Some(element) = element_of(&p.topic) else {
+                            continue;
+                        };
+                        let ts = source_ts_of(&p.payload);
                         let value = value_of(&p.payload);
                         let mut c = sink.lock().expect("counts");
-                        match parsed {
-                            Some((element, ts)) => c.record(element, ts, value, arrival),
+                        match ts {
+                            Some(ts) => c.record(element, ts, value, arrival),
                             None => c.unreadable += 1,
                         }
                     }
