@@ -506,10 +506,8 @@ async fn run_gateway(
             || window_done.elapsed() > Duration::from_secs(300)
         {
             if produced == 0 {
-                bail!(
-                    "{label}: no complete tick arrived in the window; log:\n{}",
-                    procs::tail(&log, 30)
-                );
+                // Recorded as a run that did not hold the rate (zero_loss needs ticks > 0).
+                eprintln!("   {label}: no complete tick of the window arrived: far behind");
             }
             break (got, ticks, produced);
         }
