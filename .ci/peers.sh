@@ -3,6 +3,8 @@
 # Python venv (asyncua, AAS validators), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
 #   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
+#   .ci/peers.sh install-bench   also Node-RED + node-red-contrib-opcua (npm ci into benches/node-red/,
+#                          from its committed package-lock.json; idempotent) for the benchmark baseline
 #   .ci/peers.sh start     mosquitto + VictoriaMetrics on free 127.0.0.1 ports; writes .peers/env
 #   .ci/peers.sh stop      stops them (pid files), removes their temp dir; safe to repeat
 #   .ci/peers.sh env       prints .peers/env
@@ -115,6 +117,26 @@ install_node_peer() { # node-opcua from package-lock.json; redone only when the 
   say "npm: node-opcua $(cd "$NODE_PEER" && node -p 'require("node-opcua/package.json").version') loads"
 }
 
+# The benchmark's Node-RED baseline: exact versions from benches/node-red/package-lock.json.
+install_bench() {
+  install
+  command -v npm >/dev/null || {
+    say "apt: installing nodejs npm"
+    export DEBIAN_FRONTEND=noninteractive
+    run_logged apt-get update -qq
+    run_logged apt-get install -y -qq --no-install-recommends nodejs npm
+  }
+  local dir=$PEERS_ROOT/benches/node-red want
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ -f $dir/node_modules/node-red/red.js && "$(cat "$dir/node_modules/.lock.sha256" 2>/dev/null)" == "$want" ]]; then
+    say "npm: $dir up to date"
+  else
+    say "npm: installing Node-RED + node-red-contrib-opcua into $dir"
+    (cd "$dir" && run_logged npm ci --no-audit --no-fund)
+    echo "$want" >"$dir/node_modules/.lock.sha256"
+  fi
+}
+
 free_ports() { # N distinct free TCP ports on 127.0.0.1
   python3 -c 'import socket, sys
 ss = [socket.socket() for _ in range(int(sys.argv[1]))]
@@ -207,6 +229,7 @@ stop() {
 
 case "${1:-}" in
   install | start | stop) "$1" ;;
+  install-bench) install_bench ;;
   env) cat "$PEERS_DIR/env" ;;
-  *) echo "usage: $0 install|start|stop|env   (or: source $0 start|env)" >&2; exit 2 ;;
+  *) echo "usage: $0 install|install-bench|start|stop|env   (or: source $0 start|env)" >&2; exit 2 ;;
 esac

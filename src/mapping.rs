@@ -85,6 +85,7 @@ impl Router {
         let mut errors = ConfigErrors::default();
         let mut routes = Vec::with_capacity(cfg.mapping.len());
         let mut seen = std::collections::HashMap::new();
+        let index = env.top_level_index();
         for (i, rule) in cfg.mapping.iter().enumerate() {
             let at = |field: &str| format!("mapping[{i}].{field}");
             let node = match rule.node_id.parse::<NodeRef>() {
@@ -104,7 +105,7 @@ impl Router {
                     format!("{} is already mapped by mapping[{first}]", rule.node_id),
                 );
             }
-            let location = match env.locate(&rule.submodel, &rule.path) {
+            let location = match env.locate_indexed(Some(&index), &rule.submodel, &rule.path) {
                 Ok(l) => l,
                 Err(e) => {
                     let field = if env.submodel(&rule.submodel).is_none() {

@@ -634,7 +634,10 @@ fn populate_machine(
     }
 }
 
-fn scale_value(seed: u64, i: usize, k: u64) -> f64 {
+/// Value of scale variable `V<i>` at tick `k` (k = 0: the initial value). Public so that load
+/// tests can tell a lost change from a value that did not change (rounded to 4 decimals, about
+/// 1 in 10,000 ticks leaves a variable unchanged, and OPC UA reports changes only).
+pub fn scale_value(seed: u64, i: usize, k: u64) -> f64 {
     let base = (i % 100) as f64;
     let v = base
         + 10.0 * (k as f64 * 0.2 + i as f64 * 0.37).sin()

@@ -1,0 +1,886 @@
+//! `gateway-bench`: end-to-end benchmark of aas-gateway beside two baselines on the same
+//! simulator (see `benches/README.md`; one command: `bash benches/run.sh`).
+//!
+//! Per case (N scale variables changing every M ms) it starts the release `opcua-sim` as a
+//! separate process, then in turn:
+//! 1. the gateway (`aas-gateway run`, separate process, generated AAS + mapping for N elements,
+//!    both sinks on) with its own mosquitto and VictoriaMetrics; it measures the gateway's CPU/RSS
+//!    from `/proc`, counts every value once in both sinks (MQTT: counting subscriber with a
+//!    persistent session; ILP: rows in VictoriaMetrics), compares with what the simulator produced
+//!    (N × ticks) and measures latency source timestamp → arrival at the subscriber;
+//! 2. the bare async-opcua client (`examples/scale_client`, the ceiling), counting notifications;
+//! 3. Node-RED + node-red-contrib-opcua publishing to mosquitto (what integrators use today).
+//!
+//! A maximum-throughput mode raises the rate until the gateway no longer holds it with zero loss.
+//! The Markdown report goes to stdout and `--out`.
+
+mod nodered;
+mod peers;
+mod procs;
+mod scenario;
+mod subscriber;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use peers::{Mosquitto, Victoria};
+use procs::{Proc, Sampler, Usage};
+use subscriber::{now_nanos, Subscriber};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gateway-bench", about = "End-to-end benchmark of aas-gateway")]
+struct Args {
+    /// Cases as ITEMS@INTERVAL_MS, comma-separated.
+    #[arg(long, default_value = "10000@1000,50000@1000,100000@1000,10000@100")]
+    cases: String,
+    /// Measurement window per gateway run, seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Measurement window of each baseline, seconds.
+    #[arg(long, default_value_t = 30)]
+    baseline_seconds: u64,
+    /// The gateway binary; repeat as LABEL=PATH to compare builds in the same run.
+    #[arg(long = "gateway", value_name = "[LABEL=]PATH")]
+    gateways: Vec<String>,
+    /// The simulator binary (default: next to this binary).
+    #[arg(long)]
+    sim_bin: Option<PathBuf>,
+    /// Run the simulator inside this process instead (CI smoke test: no timing figures).
+    #[arg(long)]
+    sim_in_process: bool,
+    /// The bare async-opcua client (default: examples/scale_client next to this binary).
+    #[arg(long)]
+    client_bin: Option<PathBuf>,
+    /// Skip the bare-client baseline.
+    #[arg(long)]
+    no_bare: bool,
+    /// Directory with Node-RED installed (benches/node-red); omit to skip that baseline.
+    #[arg(long)]
+    node_red: Option<PathBuf>,
+    /// Largest item count Node-RED is run with (it loses whole publish cycles beyond ~5k/s).
+    #[arg(long, default_value_t = 10_000)]
+    node_red_max_items: usize,
+    /// Maximum-throughput mode: items, then intervals (ms) tried in order until one fails.
+    #[arg(long)]
+    max_items: Option<usize>,
+    #[arg(long, default_value = "500,400,333,250,200")]
+    max_intervals: String,
+    /// Write the Markdown report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Exit with an error unless every gateway run delivered every value to both sinks.
+    #[arg(long)]
+    assert_zero_loss: bool,
+}
+
+/// One measured gateway run.
+#[derive(Debug, Clone, Default)]
+struct GatewayRun {
+    label: String,
+    n: usize,
+    interval_ms: u64,
+    /// Ticks (change cycles) in the window, and values the simulator produced in them.
+    ticks: u64,
+    produced: u64,
+    mqtt_values: u64,
+    mqtt_duplicates: u64,
+    ilp_values: u64,
+    ilp_duplicates: u64,
+    gateway: Usage,
+    sim: Usage,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    /// Seconds after the window until all of it (and a complete tick after it) arrived over MQTT:
+    /// how far delivery lags.
+    drain_s: f64,
+    max_outbox_depth: u64,
+    unreadable: u64,
+}
+
+impl GatewayRun {
+    fn lost_mqtt(&self) -> i64 {
+        self.produced as i64 - self.mqtt_values as i64
+    }
+    fn lost_ilp(&self) -> i64 {
+        self.produced as i64 - self.ilp_values as i64
+    }
+    fn rate(&self) -> f64 {
+        self.n as f64 * 1000.0 / self.interval_ms as f64
+    }
+    fn zero_loss(&self) -> bool {
+        self.ticks > 0 && self.lost_mqtt() == 0 && self.lost_ilp() == 0 && self.unreadable == 0
+    }
+    /// Held the rate: nothing lost and the tail of the window arrived soon after it (lag did
+    /// not build up).
+    fn held(&self) -> bool {
+        self.zero_loss() && self.drain_s <= 10.0
+    }
+}
+
+/// One baseline run (bare client or Node-RED).
+#[derive(Debug, Clone, Default)]
+struct BaselineRun {
+    delivered_per_s: f64,
+    delivered_pct: f64,
+    usage: Usage,
+    note: String,
+}
+
+#[derive(Default)]
+struct CaseResult {
+    runs: Vec<GatewayRun>,
+    bare: Option<BaselineRun>,
+    node_red: Option<BaselineRun>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+fn exe_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+async fn run(args: Args) -> Result<()> {
+    let gateways: Vec<(String, PathBuf)> = if args.gateways.is_empty() {
+        vec![("gateway".into(), exe_dir().join("aas-gateway"))]
+    } else {
+        args.gateways
+            .iter()
+            .map(|g| match g.split_once('=') {
+                Some((l, p)) => (l.to_string(), PathBuf::from(p)),
+                None => ("gateway".to_string(), PathBuf::from(g)),
+            })
+            .collect()
+    };
+    for (_, p) in &gateways {
+        if !p.is_file() {
+            bail!(
+                "gateway binary {} not found (cargo build --release)",
+                p.display()
+            );
+        }
+    }
+    let load_before = loadavg();
+    let started = Instant::now();
+    let mut report = String::new();
+    let mut failures = Vec::new();
+
+    let mut cases = Vec::new();
+    for c in args.cases.split(',').filter(|c| !c.trim().is_empty()) {
+        let (n, m) = c
+            .trim()
+            .split_once('@')
+            .context("a case is ITEMS@INTERVAL_MS")?;
+        cases.push((n.parse::<usize>()?, m.parse::<u64>()?));
+    }
+    let mut results = Vec::new();
+    for &(n, interval_ms) in &cases {
+        eprintln!("== case {n} items @ {interval_ms} ms");
+        let sim = Sim::start(&args, n, interval_ms).await?;
+        let mut case = CaseResult::default();
+        for (label, bin) in &gateways {
+            let r = run_gateway(
+                label,
+                bin,
+                &sim.url,
+                n,
+                interval_ms,
+                args.seconds,
+                sim.pid(),
+            )
+            .await?;
+            eprintln!("   {}", summary(&r));
+            if !r.zero_loss() {
+                failures.push(format!("{}: {}", label, summary(&r)));
+            }
+            case.runs.push(r);
+        }
+        if !args.no_bare {
+            let bin = args
+                .client_bin
+                .clone()
+                .unwrap_or_else(|| exe_dir().join("examples").join("scale_client"));
+            let b = run_bare(&bin, &sim.url, n, interval_ms, args.baseline_seconds).await?;
+            eprintln!("   bare client: {b:?}");
+            case.bare = Some(b);
+        }
+        if let Some(dir) = &args.node_red {
+            if n <= args.node_red_max_items {
+                match nodered::run(dir, &sim.url, n, interval_ms, args.baseline_seconds).await {
+                    Ok(b) => {
+                        eprintln!("   Node-RED: {b:?}");
+                        case.node_red = Some(b)
+                    }
+                    Err(e) => {
+                        eprintln!("   Node-RED failed: {e:#}");
+                        case.node_red = Some(BaselineRun {
+                            note: format!("failed: {e}"),
+                            ..Default::default()
+                        })
+                    }
+                }
+            }
+        }
+        sim.stop().await;
+        results.push(((n, interval_ms), case));
+    }
+
+    let mut max_runs = Vec::new();
+    if let Some(n) = args.max_items {
+        for m in args.max_intervals.split(',') {
+            let interval_ms: u64 = m.trim().parse()?;
+            eprintln!("== max throughput: {n} items @ {interval_ms} ms");
+            let sim = Sim::start(&args, n, interval_ms).await?;
+            let (label, bin) = &gateways[gateways.len() - 1];
+            let r = run_gateway(
+                label,
+                bin,
+                &sim.url,
+                n,
+                interval_ms,
+                args.seconds,
+                sim.pid(),
+            )
+            .await?;
+            sim.stop().await;
+            eprintln!("   {} held={}", summary(&r), r.held());
+            let held = r.held();
+            max_runs.push(r);
+            if !held {
+                break;
+            }
+        }
+    }
+
+    let load_after = loadavg();
+    write_report(
+        &mut report,
+        &args,
+        &results,
+        &max_runs,
+        &load_before,
+        &load_after,
+        started.elapsed(),
+    );
+    println!("{report}");
+    if let Some(out) = &args.out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, &report)?;
+        eprintln!("report written to {}", out.display());
+    }
+    if args.assert_zero_loss && !failures.is_empty() {
+        bail!("values were lost:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+fn summary(r: &GatewayRun) -> String {
+    format!(
+        "{} {}@{}ms: produced {} mqtt {} (dup {}) ilp {} (dup {}) cpu {:.1}% rss {:.0} MiB p50 {:?} p99 {:?} drain {:.1}s outbox max {}",
+        r.label, r.n, r.interval_ms, r.produced, r.mqtt_values, r.mqtt_duplicates, r.ilp_values,
+        r.ilp_duplicates, r.gateway.cpu_pct, r.gateway.rss_max_mib, r.p50_ms, r.p99_ms, r.drain_s,
+        r.max_outbox_depth
+    )
+}
+
+/// The simulator of one case: a separate process, or in this one for the smoke test.
+struct Sim {
+    url: String,
+    proc: Option<Proc>,
+    inproc: Option<opcua_sim::Simulator>,
+    _dir: TempDir,
+}
+
+impl Sim {
+    async fn start(args: &Args, n: usize, interval_ms: u64) -> Result<Sim> {
+        let dir = TempDir::new("sim")?;
+        if args.sim_in_process {
+            let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
+                port: 0,
+                seed: SIM_SEED,
+                scale: n,
+                scale_interval_ms: interval_ms,
+                pki_dir: dir.path.join("pki"),
+                ..Default::default()
+            })
+            .await?;
+            return Ok(Sim {
+                url: sim.endpoint_url(),
+                proc: None,
+                inproc: Some(sim),
+                _dir: dir,
+            });
+        }
+        let bin = args
+            .sim_bin
+            .clone()
+            .unwrap_or_else(|| exe_dir().join("opcua-sim"));
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--port", "0", "--scale", &n.to_string()])
+            .args(["--seed", &SIM_SEED.to_string()])
+            .args(["--interval-ms", &interval_ms.to_string()])
+            .arg("--pki-dir")
+            .arg(dir.path.join("pki"));
+        let mut p = Proc::spawn("opcua-sim", cmd, &dir.path.join("sim.log"))?;
+        let url = p.first_line(Duration::from_secs(120))?;
+        Ok(Sim {
+            url,
+            proc: Some(p),
+            inproc: None,
+            _dir: dir,
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    async fn stop(mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(Duration::from_secs(10));
+        }
+        if let Some(s) = self.inproc.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// A scratch directory removed on drop (the binary cannot use dev-dependencies such as tempfile).
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new(what: &str) -> Result<TempDir> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "aas-bench-{}-{what}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("BENCH_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Runs the gateway on one case and measures it.
+async fn run_gateway(
+    label: &str,
+    bin: &Path,
+    sim_url: &str,
+    n: usize,
+    interval_ms: u64,
+    seconds: u64,
+    sim_pid: Option<u32>,
+) -> Result<GatewayRun> {
+    let dir = TempDir::new("gw")?;
+    let mosquitto = Mosquitto::start(&dir.path)?;
+    let vm = Victoria::start(&dir.path)?;
+    let sub = Subscriber::start(
+        mosquitto.port,
+        "bench-counter",
+        &format!("{}/#", scenario::TOPIC_PREFIX),
+    )
+    .await?;
+    let cfg = scenario::write_config(
+        &dir.path,
+        &scenario::GatewaySetup {
+            n,
+            interval_ms,
+            endpoint: sim_url,
+            mqtt_port: mosquitto.port,
+            ilp_conf: &vm.ilp_conf(),
+        },
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("-c").arg(&cfg);
+    let log = dir.path.join("gateway.log");
+    let t_start = Instant::now();
+    let mut gw = Proc::spawn("aas-gateway", cmd, &log)?;
+    gw.first_line(Duration::from_secs(300))?;
+    eprintln!(
+        "   {label}: started in {:.1} s",
+        t_start.elapsed().as_secs_f64()
+    );
+
+    // Warm-up: the initial values of all N items, then a few seconds of steady flow.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while sub.messages() < n as u64 {
+        gw.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "{label}: only {} of {n} initial values arrived within 300 s; log:\n{}",
+                sub.messages(),
+                procs::tail(&log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let window_start = now_nanos();
+    let window_end = window_start + seconds as i64 * 1_000_000_000;
+    sub.counts.lock().expect("counts").window = (window_start, window_end);
+    let mut gw_sampler = Sampler::start(gw.pid());
+    let mut sim_sampler = sim_pid.map(Sampler::start);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        gw.check_alive()?;
+        gw_sampler.sample();
+        if let Some(s) = sim_sampler.as_mut() {
+            s.sample();
+        }
+    }
+    let gateway = gw_sampler.finish();
+    let sim_usage = sim_sampler.map(Sampler::finish).unwrap_or_default();
+
+    // Drain: wait until the window's ticks are complete over MQTT (or nothing moves for 15 s).
+    // Expected is what changed: a tick leaves ~1 in 10,000 variables unchanged (4 decimals),
+    // and OPC UA reports changes only, so N per tick would call those "lost".
+    let step = interval_ms as i64 * 1_000_000;
+    let window_done = Instant::now();
+    let mut last = (0u64, Instant::now());
+    // (first tick, last tick) → (k of the first, ticks, changes expected)
+    let mut expected_cache: Option<ExpectedCache> = None;
+    let (mqtt_values, ticks, produced) = loop {
+        let (got, first_last, k_first, after_window) = {
+            let c = sub.counts.lock().expect("counts");
+            let ticks = c.ticks(window_start, window_end, n);
+            // A complete tick after the window: delivery is in order per element, so
+            // everything of the window that is coming has come (a lagging gateway takes long).
+            let after = c.ticks(window_end, i64::MAX, n).first().copied();
+            match (ticks.first(), ticks.last()) {
+                (Some(&a), Some(&b)) => {
+                    let end = after.unwrap_or(b + step);
+                    let k = tick_number(c.samples.get(&a).map(Vec::as_slice).unwrap_or(&[]));
+                    (c.values_of_ticks(a, end), Some((a, b)), k, after)
+                }
+                _ => (0, None, None, after),
+            }
+        };
+        let (ticks, produced) = match (first_last, k_first) {
+            (Some((a, b)), Some(k0)) => {
+                // Whole ticks missing between a and b are counted too: k runs over all of them.
+                if expected_cache.is_none_or(|(key, _)| key != (a, b)) {
+                    let k1 = k0 + ((b - a) as f64 / step as f64).round() as u64;
+                    expected_cache = Some(((a, b), (k0, k1 - k0 + 1, expected_changes(n, k0, k1))));
+                }
+                let (_, (_, t, p)) = expected_cache.expect("set above");
+                (t, p)
+            }
+            _ => (0, 0),
+        };
+        if produced > 0 && after_window.is_some() && got >= produced {
+            break (got, ticks, produced);
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(15)
+            || window_done.elapsed() > Duration::from_secs(300)
+        {
+            if produced == 0 {
+                // Recorded as a run that did not hold the rate (zero_loss needs ticks > 0).
+                eprintln!("   {label}: no complete tick of the window arrived: far behind");
+            }
+            break (got, ticks, produced);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let drain_s = window_done.elapsed().as_secs_f64();
+    let (p50_ms, p99_ms, mqtt_duplicates, unreadable, ticks_seen) = {
+        let c = sub.counts.lock().expect("counts");
+        (
+            c.latency_percentile(0.5),
+            c.latency_percentile(0.99),
+            c.duplicates,
+            c.unreadable,
+            c.ticks(window_start, window_end, n),
+        )
+    };
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let c = sub.counts.lock().expect("counts");
+        let mut rel: Vec<_> = c
+            .per_tick
+            .iter()
+            .filter(|(t, _)| **t >= window_start - step && **t < window_end + step)
+            .map(|(t, v)| ((t - window_start) / 1_000_000, *v))
+            .collect();
+        rel.sort_unstable();
+        eprintln!("   timestamps around the window (ms after start, values): {rel:?}");
+    }
+
+    // ILP rows in the same ticks, per series clamped to the tick count (duplicates apart).
+    let (ilp_values, ilp_duplicates) = match (ticks_seen.first(), ticks_seen.last()) {
+        (Some(&first), Some(&last_tick)) => {
+            // (first - 1 ms, next tick - 1 ms]: the same timestamps as values_of_ticks.
+            let next = sub
+                .counts
+                .lock()
+                .expect("counts")
+                .ticks(last_tick + 1, i64::MAX, n)
+                .first()
+                .copied()
+                .unwrap_or(last_tick + step);
+            let first_ms = first / 1_000_000;
+            let end_ms = next / 1_000_000 - 1;
+            let range = format!("{}ms", end_ms - first_ms + 1);
+            let at = end_ms as f64 / 1000.0;
+            let metric = format!("{}_value_double", scenario::SUBMODEL_ID_SHORT);
+            let mut prev = (-1.0, Instant::now());
+            let t_ilp = Instant::now();
+            loop {
+                vm.force_flush()?;
+                let clamped = vm.query_scalar(
+                    &format!(
+                        "sum(clamp_max(count_over_time({metric}[{range}]), {}))",
+                        ticks_seen.len()
+                    ),
+                    at,
+                )?;
+                if clamped >= (ticks_seen.len() * n) as f64
+                    || (clamped == prev.0 && prev.1.elapsed() > Duration::from_secs(10))
+                    || t_ilp.elapsed() > Duration::from_secs(120)
+                {
+                    let raw =
+                        vm.query_scalar(&format!("sum(count_over_time({metric}[{range}]))"), at)?;
+                    break (clamped as u64, (raw - clamped).max(0.0) as u64);
+                }
+                if clamped != prev.0 {
+                    prev = (clamped, Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        _ => (0, 0),
+    };
+    let max_outbox_depth = max_outbox_depth(&log);
+    gw.stop(Duration::from_secs(20));
+    drop(sub);
+    Ok(GatewayRun {
+        label: label.to_string(),
+        n,
+        interval_ms,
+        ticks,
+        produced,
+        mqtt_values,
+        mqtt_duplicates,
+        ilp_values,
+        ilp_duplicates,
+        gateway,
+        sim: sim_usage,
+        p50_ms,
+        p99_ms,
+        drain_s,
+        max_outbox_depth,
+        unreadable,
+    })
+}
+
+/// See `expected_cache` in [`run_gateway`].
+type ExpectedCache = ((i64, i64), (u64, u64, u64));
+
+/// Seed of the simulator (its default, passed explicitly so the expected values match).
+const SIM_SEED: u64 = 42;
+
+/// The simulator's tick number k of a timestamp, from a few (element, value) samples of it: the
+/// first k for which every sample equals the simulator's deterministic value.
+fn tick_number(samples: &[(usize, f64)]) -> Option<u64> {
+    if samples.len() < 2 {
+        return None;
+    }
+    (1..5_000_000u64).find(|&k| {
+        samples
+            .iter()
+            .all(|&(i, v)| opcua_sim::scale_value(SIM_SEED, i, k) == v)
+    })
+}
+
+/// Values of N variables that changed in ticks k0..=k1 (what OPC UA reports).
+fn expected_changes(n: usize, k0: u64, k1: u64) -> u64 {
+    (k0..=k1)
+        .map(|k| {
+            (0..n)
+                .filter(|&i| {
+                    opcua_sim::scale_value(SIM_SEED, i, k)
+                        != opcua_sim::scale_value(SIM_SEED, i, k - 1)
+                })
+                .count() as u64
+        })
+        .sum()
+}
+
+/// Highest `outbox_depth=` the gateway logged in its 10 s "flowing" reports.
+fn max_outbox_depth(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("outbox_depth=").nth(1))
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The bare async-opcua client: subscribes to all N items and only counts.
+async fn run_bare(
+    bin: &Path,
+    sim_url: &str,
+    n: usize,
+    interval_ms: u64,
+    seconds: u64,
+) -> Result<BaselineRun> {
+    if !bin.is_file() {
+        bail!(
+            "{} not found (cargo build --release -p opcua-sim --example scale_client)",
+            bin.display()
+        );
+    }
+    let dir = TempDir::new("bare")?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        sim_url,
+        &n.to_string(),
+        &interval_ms.to_string(),
+        &seconds.to_string(),
+    ]);
+    let log = dir.path.join("client.log");
+    let mut p = Proc::spawn("scale_client", cmd, &log)?;
+    // Its own window starts 3 s after it printed "monitored"; sample the same window.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("monitored")
+    {
+        p.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "scale_client did not subscribe; log:\n{}",
+                procs::tail(&log, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut s = Sampler::start(p.pid());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.sample();
+    }
+    let usage = s.finish();
+    let line = tokio::task::block_in_place(|| p.first_line(Duration::from_secs(60)))?;
+    // "notifications/s 99993 (expected 100000, 100.0 %)"
+    let mut it = line.split_whitespace();
+    let per_s: f64 = it
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("scale_client output")?;
+    let pct: f64 = line
+        .rsplit_once(", ")
+        .and_then(|(_, s)| s.trim_end_matches(" %)").parse().ok())
+        .unwrap_or(0.0);
+    p.stop(Duration::from_secs(5));
+    Ok(BaselineRun {
+        delivered_per_s: per_s,
+        delivered_pct: pct,
+        usage,
+        note: String::new(),
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "{nproc} CPUs ({model}), {:.1} GiB RAM",
+        mem_kib / 1024.0 / 1024.0
+    )
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.0}"))
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.1}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    out: &mut String,
+    args: &Args,
+    results: &[((usize, u64), CaseResult)],
+    max_runs: &[GatewayRun],
+    load_before: &str,
+    load_after: &str,
+    took: Duration,
+) {
+    let _ = writeln!(out, "## Benchmark results\n");
+    let _ = writeln!(
+        out,
+        "Machine: {}. Load average (1/5/15 min) before: {load_before}, after: {load_after}. Run took {:.0} s; gateway window {} s, baselines {} s per case. CPU is % of **one** core (utime+stime from /proc over the window); RSS is the highest VmRSS sampled.\n",
+        machine(),
+        took.as_secs_f64(),
+        args.seconds,
+        args.baseline_seconds
+    );
+    let _ = writeln!(
+        out,
+        "### Gateway (both sinks on: MQTT QoS 1 + ILP over HTTP, durable outbox)\n"
+    );
+    let _ = writeln!(out, "| case | build | values/s produced | MQTT values/s | ILP rows/s | lost MQTT / ILP | duplicates MQTT / ILP | gateway CPU | gateway RSS | latency p50 / p99 (ms) | max outbox depth | sim CPU |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for ((n, m), case) in results {
+        for r in &case.runs {
+            let span = r.ticks as f64 * r.interval_ms as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "| {n} @ {m} ms | {} | {:.0} | {:.0} | {:.0} | {} / {} | {} / {} | {:.1} % | {:.0} MiB | {} / {} | {} | {:.1} % |",
+                r.label,
+                r.rate(),
+                r.mqtt_values as f64 / span.max(1e-9),
+                r.ilp_values as f64 / span.max(1e-9),
+                r.lost_mqtt(),
+                r.lost_ilp(),
+                r.mqtt_duplicates,
+                r.ilp_duplicates,
+                r.gateway.cpu_pct,
+                r.gateway.rss_max_mib,
+                opt_ms(r.p50_ms),
+                opt_ms(r.p99_ms),
+                r.max_outbox_depth,
+                r.sim.cpu_pct,
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n### Beside the baselines (same simulator, same case)\n"
+    );
+    let _ = writeln!(out, "| case | gateway CPU / RSS | bare client CPU / RSS (delivered) | gateway ÷ bare CPU | Node-RED CPU / RSS (delivered) | gateway ÷ Node-RED CPU |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for ((n, m), case) in results {
+        let Some(g) = case.runs.last() else { continue };
+        let bare = case.bare.as_ref().map_or("not run".into(), |b| {
+            format!(
+                "{:.1} % / {:.0} MiB ({:.0}/s, {:.1} %)",
+                b.usage.cpu_pct, b.usage.rss_max_mib, b.delivered_per_s, b.delivered_pct
+            )
+        });
+        let bare_ratio = case
+            .bare
+            .as_ref()
+            .map_or("–".into(), |b| ratio(g.gateway.cpu_pct, b.usage.cpu_pct));
+        let (nr, nr_ratio) = match &case.node_red {
+            None => ("not run".to_string(), "–".to_string()),
+            Some(b) if !b.note.is_empty() && b.usage.cpu_pct == 0.0 => (b.note.clone(), "–".into()),
+            Some(b) => (
+                format!(
+                    "{:.1} % / {:.0} MiB ({:.0}/s, {:.1} %{})",
+                    b.usage.cpu_pct,
+                    b.usage.rss_max_mib,
+                    b.delivered_per_s,
+                    b.delivered_pct,
+                    if b.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", b.note)
+                    }
+                ),
+                ratio(g.gateway.cpu_pct, b.usage.cpu_pct),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "| {n} @ {m} ms | {:.1} % / {:.0} MiB ({:.1} % delivered) | {bare} | {bare_ratio} | {nr} | {nr_ratio} |",
+            g.gateway.cpu_pct,
+            g.gateway.rss_max_mib,
+            100.0 * g.mqtt_values.min(g.ilp_values) as f64 / g.produced.max(1) as f64,
+        );
+    }
+    if !max_runs.is_empty() {
+        let _ = writeln!(out, "\n### Maximum sustained rate (each step {} s; held = zero loss in both sinks and the window's last values delivered within 10 s)\n", args.seconds);
+        let _ = writeln!(out, "| items @ interval | values/s | held | lost MQTT / ILP | gateway CPU | gateway RSS | p99 (ms) | drain after window | max outbox depth |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for r in max_runs {
+            let _ = writeln!(
+                out,
+                "| {} @ {} ms | {:.0} | {} | {} / {} | {:.1} % | {:.0} MiB | {} | {:.1} s | {} |",
+                r.n,
+                r.interval_ms,
+                r.rate(),
+                if r.held() { "yes" } else { "**no**" },
+                r.lost_mqtt(),
+                r.lost_ilp(),
+                r.gateway.cpu_pct,
+                r.gateway.rss_max_mib,
+                opt_ms(r.p99_ms),
+                r.drain_s,
+                r.max_outbox_depth
+            );
+        }
+        let best = max_runs
+            .iter()
+            .filter(|r| r.held())
+            .map(GatewayRun::rate)
+            .fold(0.0, f64::max);
+        let _ = writeln!(out, "\nHighest rate held: **{best:.0} values/s**.");
+    }
+    let _ = writeln!(
+        out,
+        "\nLatency is source timestamp (set by the simulator when the value changes) → arrival at the counting MQTT subscriber, so it includes up to one publishing interval of OPC UA batching. \"lost\" = values the simulator produced in the window's ticks that never arrived (N per tick; whole missing ticks count too)."
+    );
+}
