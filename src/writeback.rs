@@ -209,16 +209,10 @@ async fn intercept_patch(
         return next.run(req).await;
     };
     let principal = req.extensions().get::<Principal>().cloned();
-    // The body size limit is enforced by the security layer in front of this one.
-    let body = match axum::body::to_bytes(req.into_body(), usize::MAX).await {
+    // The Bytes extractor honours the DefaultBodyLimit layer in front of this one (413).
+    let body = match <Bytes as axum::extract::FromRequest<()>>::from_request(req, &()).await {
         Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            )
-            .into_response()
-        }
+        Err(rejection) => return rejection.into_response(),
     };
     patch_value(wb, principal, sm_id, path, body).await
 }

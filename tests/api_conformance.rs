@@ -160,12 +160,12 @@ async fn browsers_may_read_and_writes_are_refused() {
         .await
         .unwrap();
     assert_eq!(got.headers()["access-control-allow-origin"], "*");
-    // Writes: 405 with a Part 2 Result body.
+    // Writes without a writer token are refused before routing (401), with a Part 2 body.
     let put = http.put(&url).body("{}").send().await.unwrap();
-    assert_eq!(put.status(), 405);
+    assert_eq!(put.status(), 401);
     let body: serde_json::Value = put.json().await.unwrap();
     assert_eq!(body["messages"][0]["messageType"], "Error");
-    assert_eq!(body["messages"][0]["code"], "405");
+    assert_eq!(body["messages"][0]["code"], "401");
     // Malformed id: 400; unknown id: 404.
     let bad = http
         .get(format!("{}/submodels/not*base64", run.api))
