@@ -182,7 +182,7 @@ async fn ilp_server_down_for_30_s_loses_nothing() {
 }
 
 /// Starts `aas-gateway run` and waits for its API URL on stdout.
-fn spawn_gateway(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+fn spawn_gateway(cfg: &std::path::Path, log: &std::path::Path) -> KillOnDrop {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
         .args(["run", "-c"])
         .arg(cfg)
@@ -204,7 +204,7 @@ fn spawn_gateway(cfg: &std::path::Path, log: &std::path::Path) -> std::process::
         line.starts_with("http://127.0.0.1:"),
         "first stdout line: {line:?}"
     );
-    child
+    KillOnDrop(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -261,13 +261,15 @@ path = "FeedRate"
     )
     .unwrap();
     let log = dir.path().join("gateway.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let mut url = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut url)

@@ -258,11 +258,12 @@ pub async fn run(
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut messages = 0u64;
         for (_, u) in &batch {
-            let mut publishes = vec![(u.target.topic.clone(), payload(u))];
-            if cfg.basyx_events {
-                publishes.push((basyx_topic(&cfg.basyx_repo_id, u), basyx_payload(u)));
-            }
-            for (topic, body) in publishes {
+            // The value message, then (optionally) its BaSyx event; no per-value Vec.
+            let value_msg = std::iter::once((u.target.topic.clone(), payload(u)));
+            let basyx_msg = cfg
+                .basyx_events
+                .then(|| (basyx_topic(&cfg.basyx_repo_id, u), basyx_payload(u)));
+            for (topic, body) in value_msg.chain(basyx_msg) {
                 messages += 1;
                 tokio::select! {
                     r = client.publish(topic, qos, cfg.retain, body) => if let Err(e) = r {
