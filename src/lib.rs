@@ -7,7 +7,7 @@
 //! ```text
 //! OPC UA server ──subscription──▶ sources::opcua ──Reading──▶ pipeline::dispatch
 //!                                                              │  mapping::Router (node → element, xs type)
-//!                                                              ├─▶ aas::Environment (live values) ◀── api (HTTP)
+//!                                                              ├─▶ aas::live (latest value per element) ◀── api (HTTP)
 //!                                                              └─▶ outbox (redb, durable) ─┬─▶ sinks::mqtt    (rumqttc, QoS 1)
 //!                                                                                          └─▶ sinks::questdb (questdb-rs, ILP/HTTP)
 //! ```
@@ -17,7 +17,8 @@
 //! - [`model`]: `Reading`, `SubmodelUpdate`, `TypedValue`, `Quality`: what the stages exchange.
 //! - [`sources::opcua`]: sessions, subscriptions, reconnects, node ids (`nsu=`), value conversion.
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
-//! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form.
+//! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
+//!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
 //! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`.
 //! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
 //!   before the far side confirmed it.
@@ -54,8 +55,11 @@ pub mod writeback;
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,opcua_server=warn,opcua_crypto=warn,opcua_client=warn,opcua_core=warn"));
+    // Colours only on a terminal: a log file or journald gets plain text that grep can read.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

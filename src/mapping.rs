@@ -71,11 +71,19 @@ pub struct Router {
 
 /// The MQTT topic of an element: `<prefix>/<shell idShort>/<submodel idShort>/<path with / for .>`.
 pub fn element_topic(prefix: &str, shell: &str, submodel: &str, path: &str) -> String {
-    let path = path.replace('.', "/");
+    format!(
+        "{}/{}",
+        submodel_topic(prefix, shell, submodel),
+        path.replace('.', "/")
+    )
+}
+
+/// MQTT topic of a submodel's batched values (`mqtt.message_per = "submodel"`).
+pub fn submodel_topic(prefix: &str, shell: &str, submodel: &str) -> String {
     if prefix.is_empty() {
-        format!("{shell}/{submodel}/{path}")
+        format!("{shell}/{submodel}")
     } else {
-        format!("{prefix}/{shell}/{submodel}/{path}")
+        format!("{prefix}/{shell}/{submodel}")
     }
 }
 
@@ -152,9 +160,8 @@ impl Router {
                     })
                 }
             };
-            let element = crate::aas::find_element(sm, &rule.path)
-                .map(|(_, el)| el)
-                .expect("located above");
+            // Through the location: a search by name per rule is quadratic with 100k rules.
+            let element = env.element(&location);
             let template_semantic_id = element
                 .pointer("/semanticId/keys/0/value")
                 .and_then(|v| v.as_str())

@@ -23,6 +23,20 @@ use crate::security::tls::{PeerAddr, TlsListener};
 use crate::security::Authenticator;
 use crate::writeback::{SessionState, WriteBack};
 
+/// Hands memory that was freed back to the operating system.
+///
+/// Loading 100,000 mapping rules and their AAS elements peaks at about 250 MB of temporaries
+/// (TOML tree, JSON, typed model); glibc keeps freed heap pages mapped, so without this the
+/// gateway's RSS stayed at that peak for its whole life. Called once the gateway runs and on
+/// every periodic report (a few ms).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Opens the audit log (when enabled) and records the start and the loaded config's hash.
 /// Also warns (log + audit) when a config with secrets is readable by other users.
 pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::aas::live::LiveEnvironment;
 use crate::aas::Environment;
 use crate::api::{self, SharedEnvironment};
 use crate::config::{Config, ConfigErrors};
@@ -136,7 +137,7 @@ pub async fn snapshot_live(
     }
     shutdown.cancel();
     gateway.wait().await?;
-    let doc = environment.read().expect("environment lock").to_json();
+    let doc = environment.read().to_json();
     Ok(doc)
 }
 
@@ -161,7 +162,10 @@ impl Gateway {
         let (env, router, history) =
             check_with_history(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let router = Arc::new(router);
-        let environment: SharedEnvironment = Arc::new(RwLock::new(env));
+        let environment: SharedEnvironment = Arc::new(LiveEnvironment::new(
+            env,
+            router.routes.iter().map(|r| &r.location),
+        ));
         let capacity = cfg.gateway.channel_capacity;
         let mut tasks = JoinSet::new();
 
@@ -292,6 +296,7 @@ impl Gateway {
             history.clone(),
         ));
         tasks.spawn(report(stats.clone(), shutdown.clone()));
+        crate::ops::release_free_memory();
 
         Ok(Gateway {
             api_addr,
@@ -362,12 +367,12 @@ async fn dispatch(
         for reading in readings {
             let rule = reading.rule;
             match router.route(reading) {
-                Ok(pair) => {
+                Ok((route, update)) => {
                     if let Some(first @ false) = seen.get_mut(rule as usize) {
                         *first = true;
                         stats.rules_with_value.fetch_add(1, Ordering::Relaxed);
                     }
-                    routed.push(pair)
+                    routed.push((rule, route, update))
                 }
                 Err(e) => {
                     stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
@@ -377,16 +382,16 @@ async fn dispatch(
                 }
             }
         }
-        {
-            let mut env = env.write().expect("environment lock");
-            for (route, update) in &routed {
-                env.apply(&route.location, update);
-            }
-        }
+        // Parked per element; written into the AAS tree when the API reads it.
+        env.record(
+            routed
+                .iter()
+                .map(|(rule, _, update)| (*rule, &update.value)),
+        );
         if let Some(h) = &history {
-            h.record(routed.iter().map(|(route, update)| (*route, update)));
+            h.record(routed.iter().map(|(_, route, update)| (*route, update)));
         }
-        let batch: UpdateBatch = routed.into_iter().map(|(_, u)| u).collect();
+        let batch: UpdateBatch = routed.into_iter().map(|(_, _, u)| u).collect();
         stats
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -414,6 +419,7 @@ async fn report(stats: Arc<PipelineStats>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        crate::ops::release_free_memory();
         let updates = stats.updates.load(Ordering::Relaxed);
         info!(
             values_per_s = (updates - last) as f64 / 10.0,

@@ -318,7 +318,7 @@ impl WriteBack {
         audit: &mut Value,
     ) -> Result<Outcome, Failure> {
         {
-            let env = self.env.read().expect("environment lock");
+            let env = self.env.read();
             if env.submodel(submodel).is_none() {
                 return Err(Failure::new(
                     StatusCode::NOT_FOUND,

@@ -3,7 +3,7 @@
 //! query strings, tokens and bodies, sent through the complete secured router in process.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use aas_gateway::config::Config;
 use aas_gateway::pipeline::PipelineStats;
@@ -212,7 +212,7 @@ endpoint = "opc.tcp://127.0.0.1:1/"
     std::fs::write(&cfg_path, toml).unwrap();
     let cfg = Config::load(&cfg_path).unwrap();
     let (env, mapping) = aas_gateway::pipeline::check(&cfg).unwrap();
-    let env = Arc::new(RwLock::new(env));
+    let env = Arc::new(aas_gateway::aas::live::LiveEnvironment::from(env));
     let mut stats = PipelineStats::default();
     stats.sources.push(Default::default()); // a source that is never connected
     let app = aas_gateway::ops::secured_api(

@@ -1,4 +1,4 @@
-//! CI smoke version of the benchmark: the `gateway-bench` binary with 5,000 items changing
+//! CI smoke version of the benchmark: the `gateway-bench` binary (both MQTT layouts) with 5,000 items changing
 //! every second for 20 s, the simulator in-process, the debug gateway as a separate process,
 //! both sinks on. Asserts zero loss in MQTT and ILP, not timing (debug build, shared CI box).
 //! Needs mosquitto and VictoriaMetrics (`.ci/peers.sh install`).

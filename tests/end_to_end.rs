@@ -159,3 +159,84 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
 
     sim.stop().await;
 }
+
+/// `mqtt.message_per = "submodel"`: the values of a submodel come as `values` arrays on the
+/// submodel's topic; expanded, they are exactly what the simulator produced, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submodel_messages_carry_every_value_exactly() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
+        port: 0,
+        tick_ms: 200,
+        pki_dir: dir.path().join("sim-pki"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut changes = sim.subscribe_changes();
+    let collector = MqttCollector::start(broker.port, "t/#").await;
+    let toml = cnc::config_toml(
+        &sim.endpoint_url(),
+        broker.port,
+        "http::addr=127.0.0.1:1;",
+        &dir.path().join("pki"),
+    )
+    .replace(
+        "topic_prefix = \"t\"",
+        "topic_prefix = \"t\"\nmessage_per = \"submodel\"",
+    );
+    let cfg_path = dir.path().join("gateway.toml");
+    std::fs::write(&cfg_path, toml).unwrap();
+    let mut cfg = Config::load(&cfg_path).unwrap();
+    cfg.questdb.enabled = false;
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::start(cfg, shutdown.clone()).await.unwrap();
+
+    let submodel_topic = "t/CNC1/OperationalData";
+    let t0 = tokio::time::Instant::now();
+    while !collector
+        .snapshot()
+        .iter()
+        .any(|(t, _)| t == submodel_topic)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no submodel message within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let window_start = now_nanos() + 500_000_000;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let window_end = now_nanos() - 1_000_000_000;
+    shutdown.cancel();
+    gateway.wait().await.unwrap();
+
+    let windows = [(window_start, window_end)];
+    let produced = cnc::produced(&mut changes, &windows);
+    assert!(!produced.is_empty(), "the simulator produced nothing");
+    let messages = collector.snapshot();
+    assert!(
+        !messages
+            .iter()
+            .any(|(t, _)| t.starts_with(&format!("{submodel_topic}/"))),
+        "no per-value messages in this mode"
+    );
+    // Expanded into per-value form: (element topic, item).
+    let mut expanded = Vec::new();
+    for (_, body) in messages.iter().filter(|(t, _)| t == submodel_topic) {
+        assert_eq!(body["submodelId"], cnc::SUBMODEL, "{body}");
+        for item in body["values"].as_array().expect("a values array") {
+            assert_eq!(item["quality"], "good", "{item}");
+            let path = item["idShortPath"].as_str().unwrap().replace('.', "/");
+            expanded.push((format!("{submodel_topic}/{path}"), item.clone()));
+        }
+    }
+    let (received, duplicates) = cnc::received(&expanded, &format!("{submodel_topic}/"), &windows);
+    assert_eq!(
+        received, produced,
+        "values in submodel messages differ from what the simulator produced"
+    );
+    assert_eq!(duplicates, 0, "no duplicates without a failure");
+    sim.stop().await;
+}

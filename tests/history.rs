@@ -309,7 +309,7 @@ async fn time_range_pages_and_caps_records() {
     // The time-range extension pages through all records with the gateway's own data (the
     // gateway is stopped: answer from the live history object through a fresh router).
     let start = text(element(&sm, "Segments.InternalSegment.StartTime")).to_string();
-    let env = std::sync::Arc::new(std::sync::RwLock::new(
+    let env = std::sync::Arc::new(aas_gateway::aas::live::LiveEnvironment::from(
         pipeline::check_with_history(&history_config("opc.tcp://127.0.0.1:1/", dir.path(), ""))
             .unwrap()
             .0,

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod aasx;
+pub mod live;
 pub mod model;
 pub mod view;
 pub mod xs;
@@ -21,7 +22,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::model::{SubmodelUpdate, TypedValue};
+use crate::model::TypedValue;
 pub use xs::XsType;
 
 /// Loaded shells and submodels, with live values applied.
@@ -165,6 +166,16 @@ impl Environment {
         });
     }
 
+    /// The element at `loc` (which must come from this environment).
+    pub fn element(&self, loc: &ElementLocation) -> &Value {
+        let mut element = &self.submodels[loc.submodel];
+        for &step in &loc.steps {
+            let key = view::children_key(element).unwrap_or("value");
+            element = &element[key][step];
+        }
+        element
+    }
+
     fn element_mut(&mut self, loc: &ElementLocation) -> &mut Value {
         let mut element = &mut self.submodels[loc.submodel];
         for &step in &loc.steps {
@@ -283,9 +294,9 @@ impl Environment {
     }
 
     /// Writes a live value into the element at `loc`.
-    pub fn apply(&mut self, loc: &ElementLocation, update: &SubmodelUpdate) {
+    pub fn apply(&mut self, loc: &ElementLocation, value: &TypedValue) {
         let element = self.element_mut(loc);
-        match (loc.kind, &update.value) {
+        match (loc.kind, value) {
             // No value (a Bad status without one): the element shows none rather than a stale
             // value that would look current (an empty list would break AAS constraints).
             (_, TypedValue::Null) => {
@@ -500,27 +511,7 @@ mod tests {
                 {"modelType": "Property", "idShort": "Temp", "valueType": "xs:double"}]}]}]}))
         .unwrap();
         let loc = env.locate("urn:sm:e", "Motor.Temp").unwrap();
-        let target = std::sync::Arc::new(crate::model::ElementTarget {
-            submodel_id: "urn:sm:e".into(),
-            submodel_id_short: "S".into(),
-            shell_id_short: "M".into(),
-            id_short_path: "Motor.Temp".into(),
-            value_type: XsType::Double,
-            topic: String::new(),
-            unit: None,
-            semantic_id: None,
-            outbox_id: Default::default(),
-        });
-        env.apply(
-            &loc,
-            &SubmodelUpdate {
-                target,
-                value: TypedValue::Float(21.5),
-                status: 0,
-                source_ts_nanos: 0,
-                server_ts_nanos: 0,
-            },
-        );
+        env.apply(&loc, &TypedValue::Float(21.5));
         let (_, el) = find_element(env.submodel("urn:sm:e").unwrap(), "Motor.Temp").unwrap();
         assert_eq!(el["value"], "21.5");
     }

@@ -19,7 +19,7 @@ pub mod params;
 pub mod routes;
 
 use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, Method, StatusCode};
@@ -37,7 +37,7 @@ pub use params::{decode_id, encode_id};
 use routes::{Modifier, Route, SubmodelOp};
 
 /// Shared state of the API: the live environment.
-pub type SharedEnvironment = Arc<RwLock<Environment>>;
+pub type SharedEnvironment = Arc<crate::aas::live::LiveEnvironment>;
 
 /// The service profiles this server implements (`GET /description`).
 pub const PROFILES: [&str; 2] = [
@@ -79,7 +79,7 @@ async fn handle(
     }
     let result = routes::parse(&rest).and_then(|route| {
         let params = Params::parse(&pairs)?;
-        let env = env.read().expect("environment lock");
+        let env = env.read();
         let history = history.as_ref().map(|h| h.0.as_ref());
         if let Some(page) = crate::history::api::time_range(history, &route, &params, &pairs)? {
             return Ok(Reply::Json(page));

@@ -56,6 +56,9 @@ pub struct OutboxConfig {
     pub when_full: FullPolicy,
     /// Values older than this (by source timestamp) are dropped and counted; 0 = no age limit.
     pub max_age_s: u64,
+    /// Page cache of the outbox file, MiB. redb's own default (1 GiB) let the cache, and with it
+    /// the gateway's memory, grow with every page a backlog ever touched.
+    pub cache_mib: usize,
 }
 
 impl Default for OutboxConfig {
@@ -65,6 +68,7 @@ impl Default for OutboxConfig {
             max_entries: 10_000_000,
             when_full: FullPolicy::Block,
             max_age_s: 0,
+            cache_mib: 16,
         }
     }
 }
@@ -116,12 +120,15 @@ impl Outbox {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("outbox.dir: cannot create {}: {e}", dir.display()))?;
         let path = dir.join("outbox.redb");
-        let db = Database::create(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "outbox: cannot open {} (is another gateway using it?): {e}",
-                path.display()
-            )
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(cfg.cache_mib.max(1) << 20)
+            .create(&path)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "outbox: cannot open {} (is another gateway using it?): {e}",
+                    path.display()
+                )
+            })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(ENTRIES)?;
@@ -518,9 +525,7 @@ impl OutboxReader {
 
     /// Marks everything up to and including `seq` as confirmed by the far side.
     pub async fn ack(&self, seq: u64) -> Result<()> {
-        let outbox = self.outbox.clone();
-        let sink = self.sink.clone();
-        tokio::task::spawn_blocking(move || outbox.ack_blocking(&sink, seq)).await?
+        self.acker().ack(seq).await
     }
 
     /// Blocking variant of [`Self::ack`] for sinks that run on their own thread.
@@ -530,6 +535,29 @@ impl OutboxReader {
 
     pub fn sink(&self) -> &str {
         &self.sink
+    }
+
+    /// A handle that acknowledges for this sink, for a task apart from the one reading.
+    pub fn acker(&self) -> OutboxAcker {
+        OutboxAcker {
+            outbox: self.outbox.clone(),
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+/// Acknowledges entries for one sink (see [`OutboxReader::acker`]).
+pub struct OutboxAcker {
+    outbox: Arc<Outbox>,
+    sink: String,
+}
+
+impl OutboxAcker {
+    /// Marks everything up to and including `seq` as confirmed by the far side.
+    pub async fn ack(&self, seq: u64) -> Result<()> {
+        let outbox = self.outbox.clone();
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || outbox.ack_blocking(&sink, seq)).await?
     }
 }
 

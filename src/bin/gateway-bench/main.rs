@@ -56,6 +56,10 @@ struct Args {
     /// The bare async-opcua client (default: examples/scale_client next to this binary).
     #[arg(long)]
     client_bin: Option<PathBuf>,
+    /// MQTT message layouts to run each gateway with (`mqtt.message_per`), comma-separated;
+    /// the maximum-throughput search uses the last.
+    #[arg(long, default_value = "value,submodel")]
+    mqtt_message_per: String,
     /// Skip the bare-client baseline.
     #[arg(long)]
     no_bare: bool,
@@ -174,6 +178,32 @@ async fn run(args: Args) -> Result<()> {
             );
         }
     }
+    // Every build in every MQTT layout: (label, binary, message_per).
+    let modes: Vec<&str> = args
+        .mqtt_message_per
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if let Some(bad) = modes.iter().find(|m| !["value", "submodel"].contains(m)) {
+        bail!("--mqtt-message-per: {bad:?} is neither value nor submodel");
+    }
+    let gateways: Vec<(String, PathBuf, &str)> = gateways
+        .iter()
+        .flat_map(|(label, bin)| {
+            modes.iter().map(move |&mode| {
+                let label = if label == "gateway" {
+                    format!("MQTT per {mode}")
+                } else {
+                    format!("{label}, MQTT per {mode}")
+                };
+                (label, bin.clone(), mode)
+            })
+        })
+        .collect();
+    if gateways.is_empty() {
+        bail!("--mqtt-message-per names no layout");
+    }
     let load_before = loadavg();
     let started = Instant::now();
     let mut report = String::new();
@@ -192,10 +222,11 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("== case {n} items @ {interval_ms} ms");
         let sim = Sim::start(&args, n, interval_ms).await?;
         let mut case = CaseResult::default();
-        for (label, bin) in &gateways {
+        for (label, bin, mode) in &gateways {
             let r = run_gateway(
                 label,
                 bin,
+                mode,
                 &sim.url,
                 n,
                 interval_ms,
@@ -245,10 +276,11 @@ async fn run(args: Args) -> Result<()> {
             let interval_ms: u64 = m.trim().parse()?;
             eprintln!("== max throughput: {n} items @ {interval_ms} ms");
             let sim = Sim::start(&args, n, interval_ms).await?;
-            let (label, bin) = &gateways[gateways.len() - 1];
+            let (label, bin, mode) = &gateways[gateways.len() - 1];
             let r = run_gateway(
                 label,
                 bin,
+                mode,
                 &sim.url,
                 n,
                 interval_ms,
@@ -390,9 +422,11 @@ impl Drop for TempDir {
 }
 
 /// Runs the gateway on one case and measures it.
+#[allow(clippy::too_many_arguments)]
 async fn run_gateway(
     label: &str,
     bin: &Path,
+    message_per: &str,
     sim_url: &str,
     n: usize,
     interval_ms: u64,
@@ -416,6 +450,7 @@ async fn run_gateway(
             endpoint: sim_url,
             mqtt_port: mosquitto.port,
             ilp_conf: &vm.ilp_conf(),
+            message_per,
         },
     )?;
     let mut cmd = Command::new(bin);

@@ -53,6 +53,8 @@ pub struct GatewaySetup<'a> {
     pub endpoint: &'a str,
     pub mqtt_port: u16,
     pub ilp_conf: &'a str,
+    /// `mqtt.message_per`: `value` or `submodel`.
+    pub message_per: &'a str,
 }
 
 /// Writes `gateway.toml` (and the environment it refers to) into `dir`.
@@ -84,6 +86,7 @@ trust_server_certs = true
 port = {mqtt_port}
 topic_prefix = "{TOPIC_PREFIX}"
 qos = 1
+message_per = "{message_per}"
 [questdb]
 enabled = true
 conf = "{ilp_conf}"
@@ -95,6 +98,7 @@ dir = "outbox"
         interval = s.interval_ms,
         mqtt_port = s.mqtt_port,
         ilp_conf = s.ilp_conf,
+        message_per = s.message_per,
     );
     for i in 0..s.n {
         let _ = write!(

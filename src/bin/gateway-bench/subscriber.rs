@@ -162,6 +162,19 @@ impl Subscriber {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let arrival = now_nanos();
+                        if p.topic.ends_with(SUBMODEL_TOPIC_END) {
+                            // mqtt.message_per = "submodel": many values in one message.
+                            let mut c = sink.lock().expect("counts");
+                            match submodel_values(&p.payload) {
+                                Some(values) => {
+                                    for (element, ts, value) in values {
+                                        c.record(element, ts, value, arrival);
+                                    }
+                                }
+                                None => c.unreadable += 1,
+                            }
+                            continue;
+                        }
                         // Other topics (the gateway's retained online state) are not values.
                         let Some(element) = element_of(&p.topic) else {
                             continue;
@@ -200,6 +213,39 @@ pub fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
+/// End of the topic of submodel messages (`<prefix>/<shell>/<submodel>`).
+const SUBMODEL_TOPIC_END: &str = "/Bench/Scale";
+
+/// An item of a submodel message.
+#[derive(serde::Deserialize)]
+struct Item<'a> {
+    #[serde(rename = "idShortPath", borrow)]
+    id_short_path: &'a str,
+    value: Option<f64>,
+    #[serde(borrow)]
+    timestamp: &'a str,
+}
+
+/// `(element, source timestamp ns, value)` of every item of a submodel message.
+fn submodel_values(payload: &[u8]) -> Option<Vec<(usize, i64, Option<f64>)>> {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        values: Vec<Item<'a>>,
+    }
+    let m: Message = serde_json::from_slice(payload).ok()?;
+    m.values
+        .iter()
+        .map(|i| {
+            let element = i.id_short_path.strip_prefix('V')?.parse().ok()?;
+            let ts = chrono::DateTime::parse_from_rfc3339(i.timestamp)
+                .ok()?
+                .timestamp_nanos_opt()?;
+            Some((element, ts, i.value))
+        })
+        .collect()
+}
+
 /// `.../V123` → 123.
 fn element_of(topic: &str) -> Option<usize> {
     topic.rsplit_once("/V")?.1.parse().ok()
@@ -234,5 +280,18 @@ mod tests {
         let p = br#"{"value":1.5,"valueType":"xs:double","timestamp":"2023-11-14T22:13:20.123Z","quality":"good"}"#;
         assert_eq!(source_ts_of(p), Some(1_700_000_000_123_000_000));
         assert_eq!(value_of(p), Some(1.5));
+    }
+
+    #[test]
+    fn reads_every_value_of_a_submodel_message() {
+        let p = br#"{"submodelId":"urn:x","values":[{"idShortPath":"V1","value":1.5,"valueType":"xs:double","timestamp":"2023-11-14T22:13:20.123Z","quality":"good","statusCode":0},{"idShortPath":"V7","value":null,"valueType":"xs:double","timestamp":"2023-11-14T22:13:20Z","quality":"bad","statusCode":2150891520}]}"#;
+        assert_eq!(
+            submodel_values(p),
+            Some(vec![
+                (1, 1_700_000_000_123_000_000, Some(1.5)),
+                (7, 1_700_000_000_000_000_000, None)
+            ])
+        );
+        assert_eq!(submodel_values(b"{}"), None);
     }
 }
