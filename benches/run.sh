@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark in one command, on a fresh clone:
-#   bash benches/run.sh            full run (~15 min): 10k/50k/100k items @1 s, 10k @100 ms, max rate
+#   bash benches/run.sh            full run (~15 min after the release build): 10k/50k/100k items @1 s, 10k @100 ms, max rate
 #   bash benches/run.sh --quick    short windows, no max-rate search (a few minutes)
 # Extra arguments go to the bench binary (see `gateway-bench --help`), e.g. --seconds 90.
 # Installs its peers (mosquitto, VictoriaMetrics, Node-RED) through .ci/peers.sh install-bench,
