@@ -417,7 +417,8 @@ pub struct MqttConfig {
     /// `"value"` (default): one message per value on the element's own topic. `"submodel"`:
     /// the values of one submodel that arrive together go in one message on
     /// `<topic_prefix>/<shell>/<submodel>` (a `values` array of the per-value payloads), which
-    /// costs broker and gateway about a hundredth per value: for 50k+ values/s.
+    /// costs the broker a fraction per value: use it above roughly 20k values/s (see the
+    /// README's Performance section).
     pub message_per: MessagePer,
     /// Also publish Eclipse BaSyx-compatible element events on
     /// `sm-repository/<basyx_repo_id>/submodels/<base64url submodel id>/submodelElements/<idShortPath>/updated`

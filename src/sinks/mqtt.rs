@@ -6,14 +6,17 @@
 //!
 //! With `message_per = "submodel"` the values of one submodel in a delivery window go in one
 //! message on `<prefix>/<shell>/<submodel>`: `{"submodelId": "...", "values": [{"idShortPath":
-//! "...", "value": ..., ...}, ...]}`, each item the per-value payload without `submodelId`. The gateway's own state is retained on `<prefix>/_gateway/<name>/state`
-//! (`online` after connecting, `offline` as last will).
+//! "...", "value": ..., ...}, ...]}`, each item the per-value payload without `submodelId`.
+//!
+//! The gateway's own state is retained on `<prefix>/_gateway/<name>/state` (`online` after
+//! connecting, `offline` as last will).
 //!
 //! The rumqttc event loop is polled continuously by its own task (nothing moves otherwise) and
 //! reconnects with backoff; the session is persistent (`clean_session = false`). Values come
-//! from the durable outbox in windows of up to 1000 messages; a window is acknowledged to the
-//! outbox only after the broker sent a PUBACK for every message of it (QoS 1), so a broker or
-//! gateway outage never loses a value: it is re-sent (at least once, in order per element).
+//! from the durable outbox in windows of up to 1000 values, up to 4 windows on the wire at once;
+//! a window is acknowledged to the outbox, in order, only after the broker sent a PUBACK for
+//! every message of it (QoS 1), so a broker or gateway outage never loses a value: it is re-sent
+//! (at least once, in order per element).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
