@@ -108,13 +108,22 @@ impl LiveEnvironment {
         self.tree.write().expect("environment lock")
     }
 
-    /// Writes the recorded values into the tree. Lock order: pending, then tree.
+    /// Writes the recorded values into the tree.
+    ///
+    /// Lock order: tree, then pending. The dispatcher takes only `pending`, so it waits only
+    /// while values are written in, never while an API request holds the tree.
     fn apply_pending(&self) {
-        let mut p = self.pending.lock().expect("live values lock");
-        if p.dirty_slots.is_empty() {
+        if self
+            .pending
+            .lock()
+            .expect("live values lock")
+            .dirty_slots
+            .is_empty()
+        {
             return;
         }
         let mut tree = self.tree.write().expect("environment lock");
+        let mut p = self.pending.lock().expect("live values lock");
         let Pending {
             latest,
             dirty,

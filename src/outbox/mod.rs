@@ -121,7 +121,7 @@ impl Outbox {
             .map_err(|e| anyhow::anyhow!("outbox.dir: cannot create {}: {e}", dir.display()))?;
         let path = dir.join("outbox.redb");
         let db = redb::Builder::new()
-            .set_cache_size(cfg.cache_mib.max(1) << 20)
+            .set_cache_size(cfg.cache_mib.max(1).saturating_mul(1 << 20))
             .create(&path)
             .map_err(|e| {
                 anyhow::anyhow!(
