@@ -32,14 +32,7 @@ async fn setup() -> Setup {
     let broker = Mosquitto::start();
     let ilp = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     let changes = sim.subscribe_changes();
     let collector = MqttCollector::start(broker.port, "t/#").await;
     let cfg_path = dir.path().join("gateway.toml");

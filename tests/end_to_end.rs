@@ -18,14 +18,7 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
     let broker = Mosquitto::start();
     let ilp = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     let mut changes = sim.subscribe_changes();
     let collector = MqttCollector::start(broker.port, "#").await;
 
@@ -166,14 +159,7 @@ async fn values_arrive_exactly_in_mqtt_ilp_and_api() {
 async fn submodel_messages_carry_every_value_exactly() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     let mut changes = sim.subscribe_changes();
     let collector = MqttCollector::start(broker.port, "t/#").await;
     let toml = cnc::config_toml(

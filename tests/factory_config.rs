@@ -88,14 +88,7 @@ fn export_of_the_templates_passes_the_checkers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_export_carries_simulator_values_and_passes_the_checkers() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 100,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 100).await;
     let cfg = factory_config_for(&sim.endpoint_url(), dir.path());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
         .args(["export", "--live", "30", "-c"])

@@ -106,14 +106,7 @@ async fn get(http: &reqwest::Client, url: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_segment_holds_what_the_simulator_produced() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     let mut changes = sim.subscribe_changes();
     let cfg = history_config(&sim.endpoint_url(), dir.path(), "");
     let shutdown = CancellationToken::new();
@@ -242,14 +235,7 @@ async fn internal_segment_holds_what_the_simulator_produced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_range_pages_and_caps_records() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 100,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 100).await;
     let cfg = history_config(
         &sim.endpoint_url(),
         dir.path(),

@@ -221,14 +221,7 @@ fn units_default_to_the_concept_description() {
 async fn a_node_whose_type_cannot_fit_is_named_and_left_out() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     let sm = "urn:aas-gateway:sim:sm:cnc1:operational-data";
     let cfg = dir.path().join("gateway.toml");
     std::fs::write(

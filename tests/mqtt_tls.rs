@@ -44,14 +44,7 @@ async fn values_flow_over_tls_and_a_wrong_ca_is_refused() {
     let certs = TlsCerts::generate();
     let (broker, tls_port) = Mosquitto::start_with_tls(&certs);
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     // The collector listens on the broker's plain listener; the gateway must use TLS.
     let collector = MqttCollector::start(broker.port, "t/#").await;
 

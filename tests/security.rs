@@ -104,14 +104,7 @@ fn audit_lines(dir: &Path) -> Vec<Value> {
 async fn tokens_roles_write_back_audit_metrics_and_readiness() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
-        port: 0,
-        tick_ms: 200,
-        pki_dir: dir.path().join("sim-pki"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = common::start_sim(dir.path(), 200).await;
     let mut changes = sim.subscribe_changes();
     let collector = MqttCollector::start(broker.port, "t/#").await;
     let (reader, writer) = (generate_token().unwrap(), generate_token().unwrap());

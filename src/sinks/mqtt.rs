@@ -208,6 +208,12 @@ pub fn state_topic(cfg: &MqttConfig, gateway_name: &str) -> String {
 /// unconfirmed then stays in the outbox and is sent after the next start.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Completes [`DRAIN_TIMEOUT`] after shutdown was requested.
+async fn drain_deadline(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(DRAIN_TIMEOUT).await;
+}
+
 /// Values read from the outbox and published as one unit; the outbox is acknowledged per window.
 const WINDOW: usize = 1000;
 
@@ -233,10 +239,7 @@ async fn confirm_windows(
     stats: Arc<SinkStats>,
     shutdown: CancellationToken,
 ) {
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
+    let deadline = drain_deadline(&shutdown);
     tokio::pin!(deadline);
     while let Some(window) = windows.recv().await {
         if qos == QoS::AtLeastOnce {
@@ -355,10 +358,7 @@ pub async fn run(
         }
     });
 
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
+    let deadline = drain_deadline(&shutdown);
     tokio::pin!(deadline);
     // Publishing and confirming overlap: while the broker acknowledges one window, the next
     // ones are already on the wire. Stop-and-wait per window left the connection idle at every

@@ -9,6 +9,19 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The bundled simulator on a free port, changing its values every `tick_ms`, with its PKI
+/// under `<dir>/sim-pki`.
+pub async fn start_sim(dir: &std::path::Path, tick_ms: u64) -> opcua_sim::Simulator {
+    opcua_sim::Simulator::start(opcua_sim::SimOptions {
+        port: 0,
+        tick_ms,
+        pki_dir: dir.join("sim-pki"),
+        ..Default::default()
+    })
+    .await
+    .expect("start the bundled simulator")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
