@@ -8,6 +8,37 @@ use aas_gateway::pipeline::{self, Gateway};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// Standard output of the printing commands (`export`, `browse`, `validate`, `pki`, `token`,
+/// `audit`). A reader that goes away early (`aas-gateway export … | head`) ends the command
+/// quietly and successfully, as it does for other Unix tools: `println!` panicked there
+/// ("failed printing to stdout: Broken pipe", exit 101).
+struct QuietStdout;
+
+impl std::io::Write for QuietStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        end_quietly_on_closed_pipe(std::io::stdout().write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        end_quietly_on_closed_pipe(std::io::stdout().flush())
+    }
+}
+
+fn end_quietly_on_closed_pipe<T>(result: std::io::Result<T>) -> std::io::Result<T> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}
+
+/// `println!` for the printing commands, through [`QuietStdout`]; other write errors (a full
+/// disk behind a redirect) are returned.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(QuietStdout, $($arg)*)?;
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "aas-gateway",
@@ -209,7 +240,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             match pipeline::check(&cfg) {
                 Ok((env, router)) => {
-                    println!(
+                    out!(
                         "{}: OK: {} OPC UA source(s), {} mapping rule(s), {} shell(s), {} submodel(s); MQTT {}, QuestDB {}, API {}",
                         config.display(),
                         cfg.opcua.len(),
@@ -247,7 +278,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     aas_gateway::aas::aasx::write_aasx(&env, file)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 }
-                None => println!("{}", serde_json::to_string_pretty(&env)?),
+                None => out!("{}", serde_json::to_string_pretty(&env)?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -290,8 +321,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_nodes,
                 aas_templates: aas_template,
             };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(QuietStdout);
             let summary = aas_gateway::sources::opcua::browse::run(&opts, &mut out).await?;
             std::io::Write::flush(&mut out)?;
             tracing::info!(
@@ -312,13 +342,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let token =
                 aas_gateway::security::tokens::generate_token().map_err(|e| anyhow::anyhow!(e))?;
             let hash = aas_gateway::security::tokens::hash_token(&token);
-            println!("token: {token}");
-            println!(
-                "# Give the token to its holder (it is shown only now); put this in the config:"
-            );
-            println!(
-                "[[api.auth.tokens]]\nname = {name:?}\nrole = \"{role}\"\nsha256 = \"{hash}\""
-            );
+            out!("token: {token}");
+            out!("# Give the token to its holder (it is shown only now); put this in the config:");
+            out!("[[api.auth.tokens]]\nname = {name:?}\nrole = \"{role}\"\nsha256 = \"{hash}\"");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command),
@@ -355,9 +381,9 @@ fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
                 // The own certificate is created here if missing, so that it can be given to
                 // the server's administrator before the first connection.
                 pki::ensure_own_certificate(&dir)?;
-                println!("{}:", dir.display());
+                out!("{}:", dir.display());
                 for e in pki::list(&dir) {
-                    println!(
+                    out!(
                         "  {:<8} {}  {}  valid until {}  {}",
                         e.state.as_str(),
                         e.thumbprint,
@@ -376,7 +402,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             for dir in pki_dirs(&cfg) {
                 match pki::trust(&dir, &what) {
                     Ok(path) => {
-                        println!("trusted: {}", path.display());
+                        out!("trusted: {}", path.display());
                         done += 1;
                     }
                     Err(e) => errors.push(format!("{}: {e:#}", dir.display())),
@@ -405,7 +431,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let dir = audit_dir(config, dir)?;
             match aas_gateway::audit::verify(&dir) {
                 Ok(r) => {
-                    println!(
+                    out!(
                         "{}: OK: {} line(s) in {} file(s), chain {}",
                         dir.display(),
                         r.lines,
@@ -419,7 +445,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("BROKEN: {e}");
+                    out!("BROKEN: {e}");
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -437,9 +463,9 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!(e))
             };
             let (from, to) = (bound(from, false)?, bound(to, true)?);
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
+            let mut out = std::io::BufWriter::new(QuietStdout);
             aas_gateway::audit::export(&dir, from, to, &mut out).map_err(|e| anyhow::anyhow!(e))?;
+            std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -176,7 +176,17 @@ impl Gateway {
                 tokio::net::TcpListener::bind(&cfg.api.listen)
                     .await
                     .map_err(|e| {
-                        anyhow::anyhow!("api.listen: cannot listen on {}: {e}", cfg.api.listen)
+                        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                            "; another program (perhaps another gateway or demo) uses that port: \
+                             stop it, set another port in api.listen, or pass --port 0 to let \
+                             the system pick a free one (the URL is printed on stdout)"
+                        } else {
+                            ""
+                        };
+                        anyhow::anyhow!(
+                            "api.listen: cannot listen on {}: {e}{hint}",
+                            cfg.api.listen
+                        )
                     })?,
             )
         } else {

@@ -7,7 +7,7 @@
 //!   parameters `level`, `extent`, `limit`/`cursor` (paged results), filters `idShort`,
 //!   `semanticId`, `assetIds`.
 //! - Errors are Part 2 `Result` bodies with 400 (malformed id, path or parameter), 404 (unknown
-//!   shell, submodel, element or route) or 405 (any write: this server is read-only).
+//!   shell, submodel, element or route) or 405 (a write the API does not offer; write-back of `$value` is [`crate::writeback`]).
 //!
 //! [`routes`] parses the path, [`params`] the query, and [`crate::aas::view`] computes the
 //! serialisations; this module only looks objects up and puts the pieces together.
@@ -49,13 +49,35 @@ pub const PROFILES: [&str; 2] = [
 pub fn router(env: SharedEnvironment) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        // The URL `run` prints first: opening it shows what is served instead of a 404.
+        .route("/api/v3.0", get(index))
+        .route("/api/v3.0/", get(index))
         .route("/api/v3.0/{*rest}", any(handle))
         .fallback(|| async {
             ApiError::not_found("no such API route; the API lives under /api/v3.0")
         })
-        // Browser dashboards on other origins read the API; it is read-only, so any origin may.
+        // Browser dashboards on other origins read the API; writes need a bearer token (never a
+        // cookie), so a page on another origin cannot write on a visitor's behalf.
         .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(env)
+}
+
+/// `GET /api/v3.0`: the service description (as `/description`) and where to go from here.
+async fn index() -> Json<Value> {
+    Json(json!({
+        "profiles": PROFILES,
+        "routes": {
+            "description": "/api/v3.0/description",
+            "shells": "/api/v3.0/shells",
+            "submodels": "/api/v3.0/submodels",
+            "valueOnly": "/api/v3.0/submodels/{base64url(submodelId)}/$value",
+            "serialization": "/api/v3.0/serialization",
+            "writeBack": "PATCH /api/v3.0/submodels/{base64url(submodelId)}/submodel-elements/{idShortPath}/$value (mapping rules with writable = true; bearer token with role writer)",
+            "health": "/health",
+            "ready": "/ready",
+            "metrics": "/metrics"
+        }
+    }))
 }
 
 async fn handle(
@@ -68,7 +90,7 @@ async fn handle(
     if method != Method::GET && method != Method::HEAD {
         let mut resp = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not offered: this gateway serves the read-only profile SSP-002; values come from OPC UA"),
+            format!("{method} is not offered here: values come from OPC UA; only PATCH .../submodel-elements/{{idShortPath}}/$value of a writable mapping rule writes back"),
         )
         .into_response();
         resp.headers_mut().insert(
