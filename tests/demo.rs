@@ -154,3 +154,22 @@ async fn two_demos_side_by_side_both_serve_live_values_and_log_no_error() {
         );
     }
 }
+
+#[test]
+fn a_busy_api_port_names_the_way_out() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+        .args(["demo", "--port", &port])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a busy port:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("--port 0"),
+        "the error should name the port and --port 0:\n{stderr}"
+    );
+}
