@@ -32,14 +32,6 @@ pub struct Demo {
     _scratch: tempfile_dir::ScratchDir,
 }
 
-/// Replaces the port of a `host:port` listen address.
-pub fn with_port(listen: &str, port: u16) -> String {
-    match listen.rsplit_once(':') {
-        Some((host, _)) => format!("{host}:{port}"),
-        None => format!("{listen}:{port}"),
-    }
-}
-
 impl Demo {
     pub async fn start(
         api_port: u16,
@@ -91,7 +83,7 @@ impl Demo {
         cfg.mqtt.enabled = true;
         cfg.mqtt.host = broker_addr.ip().to_string();
         cfg.mqtt.port = broker_addr.port();
-        cfg.api.listen = with_port(&cfg.api.listen, api_port);
+        cfg.api.listen = crate::api::with_port(&cfg.api.listen, api_port);
         match questdb {
             Some(conf) => {
                 cfg.questdb.enabled = true;

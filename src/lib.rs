@@ -31,13 +31,15 @@
 //! - [`metrics`]: Prometheus `/metrics` and `/ready`.
 //! - [`writeback`]: `PATCH .../$value` → OPC UA Write, through the source's announced session.
 //! - [`ops`]: wires the above into the running gateway.
-//! - [`demo`]: the zero-setup demo: bundled simulator + embedded MQTT broker + gateway.
+//! - `demo` (cargo feature `demo`, on by default): the zero-setup demo: bundled simulator +
+//!   embedded MQTT broker + gateway.
 //! - [`logging`]: log set-up, and the filter that keeps meaningless library lines out of it.
 
 pub mod aas;
 pub mod api;
 pub mod audit;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;
 pub mod logging;

@@ -127,6 +127,7 @@ enum Command {
         command: PkiCommand,
     },
     /// Zero-setup demo: bundled OPC UA simulator + embedded MQTT broker + gateway, all on loopback.
+    #[cfg(feature = "demo")]
     Demo {
         /// API port (0 = pick a free one).
         #[arg(long, default_value_t = 8080)]
@@ -211,15 +212,17 @@ fn main() -> ExitCode {
     // `[log] format = "json"` in the config counts like --log-json; the file is read here only
     // for that (errors surface when the command loads it properly).
     let config_json = match &cli.command {
-        Command::Run { config, .. }
-        | Command::Demo {
+        Command::Run { config, .. } => Some(config),
+        #[cfg(feature = "demo")]
+        Command::Demo {
             config: Some(config),
             ..
-        } => {
-            Config::load(config).is_ok_and(|c| c.log.format == aas_gateway::config::LogFormat::Json)
-        }
-        _ => false,
-    };
+        } => Some(config),
+        _ => None,
+    }
+    .is_some_and(|config| {
+        Config::load(config).is_ok_and(|c| c.log.format == aas_gateway::config::LogFormat::Json)
+    });
     aas_gateway::init_logging(cli.log_json || config_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -285,7 +288,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config, port } => {
             let mut cfg = Config::load(&config)?;
             if let Some(port) = port {
-                cfg.api.listen = aas_gateway::demo::with_port(&cfg.api.listen, port);
+                cfg.api.listen = aas_gateway::api::with_port(&cfg.api.listen, port);
             }
             let shutdown = CancellationToken::new();
             let gateway = Gateway::start(cfg, shutdown.clone()).await?;
@@ -348,6 +351,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command),
+        #[cfg(feature = "demo")]
         Command::Demo {
             port,
             questdb,

@@ -26,5 +26,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== cargo check --no-default-features (the edge build: no demo, no bench)"
+cargo check --locked -p aas-gateway --no-default-features --bins
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

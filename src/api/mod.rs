@@ -45,6 +45,14 @@ pub const PROFILES: [&str; 2] = [
     "https://admin-shell.io/aas/API/3/0/SubmodelRepositoryServiceSpecification/SSP-002",
 ];
 
+/// Replaces the port of a `host:port` listen address.
+pub fn with_port(listen: &str, port: u16) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => format!("{listen}:{port}"),
+    }
+}
+
 /// Builds the router (without binding), so tests can serve it on any listener.
 pub fn router(env: SharedEnvironment) -> Router {
     Router::new()
