@@ -96,8 +96,9 @@ pub struct ApiConfig {
     pub tls: Option<crate::security::tls::TlsConfig>,
     /// Largest accepted request body in bytes (larger ones get 413).
     pub max_body_bytes: usize,
-    /// Requests per second the API accepts from all clients together (burst: twice that);
-    /// 0 = no limit. `/health` and `/ready` are not limited.
+    /// Requests per second the API accepts from each client (burst: twice that); 0 = no
+    /// limit. A client is a token holder, or, without a valid token, a source address.
+    /// `/health` and `/ready` are not limited.
     pub rate_limit_per_s: u32,
 }
 
