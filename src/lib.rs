@@ -19,7 +19,8 @@
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
-//! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`.
+//! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`, with the time-range
+//!   extension of Time Series submodels ([`api::time_range`]).
 //! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
 //!   before the far side confirmed it.
 //! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.

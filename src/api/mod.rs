@@ -17,6 +17,7 @@
 pub mod error;
 pub mod params;
 pub mod routes;
+pub mod time_range;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -111,7 +112,7 @@ async fn handle(
         let params = Params::parse(&pairs)?;
         let env = env.read();
         let history = history.as_ref().map(|h| h.0.as_ref());
-        if let Some(page) = crate::history::api::time_range(history, &route, &params, &pairs)? {
+        if let Some(page) = time_range::time_range(history, &route, &params, &pairs)? {
             return Ok(Reply::Json(page));
         }
         serve(&env, history, route, &params)
