@@ -206,7 +206,9 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config } => {
-            let cfg = Config::load(&config)?;
+            // Lenient: unknown keys and wrong values are reported below together with
+            // everything else, instead of stopping at the first.
+            let cfg = Config::load_lenient(&config)?;
             match pipeline::check(&cfg) {
                 Ok((env, router)) => {
                     println!(
@@ -217,7 +219,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         env.shells.len(),
                         env.submodels.len(),
                         if cfg.mqtt.enabled { format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port) } else { "off".into() },
-                        if cfg.questdb.enabled { cfg.questdb.conf.as_str() } else { "off" },
+                        if cfg.questdb.enabled { cfg.questdb.conf_redacted() } else { "off".into() },
                         if cfg.api.enabled { cfg.api.listen.as_str() } else { "off" },
                     );
                     Ok(ExitCode::SUCCESS)
