@@ -222,6 +222,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         if cfg.questdb.enabled { cfg.questdb.conf_redacted() } else { "off".into() },
                         if cfg.api.enabled { cfg.api.listen.as_str() } else { "off" },
                     );
+                    // Where the gateway keeps state, after overrides (containers set these).
+                    println!(
+                        "  state: outbox {}, audit {}",
+                        cfg.resolve(&cfg.outbox.dir).display(),
+                        if cfg.audit.enabled {
+                            cfg.resolve(&cfg.audit.dir).display().to_string()
+                        } else {
+                            "off".into()
+                        },
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {

@@ -381,10 +381,12 @@ fn set_from_env(root: &mut Node, var: &str, value: String) -> Result<(), String>
                 let len = items.len();
                 match items.get_mut(*n) {
                     Some(node) => node,
-                    None => return Err(format!(
+                    None => {
+                        return Err(format!(
                         "{at}[{n}]: index past the end: the file has {len} entr{} (indexes from 0)",
                         if len == 1 { "y" } else { "ies" }
-                    )),
+                    ))
+                    }
                 }
             }
             (Kind::Array(_), Seg::Key(k)) => {
