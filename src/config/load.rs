@@ -44,21 +44,28 @@ pub struct LoadReport {
 /// it had to give up (then `problems` says why).
 pub fn deserialize<T: DeserializeOwned>(tree: &mut Node) -> (Option<T>, LoadReport) {
     let mut report = LoadReport::default();
-    let mut unknown_seen: Vec<Path> = Vec::new();
+    // Every pass finds the same unknown keys again; report each once (a set: a generated
+    // config may repeat one typo in 100k mapping rules).
+    let mut unknown_seen: std::collections::HashSet<Path> = Default::default();
+    let mut suggestions: std::collections::HashMap<(String, usize), Option<&str>> =
+        Default::default();
     for _ in 0..MAX_PASSES {
         let found = Found::default();
         let result = T::deserialize(NodeDe::root(tree, &found));
         let unknown = found.unknown.into_inner();
         for u in &unknown {
-            if unknown_seen.contains(&u.path) {
+            if !unknown_seen.insert(u.path.clone()) {
                 continue;
             }
-            unknown_seen.push(u.path.clone());
             let key = match u.path.0.last() {
                 Some(Seg::Key(k)) => k.as_str(),
                 _ => "",
             };
-            let text = match did_you_mean(key, u.known) {
+            // The same typo in many entries: compute its suggestion once.
+            let suggestion = *suggestions
+                .entry((key.to_string(), u.known.as_ptr() as usize))
+                .or_insert_with(|| did_you_mean(key, u.known));
+            let text = match suggestion {
                 Some(s) => format!("{}: unknown key; did you mean `{s}`?", u.path),
                 None => format!(
                     "{}: unknown key (known here: {})",

@@ -590,12 +590,15 @@ impl QuestDbConfig {
 pub struct ConfigErrors(pub Vec<String>);
 
 impl ConfigErrors {
+    /// Adds `path: message`.
     pub fn push(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
         self.0.push(format!("{path}: {message}"));
     }
+    /// True when nothing was found.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// `Ok` when nothing was found.
     pub fn into_result(self) -> Result<(), ConfigErrors> {
         if self.0.is_empty() {
             Ok(())
@@ -605,11 +608,22 @@ impl ConfigErrors {
     }
 }
 
+/// Most errors [`ConfigErrors`] prints: a generated config with one typo in 100k mapping rules
+/// gets the count and the first ones, not 100k lines.
+const MAX_SHOWN_ERRORS: usize = 200;
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} error(s) in the configuration:", self.0.len())?;
-        for e in &self.0 {
+        for e in self.0.iter().take(MAX_SHOWN_ERRORS) {
             writeln!(f, "  - {e}")?;
+        }
+        if self.0.len() > MAX_SHOWN_ERRORS {
+            writeln!(
+                f,
+                "  … and {} more (the first {MAX_SHOWN_ERRORS} are shown)",
+                self.0.len() - MAX_SHOWN_ERRORS
+            )?;
         }
         Ok(())
     }

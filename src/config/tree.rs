@@ -23,7 +23,7 @@ pub enum Origin {
 }
 
 /// One step of a path into the config: a key or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
     /// A key of a table.
     Key(String),
@@ -32,7 +32,7 @@ pub enum Seg {
 }
 
 /// A path like `opcua[0].password`, as used in every error message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Path(pub Vec<Seg>);
 
 impl Path {
