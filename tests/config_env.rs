@@ -163,6 +163,25 @@ path = "SpindleSpeed"
     for e in &expected {
         assert!(all.contains(e.as_str()), "run: missing {e:?} in:\n{all}");
     }
+    // Without the unknown key the file loads, and the gateway's own start-up check reports
+    // the rest, still with lines.
+    std::fs::write(
+        &cfg,
+        toml.replace("publishing_intervall_ms = 500\n", "# (fixed)\n"),
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("AAS_GATEWAY__API__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let all = text(&run);
+    assert!(!run.status.success(), "{all}");
+    assert!(all.contains("3 error(s)"), "{all}");
+    for e in [&expected[0], &expected[2], &expected[3]] {
+        assert!(all.contains(e.as_str()), "run: missing {e:?} in:\n{all}");
+    }
 }
 
 #[test]

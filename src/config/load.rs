@@ -102,8 +102,14 @@ pub fn deserialize<T: DeserializeOwned>(tree: &mut Node) -> (Option<T>, LoadRepo
                 text: format!("{path}: {}", e.message),
             });
         }
-        if report.placeholders.contains(&path) || !tree.set_placeholder(&path) {
-            // The same place failed again, or it cannot be replaced (the root): stop here.
+        // The placeholder goes where the error is or, when that place is not in the tree
+        // (inside a list given as one variable), on the closest parent that is.
+        let mut place = path.clone();
+        while !report.placeholders.contains(&place) && !tree.set_placeholder(&place) {
+            place.0.pop();
+        }
+        if place.0.is_empty() || report.placeholders.contains(&place) {
+            // The same place failed again, or only the root is left: stop here.
             if consequence {
                 report.problems.push(Problem {
                     origin: tree.origin_of(&path),
@@ -112,7 +118,7 @@ pub fn deserialize<T: DeserializeOwned>(tree: &mut Node) -> (Option<T>, LoadRepo
             }
             return (None, report);
         }
-        report.placeholders.push(path);
+        report.placeholders.push(place);
     }
     report.problems.push(Problem {
         origin: Origin::Unknown,
@@ -339,6 +345,26 @@ mod tests {
         assert!(cfg.mqtt.retain);
         assert_eq!(cfg.aas.environments.len(), 2);
         assert_eq!(cfg.opcua[0].mode, super::super::AcquisitionMode::Read);
+    }
+
+    #[test]
+    fn a_wrong_entry_in_a_list_from_one_variable_does_not_stop_the_check() {
+        let mut tree =
+            tree::parse_toml("[[opcua]]\nname = \"a\"\nendpoint = \"x\"\nqueue_size = \"y\"\n")
+                .unwrap();
+        let vars = [("AAS_GATEWAY__AAS__ENVIRONMENTS", "[1]")];
+        tree::apply_env(
+            &mut tree,
+            vars.iter().map(|(k, v)| ((*k).into(), (*v).into())),
+        );
+        let (cfg, report) = deserialize::<Config>(&mut tree);
+        assert!(cfg.is_some());
+        let all = located("c.toml", report.problems).join("\n");
+        assert!(all.contains("c.toml:4: opcua[0].queue_size"), "{all}");
+        assert!(
+            all.contains("AAS_GATEWAY__AAS__ENVIRONMENTS (environment): aas.environments[0]: invalid type: integer `1`"),
+            "{all}"
+        );
     }
 
     #[test]
