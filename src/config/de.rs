@@ -553,13 +553,12 @@ struct VariantDe<'a> {
 
 impl<'a> VariantDe<'a> {
     fn with_content<T>(self, f: impl FnOnce(NodeDe<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        let node = self.content.unwrap_or(&PLACEHOLDER);
-        if self.content.is_none() {
+        let Some(node) = self.content else {
             return Err(de::Error::invalid_type(
                 Unexpected::UnitVariant,
                 &"a variant with content ({ name = ... })",
             ));
-        }
+        };
         let link = Link {
             parent: Some(self.parent.link),
             seg: Some(SegRef::Key(self.variant)),

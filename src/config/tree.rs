@@ -94,7 +94,7 @@ impl fmt::Display for Path {
 /// A value of the tree.
 #[derive(Debug, Clone)]
 pub enum Kind {
-    /// A table; keys in file order is not needed, errors are sorted by line.
+    /// A table (keys in the parser's order; error lists are sorted by line anyway).
     Table(Vec<(String, Node)>),
     /// An array (also `[[name]]` arrays of tables).
     Array(Vec<Node>),
