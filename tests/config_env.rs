@@ -185,6 +185,24 @@ path = "SpindleSpeed"
 }
 
 #[test]
+fn every_syntax_error_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("syntax.toml");
+    std::fs::write(
+        &cfg,
+        "[mqtt]\nhost = \"broker\nport = 1883\n[api\nlisten = \"x\"\n",
+    )
+    .unwrap();
+    let out = validate(&cfg, &[]);
+    let all = text(&out);
+    assert!(!out.status.success());
+    let f = cfg.display();
+    for expected in [format!("{f}:2: TOML syntax"), format!("{f}:4: TOML syntax")] {
+        assert!(all.contains(&expected), "missing {expected:?} in:\n{all}");
+    }
+}
+
+#[test]
 fn several_wrong_types_are_reported_together() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("types.toml");

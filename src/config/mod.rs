@@ -9,7 +9,7 @@
 
 mod de;
 pub mod load;
-mod tree;
+pub mod tree;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -169,8 +169,9 @@ pub struct OpcUaSourceConfig {
     /// User name for a user/password token; anonymous when absent.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password for `username`. Prefer the env override `AAS_GATEWAY__OPCUA__0__PASSWORD`... or a
-    /// file readable only by the gateway.
+    /// Password for `username`. Prefer the environment, `AAS_GATEWAY__OPCUA__<i>__PASSWORD`
+    /// with `<i>` this entry's position among the `[[opcua]]` entries (0 = the first), or a
+    /// config file readable only by the gateway.
     #[serde(default)]
     pub password: Option<String>,
     /// Directory of the gateway's own certificate and trusted/rejected server certificates.
