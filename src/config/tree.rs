@@ -237,13 +237,15 @@ pub fn parse_toml(text: &str) -> Result<Node, Vec<SyntaxError>> {
     let lines = LineIndex::new(text);
     let (root, errors) = toml::de::DeTable::parse_recoverable(text);
     if !errors.is_empty() {
-        return Err(errors
+        let mut errors: Vec<SyntaxError> = errors
             .iter()
             .map(|e| SyntaxError {
                 line: e.span().map(|s| lines.line(s.start)),
                 message: e.message().trim().to_string(),
             })
-            .collect());
+            .collect();
+        errors.sort_by_key(|e| e.line);
+        return Err(errors);
     }
     let origin = Origin::Unknown; // the root has no line of its own
     Ok(Node {
