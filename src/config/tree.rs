@@ -324,7 +324,9 @@ pub fn apply_env(
         .into_iter()
         .filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
-            k.starts_with(ENV_PREFIX)
+            // Case-insensitive, as the `config` crate the loader used before matched it.
+            k.get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
                 .then(|| (k, v.into_string().map_err(|_| ())))
         })
         .collect();
