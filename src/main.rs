@@ -240,7 +240,9 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config } => {
-            let cfg = Config::load(&config)?;
+            // Lenient: unknown keys and wrong values are reported below together with
+            // everything else, instead of stopping at the first.
+            let cfg = Config::load_lenient(&config)?;
             match pipeline::check(&cfg) {
                 Ok((env, router)) => {
                     out!(
@@ -251,8 +253,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         env.shells.len(),
                         env.submodels.len(),
                         if cfg.mqtt.enabled { format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port) } else { "off".into() },
-                        if cfg.questdb.enabled { cfg.questdb.conf.as_str() } else { "off" },
+                        if cfg.questdb.enabled { cfg.questdb.conf_redacted() } else { "off".into() },
                         if cfg.api.enabled { cfg.api.listen.as_str() } else { "off" },
+                    );
+                    // Where the gateway keeps state, after overrides (containers set these).
+                    println!(
+                        "  state: outbox {}, audit {}",
+                        cfg.resolve(&cfg.outbox.dir).display(),
+                        if cfg.audit.enabled {
+                            cfg.resolve(&cfg.audit.dir).display().to_string()
+                        } else {
+                            "off".into()
+                        },
                     );
                     Ok(ExitCode::SUCCESS)
                 }

@@ -63,6 +63,13 @@ pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
 pub fn check_with_history(
     cfg: &Config,
 ) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
+    // Load problems join these, and every error gets its file:line.
+    cfg.finish_check(check_unlocated(cfg))
+}
+
+fn check_unlocated(
+    cfg: &Config,
+) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
     let mut errors = match cfg.validate() {
         Ok(()) => ConfigErrors::default(),
         Err(e) => e,
