@@ -15,6 +15,9 @@ fi
 # under /tmp (and pass only once an earlier run created it) fail here as on a fresh machine.
 RUN_TMP=$(mktemp -d "${TMPDIR:-/tmp}/aas-gateway-tests.XXXXXX")
 trap 'rm -rf "$RUN_TMP"' EXIT
+# Like /tmp: peers that run as their own user (PostgreSQL's initdb runs as postgres) must be
+# able to reach their folders below it; mktemp makes it 0700.
+chmod 1777 "$RUN_TMP"
 export TMPDIR=$RUN_TMP
 
 echo "== installing test peers"
