@@ -14,7 +14,8 @@
 //!
 //! Module map:
 //! - [`config`]: typed TOML config with env overrides; `validate()` lists every error with its path.
-//! - [`model`]: `Reading`, `SubmodelUpdate`, `TypedValue`, `Quality`: what the stages exchange.
+//! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`.
+//! - [`model`]: `SubmodelUpdate`, `ElementTarget` (and the core types re-exported): what the stages exchange.
 //! - [`sources::opcua`]: sessions, subscriptions, reconnects, node ids (`nsu=`), value conversion.
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
@@ -37,6 +38,7 @@ pub mod aas;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod core;
 pub mod demo;
 pub mod history;
 pub mod mapping;

@@ -3,7 +3,8 @@
 //! [`Router::build`] checks every rule against the loaded AAS environment and reports all
 //! problems at once (unknown submodel, missing idShortPath, element kinds that cannot hold a
 //! value, a node mapped twice). At run time [`Router::route`] turns a [`Reading`] into a
-//! [`SubmodelUpdate`] by index, converting the value to the element's `xs:*` type.
+//! [`SubmodelUpdate`] by index, coercing its protocol-free [`TypedValue`] to the element's
+//! `xs:*` type.
 
 #![warn(missing_docs)]
 
@@ -14,7 +15,6 @@ use opcua::types::{DataTypeId, Identifier, NodeId};
 use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
 use crate::config::{Config, ConfigErrors};
 use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
-use crate::sources::opcua::convert::variant_to_typed;
 use crate::sources::opcua::node_ref::NodeRef;
 use crate::sources::opcua::{MonitorSettings, MonitoredNode};
 
@@ -220,7 +220,7 @@ impl Router {
                 route.node, route.target.submodel_id_short, route.target.id_short_path
             )
         };
-        let mut value = variant_to_typed(&reading.value).map_err(fail)?;
+        let mut value = reading.value;
         if let Some(linear) = route.linear {
             value = linear.apply(value).map_err(fail)?;
         }

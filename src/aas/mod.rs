@@ -15,7 +15,8 @@ pub mod aasx;
 pub mod live;
 pub mod model;
 pub mod view;
-pub mod xs;
+/// The `xs:*` types now live in the leaf module [`crate::core::xs`].
+pub use crate::core::xs;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,259 @@
+//! The hand-off from the subscription callback to the pipeline, without ever blocking the
+//! session.
+//!
+//! async-opcua calls the notification handler inside the session's event loop: while it runs,
+//! that session sends no publish request and handles no keep-alive. So the handler only puts
+//! the batch into this hand-off and returns; a forwarder task of the source moves batches on
+//! into the dispatcher's bounded channel, waiting there as long as the pipeline needs.
+//!
+//! **Back-pressure without loss: publishing is paused, not values dropped.** When more than
+//! `pause_publishing_above` values wait here (the pipeline is saturated: a sink configured to
+//! block, a slow disk), the source calls SetPublishingMode(false) on its subscription. The
+//! server then keeps sampling into its monitored-item queues and sends only keep-alives, so
+//! the session stays healthy and nothing is lost as long as those queues (`queue_size`) hold
+//! the changes of the pause; values a full queue discards are flagged by the server with the
+//! overflow bit and counted (`SourceStats::overflows`). When everything waiting here has
+//! entered the pipeline, publishing is enabled again and the server sends what it queued.
+//! The alternative, a bounded hand-off that drops when full, would lose values at every
+//! burst even when the server could have kept them; pausing moves the buffering to where the
+//! OPC UA model puts it.
+//!
+//! Memory stays bounded: after the pause request only the publish responses already on their
+//! way arrive (a few, each at most `max_notifications_per_publish` values). Should a server
+//! ignore the pause, values beyond [`HandOff::max_values`] are dropped and counted
+//! (`SourceStats::handoff_dropped`, logged once per episode): never silently.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opcua::client::Session;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::SourceStats;
+use crate::core::ReadingBatch;
+
+/// How long a stopping source still tries to pass waiting values on.
+const FLUSH_ON_STOP: Duration = Duration::from_secs(5);
+
+/// Batches waiting between the subscription callback and the pipeline.
+pub struct HandOff {
+    queue: Mutex<VecDeque<ReadingBatch>>,
+    /// Values (not batches) in `queue`.
+    queued: AtomicUsize,
+    wake: Notify,
+    /// Above this many waiting values, publishing is paused.
+    pause_above: usize,
+    /// Hard bound: a batch that would take the queue beyond it is dropped and counted.
+    max_values: usize,
+    /// Whether publishing should be paused now (read by the [`PublishingControl`]).
+    want_pause: watch::Sender<bool>,
+    /// A drop episode is under way (so it is logged once, not per batch).
+    dropping: AtomicBool,
+    stats: Arc<SourceStats>,
+    source: String,
+}
+
+impl HandOff {
+    /// A hand-off that pauses publishing above `pause_above` waiting values and drops beyond
+    /// `max_values` (at least `pause_above`).
+    pub fn new(
+        source: String,
+        pause_above: usize,
+        max_values: usize,
+        stats: Arc<SourceStats>,
+    ) -> Arc<HandOff> {
+        Arc::new(HandOff {
+            queue: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
+            wake: Notify::new(),
+            pause_above: pause_above.max(1),
+            max_values: max_values.max(pause_above.max(1)),
+            want_pause: watch::Sender::new(false),
+            dropping: AtomicBool::new(false),
+            stats,
+            source,
+        })
+    }
+
+    /// The hard bound in values.
+    pub fn max_values(&self) -> usize {
+        self.max_values
+    }
+
+    /// Values waiting now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Takes a batch from the callback. Never blocks (one short mutex section).
+    pub fn push(&self, batch: ReadingBatch) {
+        let n = batch.len();
+        if n == 0 {
+            return;
+        }
+        let waiting = self.queued.load(Ordering::Relaxed);
+        if waiting + n > self.max_values {
+            self.stats
+                .handoff_dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if !self.dropping.swap(true, Ordering::Relaxed) {
+                warn!(source = %self.source, waiting, max = self.max_values,
+                    "the server keeps publishing although publishing is paused; values beyond the hand-off's bound are dropped (counted in aas_gateway_source_handoff_dropped_total)");
+            }
+            return;
+        }
+        self.dropping.store(false, Ordering::Relaxed);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(batch);
+        let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
+        self.stats
+            .handoff_waiting
+            .store(now as u64, Ordering::Relaxed);
+        self.wake.notify_one();
+        if now > self.pause_above {
+            self.want_pause
+                .send_if_modified(|p| !std::mem::replace(p, true));
+        }
+    }
+
+    fn pop(&self) -> Option<ReadingBatch> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// Called after a batch entered the pipeline.
+    fn passed(&self, n: usize) {
+        let now = self.queued.fetch_sub(n, Ordering::Relaxed) - n;
+        self.stats
+            .handoff_waiting
+            .store(now as u64, Ordering::Relaxed);
+        if now == 0 {
+            // Everything waiting has entered the pipeline: the server may send what it queued.
+            self.want_pause
+                .send_if_modified(|p| std::mem::replace(p, false));
+        }
+    }
+
+    /// Whether publishing should be paused now.
+    pub fn pause_wanted(&self) -> watch::Receiver<bool> {
+        self.want_pause.subscribe()
+    }
+
+    /// Moves batches into the pipeline until `stop`, waiting for room as long as needed (this
+    /// task may wait; the session never does). On stop, what is still waiting gets a few
+    /// seconds to enter the pipeline; what cannot is counted as dropped and logged.
+    pub async fn forward(self: Arc<Self>, tx: mpsc::Sender<ReadingBatch>, stop: CancellationToken) {
+        loop {
+            let batch = loop {
+                if let Some(b) = self.pop() {
+                    break b;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return self.flush(&tx).await,
+                    _ = self.wake.notified() => {}
+                }
+            };
+            let n = batch.len();
+            tokio::select! {
+                sent = tx.send(batch) => {
+                    if sent.is_err() {
+                        // The dispatcher is gone: only during shutdown.
+                        self.passed(n);
+                        return;
+                    }
+                    self.passed(n);
+                }
+                _ = stop.cancelled() => {
+                    self.passed(n);
+                    self.stats.handoff_dropped.fetch_add(n as u64, Ordering::Relaxed);
+                    return self.flush(&tx).await;
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, tx: &mpsc::Sender<ReadingBatch>) {
+        let deadline = tokio::time::Instant::now() + FLUSH_ON_STOP;
+        let mut lost = 0u64;
+        while let Some(batch) = self.pop() {
+            let n = batch.len();
+            let sent = tokio::time::timeout_at(deadline, tx.send(batch)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                lost += n as u64;
+            }
+            self.passed(n);
+        }
+        if lost > 0 {
+            self.stats
+                .handoff_dropped
+                .fetch_add(lost, Ordering::Relaxed);
+            warn!(source = %self.source, values = lost, "stopping: values still waiting for the pipeline were not passed on (counted in aas_gateway_source_handoff_dropped_total)");
+        }
+    }
+}
+
+/// Applies the hand-off's wish to the subscription of one session: SetPublishingMode(false)
+/// when it is too full, SetPublishingMode(true) once it is empty.
+pub struct PublishingControl {
+    /// The session whose subscription is paused and resumed.
+    pub session: Arc<Session>,
+    /// Source name, for logs.
+    pub source: String,
+    /// Counters (pauses, the paused gauge).
+    pub stats: Arc<SourceStats>,
+}
+
+impl PublishingControl {
+    /// Runs until `stop`. The subscription id is looked up at each change: async-opcua may
+    /// have recreated the subscription under a new id after a reconnect (it keeps the
+    /// publishing mode when it does).
+    pub async fn run(self, mut wish: watch::Receiver<bool>, stop: CancellationToken) {
+        // A new subscription publishes: if the hand-off is still full from the last
+        // session, pause this one right away.
+        let mut paused = false;
+        self.stats.set_paused(false);
+        loop {
+            let want = *wish.borrow_and_update();
+            if want != paused {
+                let ids = self
+                    .session
+                    .subscription_state()
+                    .lock()
+                    .subscription_ids()
+                    .unwrap_or_default();
+                match self.session.set_publishing_mode(&ids, !want).await {
+                    Ok(results) if results.iter().all(|s| s.is_good()) => {
+                        paused = want;
+                        self.stats.set_paused(want);
+                        if want {
+                            self.stats.publishing_pauses.fetch_add(1, Ordering::Relaxed);
+                            info!(source = %self.source, "the pipeline is saturated: publishing paused (the server keeps the values in its queues and sends keep-alives)");
+                        } else {
+                            info!(source = %self.source, "the pipeline has room again: publishing resumed");
+                        }
+                    }
+                    other => {
+                        warn!(source = %self.source, pause = want, result = ?other, "SetPublishingMode failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = wish.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
