@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use aas_gateway::config::Config;
 use aas_gateway::core::{ReadingBatch, TypedValue};
 use aas_gateway::sources::opcua::convert::{datetime_nanos, variant_to_typed};
-use aas_gateway::sources::opcua::{self, SourceStats};
+use aas_gateway::sources::{build_all, SourceContext, SourceStats};
 use common::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -82,22 +82,18 @@ pki_dir = "{pki}"
 
     // The pipeline: capacity 1, and nobody reads it until the stall is over.
     let (tx, mut rx) = mpsc::channel::<ReadingBatch>(1);
-    let stats = Arc::new(SourceStats::default());
     let shutdown = CancellationToken::new();
-    let router = Arc::new(router);
-    let check = router.clone();
-    let type_check: opcua::TypeCheck = Arc::new(move |rule, dt| {
-        aas_gateway::mapping::check_node_type(&check.routes[rule as usize], dt)
-    });
-    let source = tokio::spawn(opcua::run_source(
-        cfg.opcua[0].clone(),
-        cfg.resolve(&cfg.opcua[0].pki_dir),
-        router.nodes_of_source(0, &cfg),
-        type_check,
-        tx,
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    // Built and started the way the pipeline does it: through the source registry.
+    let mut built = build_all(&SourceContext {
+        config: &cfg,
+        targets: router.rule_targets().into(),
+    })
+    .unwrap();
+    assert_eq!(built.len(), 1);
+    let source = built.remove(0);
+    assert_eq!(source.name(), "sim");
+    let stats = source.stats();
+    let source = tokio::spawn(source.run(tx, shutdown.clone()));
 
     // Publishing gets paused once the hand-off holds more than 20 values.
     let t0 = Instant::now();

@@ -33,7 +33,9 @@ pub mod node_ref;
 pub mod pki;
 pub mod reader;
 pub mod session;
+pub mod source;
 pub mod subscription;
+pub mod typecheck;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +55,9 @@ use crate::core::{Reading, ReadingBatch};
 use node_ref::NodeRef;
 use session::{Connection, SessionEvent};
 
+pub use super::SourceStats;
 pub use session::{security_mode, security_policy_uri};
+pub use source::{build_sources, OpcUaSource};
 
 /// How one node is acquired: the source's settings with the mapping rule's overrides applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,51 +108,6 @@ pub struct MonitoredNode {
     pub node: NodeRef,
     /// Acquisition settings.
     pub settings: MonitorSettings,
-}
-
-/// Counters of one source, readable while it runs.
-#[derive(Debug, Default)]
-pub struct SourceStats {
-    /// Values received (subscription notifications and changed cyclic reads).
-    pub notifications: AtomicU64,
-    /// Notification messages lost between server and gateway (publish sequence gaps).
-    pub sequence_gaps: AtomicU64,
-    /// Values with the overflow bit: the server's item queue dropped values before them.
-    pub overflows: AtomicU64,
-    /// Reconnects reported by the session (after the first connect).
-    pub reconnects: AtomicU64,
-    /// Times the server was silent for longer than the silence timeout.
-    pub stalls: AtomicU64,
-    /// Publish responses without data (keep-alives): the server is alive even when it has
-    /// nothing to send, or while publishing is paused.
-    pub keep_alives: AtomicU64,
-    /// Times publishing was paused because the pipeline was saturated (see [`handoff`]).
-    pub publishing_pauses: AtomicU64,
-    /// 1 while publishing is paused.
-    pub publishing_paused: AtomicU64,
-    /// Values waiting in the hand-off to the pipeline now.
-    pub handoff_waiting: AtomicU64,
-    /// Values dropped at the hand-off: only when a server ignores the pause (beyond the
-    /// hand-off's hard bound), or when stopping with values the pipeline did not take in time.
-    pub handoff_dropped: AtomicU64,
-    /// Values the source received but cannot represent (e.g. a DiagnosticInfo), logged once per
-    /// mapping rule.
-    pub unconvertible: AtomicU64,
-    /// The session, announced for write-back, readiness and the audit log.
-    pub session: crate::writeback::SessionSlot,
-}
-
-impl SourceStats {
-    /// Sets the "publishing paused" gauge.
-    pub fn set_paused(&self, paused: bool) {
-        self.publishing_paused
-            .store(paused as u64, Ordering::Relaxed);
-    }
-
-    /// Whether publishing is paused by back-pressure now.
-    pub fn is_paused(&self) -> bool {
-        self.publishing_paused.load(Ordering::Relaxed) == 1
-    }
 }
 
 /// Time of the last sign of life of a subscription (any publish response).
@@ -235,7 +194,7 @@ enum Outcome {
 }
 
 /// Checks a node's DataType against its mapping rule (rule index, DataType node id); an error
-/// names both (see [`crate::mapping::check_node_type`]).
+/// names both (see [`typecheck::check_data_type`]).
 pub type TypeCheck = Arc<dyn Fn(u32, &NodeId) -> Result<(), String> + Send + Sync>;
 
 /// Runs one OPC UA source until `shutdown`, sending readings to `tx`.
