@@ -16,7 +16,8 @@
 //! - [`config`]: typed TOML config with env overrides; `validate()` lists every error with its path.
 //! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`.
 //! - [`model`]: `SubmodelUpdate`, `ElementTarget` (and the core types re-exported): what the stages exchange.
-//! - [`sources::opcua`]: sessions, subscriptions, reconnects, node ids (`nsu=`), value conversion.
+//! - [`sources`]: the `Source` trait and its registry; [`sources::opcua`]: sessions, subscriptions,
+//!   reconnects, node ids (`nsu=`), value conversion, back-pressure that never blocks a session.
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
