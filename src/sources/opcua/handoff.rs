@@ -107,11 +107,12 @@ impl HandOff {
             return;
         }
         self.dropping.store(false, Ordering::Relaxed);
+        // Counted before it is queued: the forwarder subtracts once it has passed it on.
+        let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(batch);
-        let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
         self.stats
             .handoff_waiting
             .store(now as u64, Ordering::Relaxed);
@@ -163,21 +164,34 @@ impl HandOff {
             };
             let n = batch.len();
             tokio::select! {
-                sent = tx.send(batch) => {
-                    if sent.is_err() {
-                        // The dispatcher is gone: only during shutdown.
+                // Delivering wins over stopping when both are possible.
+                biased;
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => {
+                        permit.send(batch);
                         self.passed(n);
-                        return;
                     }
-                    self.passed(n);
-                }
+                    Err(_) => {
+                        // The dispatcher is gone (only during shutdown): the flush counts
+                        // what can no longer be passed on.
+                        self.requeue(batch);
+                        return self.flush(&tx).await;
+                    }
+                },
                 _ = stop.cancelled() => {
-                    self.passed(n);
-                    self.stats.handoff_dropped.fetch_add(n as u64, Ordering::Relaxed);
+                    // Back in front: the flush gives it the same chance as the others.
+                    self.requeue(batch);
                     return self.flush(&tx).await;
                 }
             }
         }
+    }
+
+    fn requeue(&self, batch: ReadingBatch) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_front(batch);
     }
 
     async fn flush(&self, tx: &mpsc::Sender<ReadingBatch>) {
@@ -255,5 +269,72 @@ impl PublishingControl {
                 changed = wish.changed() => if changed.is_err() { return },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Reading, TypedValue};
+
+    fn batch(n: usize) -> ReadingBatch {
+        (0..n)
+            .map(|i| Reading {
+                rule: 0,
+                value: TypedValue::UInt(i as u64),
+                status: 0,
+                source_ts_nanos: i as i64,
+                server_ts_nanos: 0,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pauses_above_the_mark_resumes_when_empty_and_counts_what_exceeds_the_bound() {
+        let stats = Arc::new(SourceStats::default());
+        let h = HandOff::new("t".into(), 10, 30, stats.clone());
+        let mut wish = h.pause_wanted();
+        h.push(batch(8));
+        assert!(!*wish.borrow_and_update(), "8 waiting: no pause yet");
+        h.push(batch(8));
+        assert!(*wish.borrow_and_update(), "16 waiting: pause");
+        h.push(batch(8));
+        assert_eq!(h.queued(), 24);
+        // 24 + 8 > 30: dropped and counted, never queued.
+        h.push(batch(8));
+        assert_eq!(h.queued(), 24);
+        assert_eq!(stats.handoff_dropped.load(Ordering::Relaxed), 8);
+
+        // A consumer with room for everything: the queue empties, the wish clears.
+        let (tx, mut rx) = mpsc::channel(10);
+        let stop = CancellationToken::new();
+        let fwd = tokio::spawn(h.clone().forward(tx, stop.clone()));
+        let mut got = 0;
+        while got < 24 {
+            got += rx.recv().await.unwrap().len();
+        }
+        wish.wait_for(|p| !*p).await.unwrap();
+        assert_eq!(h.queued(), 0);
+        assert_eq!(stats.handoff_waiting.load(Ordering::Relaxed), 0);
+        stop.cancel();
+        fwd.await.unwrap();
+        assert_eq!(stats.handoff_dropped.load(Ordering::Relaxed), 8);
+    }
+
+    #[tokio::test]
+    async fn a_stop_passes_waiting_values_on_or_counts_them() {
+        let stats = Arc::new(SourceStats::default());
+        let h = HandOff::new("t".into(), 100, 1000, stats.clone());
+        h.push(batch(3));
+        h.push(batch(4));
+        // Room for one batch only, and nobody reads: one batch passes, the other is counted
+        // (after the flush's grace period).
+        let (tx, mut rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        h.clone().forward(tx, stop).await;
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        assert_eq!(stats.handoff_dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(h.queued(), 0);
     }
 }
