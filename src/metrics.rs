@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::pipeline::PipelineStats;
 use crate::security::middleware::Gatekeeper;
 use crate::sinks::SinkStats;
-use crate::sources::opcua::SourceStats;
+use crate::sources::SourceStats;
 
 /// A sink that has values waiting but confirmed none for this long is reported as stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
@@ -307,7 +307,9 @@ impl Observability {
             .map(|(name, st)| {
                 let connected = st.session.is_connected();
                 ready &= connected;
-                json!({"name": name, "state": if connected { "connected" } else { "disconnected" }})
+                json!({"name": name, "state": if connected { "connected" } else { "disconnected" },
+                    // Back-pressure is visible, but not a reason to be unready: the session is fine.
+                    "publishing_paused": st.is_paused()})
             })
             .collect();
         let now = Instant::now();

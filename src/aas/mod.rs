@@ -23,7 +23,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::model::TypedValue;
+use crate::core::TypedValue;
 pub use xs::XsType;
 
 /// Loaded shells and submodels, with live values applied.
