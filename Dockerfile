@@ -7,15 +7,17 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p aas-gateway -p opcua-sim \
- && strip target/release/aas-gateway target/release/opcua-sim
+# The edge build: without the `demo` feature, so no OPC UA server (simulator) and no MQTT
+# broker are linked into the image; `demo` and `gateway-bench` are not in it.
+RUN cargo build --release --locked -p aas-gateway --no-default-features --bin aas-gateway \
+ && strip target/release/aas-gateway
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/aas-gateway --create-home gateway \
  && mkdir -p /data && chown gateway:gateway /data && chmod 700 /data
-COPY --from=build /src/target/release/aas-gateway /src/target/release/opcua-sim /usr/local/bin/
+COPY --from=build /src/target/release/aas-gateway /usr/local/bin/
 COPY --from=build /src/aas-templates /usr/share/aas-gateway/aas-templates
 COPY --from=build /src/config /usr/share/aas-gateway/config
 USER gateway

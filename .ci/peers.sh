@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), PostgreSQL (runs the LinkedSegment SQL),
+# plus the tools the tests call (mosquitto_pub/sub, curl, openssl, python3 -m venv),
 # Python venv (asyncua, AAS validators), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
 #   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
@@ -45,7 +46,8 @@ if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then # sourced: run in a child shell, expo
 fi
 
 set -euo pipefail
-APT_PKGS=(mosquitto mosquitto-clients victoria-metrics postgresql)
+# curl, openssl and python3-venv are used by the tests and by `start`; minimal images lack them.
+APT_PKGS=(mosquitto mosquitto-clients victoria-metrics postgresql python3-venv curl openssl)
 VENV=$PEERS_ROOT/.venv
 REQS=$PEERS_ROOT/.ci/requirements.txt
 
@@ -66,7 +68,16 @@ stop_system_service() { # a package's own service must not hold ports or run bes
   fi
 }
 
+# fmt and clippy run before the tests: say how to get them instead of failing half-way.
+check_rust_tools() {
+  cargo fmt --version >/dev/null 2>&1 ||
+    die "rustfmt is missing: rustup component add rustfmt (or apt-get install rustfmt)"
+  cargo clippy --version >/dev/null 2>&1 ||
+    die "clippy is missing: rustup component add clippy (or apt-get install rust-clippy)"
+}
+
 install() {
+  check_rust_tools
   local missing=() p
   for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -4,6 +4,11 @@
 //! The config is `config/demo.toml` from the working directory when it exists (so edits to it
 //! take effect), else a copy compiled into the binary. Its OPC UA endpoint and MQTT broker are
 //! replaced by the ones the demo starts.
+//!
+//! The demo keeps its state (outbox, audit log) in a temporary directory of its own, removed
+//! when it ends: two demos can run side by side (with `--port 0`), and a demo never delivers
+//! values that a `run -c config/factory.toml` left in `data/`. Only with an explicit `--config`
+//! are the `[outbox]` and `[audit]` directories of that file used.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,15 +28,8 @@ pub struct Demo {
     pub gateway: Gateway,
     pub simulator: opcua_sim::Simulator,
     pub broker_addr: SocketAddr,
-    _scratch: Option<tempfile_dir::ScratchDir>,
-}
-
-/// Replaces the port of a `host:port` listen address.
-pub fn with_port(listen: &str, port: u16) -> String {
-    match listen.rsplit_once(':') {
-        Some((host, _)) => format!("{host}:{port}"),
-        None => format!("{listen}:{port}"),
-    }
+    /// The demo's state and, when needed, its built-in config; removed on drop.
+    _scratch: tempfile_dir::ScratchDir,
 }
 
 impl Demo {
@@ -41,18 +39,16 @@ impl Demo {
         config: Option<PathBuf>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Demo> {
-        let (mut cfg, scratch) = match config {
-            Some(path) => (Config::load(&path)?, None),
+        let dir = tempfile_dir::ScratchDir::new()?;
+        let explicit_config = config.is_some();
+        let mut cfg = match config {
+            Some(path) => Config::load(&path)?,
             None if std::path::Path::new("config/demo.toml").is_file() => {
                 info!("demo: using config/demo.toml");
-                (
-                    Config::load(std::path::Path::new("config/demo.toml"))?,
-                    None,
-                )
+                Config::load(std::path::Path::new("config/demo.toml"))?
             }
             None => {
                 info!("demo: config/demo.toml not found here; using the built-in copy");
-                let dir = tempfile_dir::ScratchDir::new()?;
                 std::fs::create_dir_all(dir.path().join("config"))?;
                 std::fs::create_dir_all(dir.path().join("aas-templates"))?;
                 std::fs::write(dir.path().join("config/demo.toml"), EMBEDDED_CONFIG)?;
@@ -60,12 +56,14 @@ impl Demo {
                     dir.path().join("aas-templates/cnc1.aas.json"),
                     EMBEDDED_CNC1,
                 )?;
-                (
-                    Config::load(&dir.path().join("config/demo.toml"))?,
-                    Some(dir),
-                )
+                Config::load(&dir.path().join("config/demo.toml"))?
             }
         };
+        if !explicit_config {
+            cfg.outbox.dir = dir.path().join("state");
+            cfg.audit.dir = dir.path().join("state/audit");
+            info!(dir = %dir.path().join("state").display(), "demo: outbox and audit log in a temporary directory (removed at exit)");
+        }
 
         let pki_dir = cfg.resolve(&PathBuf::from("../pki/simulator"));
         let simulator = opcua_sim::Simulator::start(opcua_sim::SimOptions {
@@ -85,7 +83,7 @@ impl Demo {
         cfg.mqtt.enabled = true;
         cfg.mqtt.host = broker_addr.ip().to_string();
         cfg.mqtt.port = broker_addr.port();
-        cfg.api.listen = with_port(&cfg.api.listen, api_port);
+        cfg.api.listen = crate::api::with_port(&cfg.api.listen, api_port);
         match questdb {
             Some(conf) => {
                 cfg.questdb.enabled = true;
@@ -100,7 +98,7 @@ impl Demo {
             gateway,
             simulator,
             broker_addr,
-            _scratch: scratch,
+            _scratch: dir,
         })
     }
 
@@ -192,7 +190,9 @@ mod tempfile_dir {
 
     impl ScratchDir {
         pub fn new() -> std::io::Result<Self> {
+            // A fresh directory of this process: two demos never share one.
             let dir = std::env::temp_dir().join(format!("aas-gateway-demo-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir); // left by a killed process with a reused pid
             std::fs::create_dir_all(&dir)?;
             Ok(ScratchDir(dir))
         }

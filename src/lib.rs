@@ -21,7 +21,8 @@
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
-//! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`.
+//! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`, with the time-range
+//!   extension of Time Series submodels ([`api::time_range`]).
 //! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
 //!   before the far side confirmed it.
 //! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.
@@ -33,15 +34,19 @@
 //! - [`metrics`]: Prometheus `/metrics` and `/ready`.
 //! - [`writeback`]: `PATCH .../$value` → OPC UA Write, through the source's announced session.
 //! - [`ops`]: wires the above into the running gateway.
-//! - [`demo`]: the zero-setup demo: bundled simulator + embedded MQTT broker + gateway.
+//! - `demo` (cargo feature `demo`, on by default): the zero-setup demo: bundled simulator +
+//!   embedded MQTT broker + gateway.
+//! - [`logging`]: log set-up, and the filter that keeps meaningless library lines out of it.
 
 pub mod aas;
 pub mod api;
 pub mod audit;
 pub mod config;
 pub mod core;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;
+pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
@@ -53,20 +58,4 @@ pub mod sinks;
 pub mod sources;
 pub mod writeback;
 
-/// Sets up logging to stderr (stdout is kept for machine-readable output such as the API URL).
-/// `RUST_LOG` overrides the default level (`info`).
-pub fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,opcua_server=warn,opcua_crypto=warn,opcua_client=warn,opcua_core=warn"));
-    // Colours only on a terminal: a log file or journald gets plain text that grep can read.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
+pub use logging::init_logging;

@@ -8,6 +8,37 @@ use aas_gateway::pipeline::{self, Gateway};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// Standard output of the printing commands (`export`, `browse`, `validate`, `pki`, `token`,
+/// `audit`). A reader that goes away early (`aas-gateway export … | head`) ends the command
+/// quietly and successfully, as it does for other Unix tools: `println!` panicked there
+/// ("failed printing to stdout: Broken pipe", exit 101).
+struct QuietStdout;
+
+impl std::io::Write for QuietStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        end_quietly_on_closed_pipe(std::io::stdout().write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        end_quietly_on_closed_pipe(std::io::stdout().flush())
+    }
+}
+
+fn end_quietly_on_closed_pipe<T>(result: std::io::Result<T>) -> std::io::Result<T> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}
+
+/// `println!` for the printing commands, through [`QuietStdout`]; other write errors (a full
+/// disk behind a redirect) are returned.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(QuietStdout, $($arg)*)?;
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "aas-gateway",
@@ -96,6 +127,7 @@ enum Command {
         command: PkiCommand,
     },
     /// Zero-setup demo: bundled OPC UA simulator + embedded MQTT broker + gateway, all on loopback.
+    #[cfg(feature = "demo")]
     Demo {
         /// API port (0 = pick a free one).
         #[arg(long, default_value_t = 8080)]
@@ -180,15 +212,17 @@ fn main() -> ExitCode {
     // `[log] format = "json"` in the config counts like --log-json; the file is read here only
     // for that (errors surface when the command loads it properly).
     let config_json = match &cli.command {
-        Command::Run { config, .. }
-        | Command::Demo {
+        Command::Run { config, .. } => Some(config),
+        #[cfg(feature = "demo")]
+        Command::Demo {
             config: Some(config),
             ..
-        } => {
-            Config::load(config).is_ok_and(|c| c.log.format == aas_gateway::config::LogFormat::Json)
-        }
-        _ => false,
-    };
+        } => Some(config),
+        _ => None,
+    }
+    .is_some_and(|config| {
+        Config::load(config).is_ok_and(|c| c.log.format == aas_gateway::config::LogFormat::Json)
+    });
     aas_gateway::init_logging(cli.log_json || config_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -206,10 +240,12 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config } => {
-            let cfg = Config::load(&config)?;
+            // Lenient: unknown keys and wrong values are reported below together with
+            // everything else, instead of stopping at the first.
+            let cfg = Config::load_lenient(&config)?;
             match pipeline::check(&cfg) {
                 Ok((env, router)) => {
-                    println!(
+                    out!(
                         "{}: OK: {} OPC UA source(s), {} mapping rule(s), {} shell(s), {} submodel(s); MQTT {}, QuestDB {}, API {}",
                         config.display(),
                         cfg.opcua.len(),
@@ -217,8 +253,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         env.shells.len(),
                         env.submodels.len(),
                         if cfg.mqtt.enabled { format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port) } else { "off".into() },
-                        if cfg.questdb.enabled { cfg.questdb.conf.as_str() } else { "off" },
+                        if cfg.questdb.enabled { cfg.questdb.conf_redacted() } else { "off".into() },
                         if cfg.api.enabled { cfg.api.listen.as_str() } else { "off" },
+                    );
+                    // Where the gateway keeps state, after overrides (containers set these).
+                    println!(
+                        "  state: outbox {}, audit {}",
+                        cfg.resolve(&cfg.outbox.dir).display(),
+                        if cfg.audit.enabled {
+                            cfg.resolve(&cfg.audit.dir).display().to_string()
+                        } else {
+                            "off".into()
+                        },
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -247,14 +293,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     aas_gateway::aas::aasx::write_aasx(&env, file)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 }
-                None => println!("{}", serde_json::to_string_pretty(&env)?),
+                None => out!("{}", serde_json::to_string_pretty(&env)?),
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, port } => {
             let mut cfg = Config::load(&config)?;
             if let Some(port) = port {
-                cfg.api.listen = aas_gateway::demo::with_port(&cfg.api.listen, port);
+                cfg.api.listen = aas_gateway::api::with_port(&cfg.api.listen, port);
             }
             let shutdown = CancellationToken::new();
             let gateway = Gateway::start(cfg, shutdown.clone()).await?;
@@ -290,8 +336,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_nodes,
                 aas_templates: aas_template,
             };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(QuietStdout);
             let summary = aas_gateway::sources::opcua::browse::run(&opts, &mut out).await?;
             std::io::Write::flush(&mut out)?;
             tracing::info!(
@@ -312,16 +357,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let token =
                 aas_gateway::security::tokens::generate_token().map_err(|e| anyhow::anyhow!(e))?;
             let hash = aas_gateway::security::tokens::hash_token(&token);
-            println!("token: {token}");
-            println!(
-                "# Give the token to its holder (it is shown only now); put this in the config:"
-            );
-            println!(
-                "[[api.auth.tokens]]\nname = {name:?}\nrole = \"{role}\"\nsha256 = \"{hash}\""
-            );
+            out!("token: {token}");
+            out!("# Give the token to its holder (it is shown only now); put this in the config:");
+            out!("[[api.auth.tokens]]\nname = {name:?}\nrole = \"{role}\"\nsha256 = \"{hash}\"");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command),
+        #[cfg(feature = "demo")]
         Command::Demo {
             port,
             questdb,
@@ -355,9 +397,9 @@ fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
                 // The own certificate is created here if missing, so that it can be given to
                 // the server's administrator before the first connection.
                 pki::ensure_own_certificate(&dir)?;
-                println!("{}:", dir.display());
+                out!("{}:", dir.display());
                 for e in pki::list(&dir) {
-                    println!(
+                    out!(
                         "  {:<8} {}  {}  valid until {}  {}",
                         e.state.as_str(),
                         e.thumbprint,
@@ -376,7 +418,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             for dir in pki_dirs(&cfg) {
                 match pki::trust(&dir, &what) {
                     Ok(path) => {
-                        println!("trusted: {}", path.display());
+                        out!("trusted: {}", path.display());
                         done += 1;
                     }
                     Err(e) => errors.push(format!("{}: {e:#}", dir.display())),
@@ -405,7 +447,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let dir = audit_dir(config, dir)?;
             match aas_gateway::audit::verify(&dir) {
                 Ok(r) => {
-                    println!(
+                    out!(
                         "{}: OK: {} line(s) in {} file(s), chain {}",
                         dir.display(),
                         r.lines,
@@ -419,7 +461,7 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("BROKEN: {e}");
+                    out!("BROKEN: {e}");
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -437,9 +479,9 @@ fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!(e))
             };
             let (from, to) = (bound(from, false)?, bound(to, true)?);
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
+            let mut out = std::io::BufWriter::new(QuietStdout);
             aas_gateway::audit::export(&dir, from, to, &mut out).map_err(|e| anyhow::anyhow!(e))?;
+            std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -63,6 +63,13 @@ pub fn check(cfg: &Config) -> Result<(Environment, Router), ConfigErrors> {
 pub fn check_with_history(
     cfg: &Config,
 ) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
+    // Load problems join these, and every error gets its file:line.
+    cfg.finish_check(check_unlocated(cfg))
+}
+
+fn check_unlocated(
+    cfg: &Config,
+) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
     let mut errors = match cfg.validate() {
         Ok(()) => ConfigErrors::default(),
         Err(e) => e,
@@ -176,7 +183,17 @@ impl Gateway {
                 tokio::net::TcpListener::bind(&cfg.api.listen)
                     .await
                     .map_err(|e| {
-                        anyhow::anyhow!("api.listen: cannot listen on {}: {e}", cfg.api.listen)
+                        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                            "; another program (perhaps another gateway or demo) uses that port: \
+                             stop it, set another port in api.listen, or pass --port 0 to let \
+                             the system pick a free one (the URL is printed on stdout)"
+                        } else {
+                            ""
+                        };
+                        anyhow::anyhow!(
+                            "api.listen: cannot listen on {}: {e}{hint}",
+                            cfg.api.listen
+                        )
                     })?,
             )
         } else {

@@ -66,10 +66,11 @@ async fn live_environment_served_by_the_api_passes() {
     use aas_gateway::config::Config;
     use aas_gateway::pipeline::Gateway;
 
+    let pki = tempfile::tempdir().unwrap();
     let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
         port: 0,
         tick_ms: 200,
-        pki_dir: std::env::temp_dir().join("aas-gateway-validators-sim-pki"),
+        pki_dir: pki.path().join("sim"),
         ..Default::default()
     })
     .await
@@ -77,7 +78,7 @@ async fn live_environment_served_by_the_api_passes() {
     // The demo config as shipped, pointed at this simulator, without MQTT.
     let mut cfg = Config::load(&repo_root().join("config/demo.toml")).unwrap();
     cfg.opcua[0].endpoint = sim.endpoint_url();
-    cfg.opcua[0].pki_dir = std::env::temp_dir().join("aas-gateway-validators-pki");
+    cfg.opcua[0].pki_dir = pki.path().join("gateway");
     cfg.mqtt.enabled = false;
     let outbox_dir = tempfile::tempdir().unwrap();
     cfg.outbox.dir = outbox_dir.path().to_path_buf();

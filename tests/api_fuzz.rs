@@ -357,3 +357,36 @@ async fn the_rate_limit_answers_429_but_never_limits_probes() {
     assert!((10..=13).contains(&ok), "{codes:?}");
     assert_eq!(codes.get(&429).copied().unwrap_or(0), 30 - ok, "{codes:?}");
 }
+
+/// The limit is per client and applied after authentication: an anonymous flood (here with
+/// no token at all) is refused for itself, while token holders are still answered.
+#[tokio::test]
+async fn an_anonymous_flood_does_not_starve_token_holders() {
+    let (app, reader, writer, _dir) = secured_app(5);
+    let request = |token: Option<&str>| {
+        let b = Request::builder().uri("/api/v3.0/shells");
+        match token {
+            Some(t) => b.header("authorization", format!("Bearer {t}")),
+            None => b,
+        }
+        .body(Body::empty())
+        .unwrap()
+    };
+    let mut anonymous = BTreeMap::new();
+    for _ in 0..40 {
+        let resp = app.clone().oneshot(request(None)).await.unwrap();
+        *anonymous.entry(resp.status().as_u16()).or_insert(0) += 1;
+    }
+    assert!(
+        anonymous.get(&429).copied().unwrap_or(0) >= 20,
+        "the flood was not limited: {anonymous:?}"
+    );
+    for token in [&reader, &writer] {
+        let resp = app.clone().oneshot(request(Some(token))).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "a token holder was refused after the flood"
+        );
+    }
+}

@@ -13,11 +13,11 @@ fn gateway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
 }
 
-async fn simulator() -> opcua_sim::Simulator {
+async fn simulator(dir: &std::path::Path) -> opcua_sim::Simulator {
     opcua_sim::Simulator::start(opcua_sim::SimOptions {
         port: 0,
         tick_ms: 200,
-        pki_dir: std::env::temp_dir().join("aas-gateway-browse-sim-pki"),
+        pki_dir: dir.join("sim-pki"),
         ..Default::default()
     })
     .await
@@ -41,7 +41,8 @@ fn browse(url: &str, extra: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browse_output_validates_and_runs() {
-    let sim = simulator().await;
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = simulator(sim_dir.path()).await;
     let url = sim.endpoint_url();
     let template = repo_root().join("aas-templates/cnc1.aas.json");
     let url2 = url.clone();

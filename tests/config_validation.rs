@@ -74,6 +74,17 @@ path = "FeedRateTypo"
         stderr.contains(r#"mapping[1].path: "FeedRateTypo": no element "FeedRateTypo" here"#),
         "{stderr}"
     );
+    // Each with the line it was set on.
+    for located in [
+        "broken.toml:8: mqtt.qos",
+        "broken.toml:10: mapping[0].node_id",
+        "broken.toml:16: mapping[1].path",
+    ] {
+        assert!(
+            stderr.contains(located),
+            "missing {located:?} in:\n{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -89,7 +100,7 @@ fn syntax_errors_name_the_file() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("typo.toml") && stderr.contains("hots"),
+        stderr.contains("typo.toml:2: mqtt.hots: unknown key; did you mean `host`?"),
         "{stderr}"
     );
 }

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 const CNC_SM: &str = "urn:aas-gateway:sim:sm:cnc1:operational-data";
 const TYPES_SM: &str = "urn:aas-gateway:sim:sm:types:values";
 
-async fn sim(users: Vec<(String, String)>) -> opcua_sim::Simulator {
+async fn sim(dir: &std::path::Path, users: Vec<(String, String)>) -> opcua_sim::Simulator {
     opcua_sim::Simulator::start(opcua_sim::SimOptions {
         port: 0,
         tick_ms: 100,
-        pki_dir: std::env::temp_dir().join("aas-gateway-multi-sim-pki"),
+        pki_dir: dir.join("sim-pki"),
         allow_anonymous: users.is_empty(),
         users,
         ..Default::default()
@@ -57,9 +57,14 @@ fn start_config(body: &str) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_endpoints_each_with_its_own_session_and_security() {
-    let a = sim(vec![]).await;
-    let b = sim(vec![("op".into(), "pw".into())]).await;
-    let c = sim(vec![("op".into(), "pw".into())]).await;
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = sim(da.path(), vec![]).await;
+    let b = sim(db.path(), vec![("op".into(), "pw".into())]).await;
+    let c = sim(dc.path(), vec![("op".into(), "pw".into())]).await;
     let pki = gateway_pki();
     let cfg = start_config(&format!(
         r#"
@@ -151,7 +156,8 @@ path = "Int32"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_hangs_silently_is_detected_and_reconnected() {
-    let s = sim(vec![]).await;
+    let sim_dir = tempfile::tempdir().unwrap();
+    let s = sim(sim_dir.path(), vec![]).await;
     let proxy = FreezingProxy::start(s.port()).await;
     let cfg = start_config(&format!(
         r#"

@@ -32,11 +32,11 @@ fn expected_json(v: &Variant) -> Value {
     }
 }
 
-async fn start_sim(port: u16) -> opcua_sim::Simulator {
+async fn start_sim(port: u16, pki_dir: &std::path::Path) -> opcua_sim::Simulator {
     opcua_sim::Simulator::start(opcua_sim::SimOptions {
         port,
         tick_ms: TICK_MS,
-        pki_dir: std::env::temp_dir().join("aas-gateway-reconnect-sim-pki"),
+        pki_dir: pki_dir.to_path_buf(),
         ..Default::default()
     })
     .await
@@ -54,7 +54,9 @@ type Values = BTreeMap<String, BTreeMap<i64, Value>>;
 async fn data_resumes_after_every_server_restart_without_loss() {
     let broker = Mosquitto::start();
     let collector = MqttCollector::start(broker.port, "rc/#").await;
-    let first = start_sim(0).await;
+    // One PKI dir for every restart: the restarted server keeps its certificate.
+    let sim_pki = tempfile::tempdir().unwrap();
+    let first = start_sim(0, sim_pki.path()).await;
     let port = first.port();
     let endpoint = first.endpoint_url();
     let mut sim = Some(first);
@@ -181,7 +183,7 @@ topic_prefix = "rc"
 
         if phase < RESTARTS {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            sim = Some(start_sim(port).await);
+            sim = Some(start_sim(port, sim_pki.path()).await);
         }
     }
     eprintln!(

@@ -11,6 +11,12 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# A fresh, empty temp dir for the whole run, removed afterwards: tests that share a fixed path
+# under /tmp (and pass only once an earlier run created it) fail here as on a fresh machine.
+RUN_TMP=$(mktemp -d "${TMPDIR:-/tmp}/aas-gateway-tests.XXXXXX")
+trap 'rm -rf "$RUN_TMP"' EXIT
+export TMPDIR=$RUN_TMP
+
 echo "== installing test peers"
 bash .ci/peers.sh install
 
@@ -19,6 +25,9 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo check --no-default-features (the edge build: no demo, no bench)"
+cargo check --locked -p aas-gateway --no-default-features --bins
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

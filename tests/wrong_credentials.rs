@@ -49,11 +49,11 @@ path = "SpindleSpeed"
     )
 }
 
-async fn simulator() -> opcua_sim::Simulator {
+async fn simulator(dir: &std::path::Path) -> opcua_sim::Simulator {
     opcua_sim::Simulator::start(opcua_sim::SimOptions {
         port: 0,
         tick_ms: 200,
-        pki_dir: std::env::temp_dir().join("aas-gateway-auth-test-sim-pki"),
+        pki_dir: dir.join("sim-pki"),
         users: vec![("operator".into(), "s3cret".into())],
         allow_anonymous: false,
         ..Default::default()
@@ -64,7 +64,8 @@ async fn simulator() -> opcua_sim::Simulator {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_ends_the_gateway_with_a_clear_error_within_seconds() {
-    let sim = simulator().await;
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = simulator(sim_dir.path()).await;
     for (policy, mode) in [("None", "None"), ("Basic256Sha256", "SignAndEncrypt")] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gw.toml");
@@ -147,7 +148,8 @@ async fn wrong_password_ends_the_gateway_with_a_clear_error_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exits_non_zero_on_a_wrong_password() {
-    let sim = simulator().await;
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = simulator(sim_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");
     std::fs::write(

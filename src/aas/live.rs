@@ -110,8 +110,11 @@ impl LiveEnvironment {
 
     /// Writes the recorded values into the tree.
     ///
-    /// Lock order: tree, then pending. The dispatcher takes only `pending`, so it waits only
-    /// while values are written in, never while an API request holds the tree.
+    /// Lock order: tree, then pending. The pending values are moved out under the `pending`
+    /// lock (no JSON is touched there) and written into the tree after it is released, so the
+    /// dispatcher waits only for that move, never for JSON work or for an API request that
+    /// holds the tree. The tree's write lock is taken first so that two readers applying at
+    /// once cannot write an older batch over a newer one.
     fn apply_pending(&self) {
         if self
             .pending
@@ -123,15 +126,23 @@ impl LiveEnvironment {
             return;
         }
         let mut tree = self.tree.write().expect("environment lock");
-        let mut p = self.pending.lock().expect("live values lock");
-        let Pending {
-            latest,
-            dirty,
-            dirty_slots,
-        } = &mut *p;
-        for slot in dirty_slots.drain(..) {
-            dirty[slot] = false;
-            tree.apply(&self.locations[slot], &latest[slot]);
+        let taken: Vec<(usize, TypedValue)> = {
+            let mut p = self.pending.lock().expect("live values lock");
+            let Pending {
+                latest,
+                dirty,
+                dirty_slots,
+            } = &mut *p;
+            dirty_slots
+                .drain(..)
+                .map(|slot| {
+                    dirty[slot] = false;
+                    (slot, std::mem::replace(&mut latest[slot], TypedValue::Null))
+                })
+                .collect()
+        };
+        for (slot, value) in &taken {
+            tree.apply(&self.locations[*slot], value);
         }
     }
 }

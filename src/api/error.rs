@@ -9,7 +9,7 @@ use serde_json::json;
 /// (`{"messages": [{"messageType": "Error", "text", "code", "timestamp"}]}`).
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status (400 malformed request, 404 unknown object, 405 write on a read-only server).
+    /// HTTP status (400 malformed request, 404 unknown object, 405 a write the API does not offer).
     pub status: StatusCode,
     /// What went wrong, naming the offending parameter or object.
     pub text: String,

@@ -7,7 +7,7 @@
 //!   parameters `level`, `extent`, `limit`/`cursor` (paged results), filters `idShort`,
 //!   `semanticId`, `assetIds`.
 //! - Errors are Part 2 `Result` bodies with 400 (malformed id, path or parameter), 404 (unknown
-//!   shell, submodel, element or route) or 405 (any write: this server is read-only).
+//!   shell, submodel, element or route) or 405 (a write the API does not offer; write-back of `$value` is [`crate::writeback`]).
 //!
 //! [`routes`] parses the path, [`params`] the query, and [`crate::aas::view`] computes the
 //! serialisations; this module only looks objects up and puts the pieces together.
@@ -17,6 +17,7 @@
 pub mod error;
 pub mod params;
 pub mod routes;
+pub mod time_range;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -45,17 +46,47 @@ pub const PROFILES: [&str; 2] = [
     "https://admin-shell.io/aas/API/3/0/SubmodelRepositoryServiceSpecification/SSP-002",
 ];
 
+/// Replaces the port of a `host:port` listen address.
+pub fn with_port(listen: &str, port: u16) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => format!("{listen}:{port}"),
+    }
+}
+
 /// Builds the router (without binding), so tests can serve it on any listener.
 pub fn router(env: SharedEnvironment) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        // The URL `run` prints first: opening it shows what is served instead of a 404.
+        .route("/api/v3.0", get(index))
+        .route("/api/v3.0/", get(index))
         .route("/api/v3.0/{*rest}", any(handle))
         .fallback(|| async {
             ApiError::not_found("no such API route; the API lives under /api/v3.0")
         })
-        // Browser dashboards on other origins read the API; it is read-only, so any origin may.
+        // Browser dashboards on other origins read the API; writes need a bearer token (never a
+        // cookie), so a page on another origin cannot write on a visitor's behalf.
         .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(env)
+}
+
+/// `GET /api/v3.0`: the service description (as `/description`) and where to go from here.
+async fn index() -> Json<Value> {
+    Json(json!({
+        "profiles": PROFILES,
+        "routes": {
+            "description": "/api/v3.0/description",
+            "shells": "/api/v3.0/shells",
+            "submodels": "/api/v3.0/submodels",
+            "valueOnly": "/api/v3.0/submodels/{base64url(submodelId)}/$value",
+            "serialization": "/api/v3.0/serialization",
+            "writeBack": "PATCH /api/v3.0/submodels/{base64url(submodelId)}/submodel-elements/{idShortPath}/$value (mapping rules with writable = true; bearer token with role writer)",
+            "health": "/health",
+            "ready": "/ready",
+            "metrics": "/metrics"
+        }
+    }))
 }
 
 async fn handle(
@@ -68,7 +99,7 @@ async fn handle(
     if method != Method::GET && method != Method::HEAD {
         let mut resp = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not offered: this gateway serves the read-only profile SSP-002; values come from OPC UA"),
+            format!("{method} is not offered here: values come from OPC UA; only PATCH .../submodel-elements/{{idShortPath}}/$value of a writable mapping rule writes back"),
         )
         .into_response();
         resp.headers_mut().insert(
@@ -81,7 +112,7 @@ async fn handle(
         let params = Params::parse(&pairs)?;
         let env = env.read();
         let history = history.as_ref().map(|h| h.0.as_ref());
-        if let Some(page) = crate::history::api::time_range(history, &route, &params, &pairs)? {
+        if let Some(page) = time_range::time_range(history, &route, &params, &pairs)? {
             return Ok(Reply::Json(page));
         }
         serve(&env, history, route, &params)

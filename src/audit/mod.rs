@@ -18,6 +18,9 @@
 
 #![warn(missing_docs)]
 
+mod hash;
+pub use hash::sha256_hex;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +29,6 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-
-use crate::security::sha256_hex;
 
 /// `[audit]` settings.
 #[derive(Debug, Clone, Deserialize)]

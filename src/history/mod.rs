@@ -27,7 +27,6 @@
 
 #![warn(missing_docs)]
 
-pub mod api;
 pub mod config;
 pub mod query;
 pub mod store;

@@ -1,17 +1,22 @@
 //! The API's gatekeeper, one axum middleware in front of every route:
-//! rate limit → body size → authentication → role check.
+//! body size → authentication → rate limit of that client → role check.
 //!
 //! - `GET`/`HEAD` need the `reader` role (or anonymous reads), anything that changes state
 //!   needs `writer`; `/health` and `/ready` are open so that orchestrators can probe them.
 //! - Refusals are Part 2 `Result` bodies (401 with `WWW-Authenticate: Bearer`, 403, 413, 429),
 //!   counted, and recorded in the audit log with the client's address.
-//! - The rate limit is one token bucket for all clients: its purpose is to keep a flood (or a
-//!   password-guessing loop) from starving the gateway's two cores and from filling the audit
-//!   log, not fairness between clients.
+//! - The rate limit is per client, applied after authentication (`governor`, GCRA): a token
+//!   holder is one client, whatever address it comes from; a request without a valid token is
+//!   counted against its source address. So an anonymous flood or a password-guessing loop gets
+//!   429 for itself while operators, write-back and the Prometheus scrape are still answered.
+//!   Refusals beyond the limit are not written to the audit log (a flood would fill it).
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -25,36 +30,27 @@ use crate::security::tls::PeerAddr;
 use crate::security::tokens::AuthError;
 use crate::security::{Authenticator, Role};
 
-/// A token bucket: `rate` tokens per second, at most `burst` saved up.
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+/// Who a request counts against in the rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    /// A valid token's holder (the `name` of its `[[api.auth.tokens]]` entry).
+    Token(String),
+    /// Anonymous or invalid credentials, by source address.
+    Address(IpAddr),
+    /// Anonymous without a known address (in-process callers).
+    Unknown,
 }
 
-impl Bucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+/// Distinct clients remembered before the idle ones are forgotten: bounds the limiter's memory
+/// under a flood from many addresses.
+const MAX_TRACKED_CLIENTS: usize = 4096;
 
 /// State of the gatekeeper, shared by all requests.
 #[derive(Debug)]
 pub struct Gatekeeper {
     auth: Authenticator,
     audit: Option<Arc<AuditLog>>,
-    bucket: Option<Mutex<Bucket>>,
+    limiter: Option<DefaultKeyedRateLimiter<Client>>,
     max_body_bytes: usize,
     /// Requests refused for missing/invalid tokens or too small a role.
     pub auth_failures: AtomicU64,
@@ -63,30 +59,41 @@ pub struct Gatekeeper {
 }
 
 impl Gatekeeper {
-    /// `rate_per_s = 0` turns the rate limit off; the burst is twice the rate (at least 1).
+    /// `rate_per_s` per client; 0 turns the rate limit off. The burst is twice the rate.
     pub fn new(
         auth: Authenticator,
         audit: Option<Arc<AuditLog>>,
         rate_per_s: u32,
         max_body_bytes: usize,
     ) -> Arc<Gatekeeper> {
-        let bucket = (rate_per_s > 0).then(|| {
-            let burst = (rate_per_s as f64 * 2.0).max(1.0);
-            Mutex::new(Bucket {
-                rate: rate_per_s as f64,
-                burst,
-                tokens: burst,
-                last: Instant::now(),
-            })
+        let limiter = NonZeroU32::new(rate_per_s).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            governor::RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
         });
         Arc::new(Gatekeeper {
             auth,
             audit,
-            bucket,
+            limiter,
             max_body_bytes,
             auth_failures: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
         })
+    }
+
+    /// True when `client` is within its rate (or there is no limit); counts a refusal.
+    fn within_rate(&self, client: Client) -> bool {
+        let Some(limiter) = &self.limiter else {
+            return true;
+        };
+        if limiter.len() > MAX_TRACKED_CLIENTS {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        let ok = limiter.check_key(&client).is_ok();
+        if !ok {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Largest accepted request body.
@@ -152,17 +159,6 @@ pub async fn gate(State(gk): State<Arc<Gatekeeper>>, mut req: Request, next: Nex
     if path == "/health" || path == "/ready" || req.method() == Method::OPTIONS {
         return as_part2_error(next.run(req).await).await;
     }
-    if let Some(bucket) = &gk.bucket {
-        let ok = bucket.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if !ok {
-            gk.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests; retry in a second (api.rate_limit_per_s)",
-            )
-            .into_response();
-        }
-    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -183,7 +179,22 @@ pub async fn gate(State(gk): State<Arc<Gatekeeper>>, mut req: Request, next: Nex
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}invalid"));
     let anonymous = authorization.is_none();
-    let principal = match gk.auth.authenticate(authorization) {
+    let authenticated = gk.auth.authenticate(authorization);
+    let client = match &authenticated {
+        Ok(p) if p.role.is_some() && !anonymous => Client::Token(p.name.clone()),
+        _ => match req.extensions().get::<ConnectInfo<PeerAddr>>() {
+            Some(c) => Client::Address(c.0 .0.ip()),
+            None => Client::Unknown,
+        },
+    };
+    if !gk.within_rate(client) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this client; retry in a second (api.rate_limit_per_s)",
+        )
+        .into_response();
+    }
+    let principal = match authenticated {
         Ok(p) => p,
         Err(AuthError::Invalid) => {
             return gk.refuse(
@@ -269,15 +280,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bucket_allows_the_burst_then_refuses() {
-        let mut b = Bucket {
-            rate: 1.0,
-            burst: 3.0,
-            tokens: 3.0,
-            last: Instant::now(),
-        };
-        assert!((0..3).all(|_| b.take()));
-        assert!(!b.take());
+    fn each_client_has_its_own_rate() {
+        let auth =
+            Authenticator::from_config(&Default::default(), std::path::Path::new(".")).unwrap();
+        // 1 per second, burst 2.
+        let gk = Gatekeeper::new(auth, None, 1, 1024);
+        let flood = Client::Address([10, 0, 0, 9].into());
+        assert!((0..2).all(|_| gk.within_rate(flood.clone())));
+        assert!(!gk.within_rate(flood.clone()), "past its burst");
+        // Others are not affected by that client's flood.
+        assert!(gk.within_rate(Client::Token("operator".into())));
+        assert!(gk.within_rate(Client::Address([10, 0, 0, 10].into())));
+        assert_eq!(gk.rate_limited.load(Ordering::Relaxed), 1);
+        let unlimited = Gatekeeper::new(
+            Authenticator::from_config(&Default::default(), std::path::Path::new(".")).unwrap(),
+            None,
+            0,
+            1024,
+        );
+        assert!((0..100).all(|_| unlimited.within_rate(Client::Unknown)));
     }
 
     #[test]

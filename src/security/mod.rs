@@ -45,33 +45,13 @@ pub fn check_config_permissions(path: &Path, has_secrets: bool) -> Option<String
     }
 }
 
-/// Lower-case hex of bytes (for hashes).
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// SHA-256 of bytes as lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(bytes))
-}
+/// SHA-256 as lower-case hex; it lives in the audit log (its hash chain), the lowest module
+/// that needs it, so that `audit` does not depend on `security`.
+pub use crate::audit::sha256_hex;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_matches_the_standard_test_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[cfg(unix)]
     #[test]

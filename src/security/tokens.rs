@@ -130,8 +130,9 @@ impl Authenticator {
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 format!("api.auth.tokens_file: cannot read {}: {e}", path.display())
             })?;
-            let parsed: TokensFile = toml_from_str(&text)
-                .map_err(|e| format!("api.auth.tokens_file: {}: {e}", path.display()))?;
+            let parsed: TokensFile =
+                crate::config::load::from_toml_str(&text, &path.display().to_string())
+                    .map_err(|e| format!("api.auth.tokens_file: {}", e.join("; ")))?;
             entries.extend(
                 parsed
                     .tokens
@@ -197,14 +198,6 @@ impl Authenticator {
             None => Err(AuthError::Invalid),
         }
     }
-}
-
-fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| e.to_string())
 }
 
 /// SHA-256 hex of a token, as stored in the config.

@@ -78,6 +78,8 @@ pub struct Mosquitto {
     child: Child,
     conf: PathBuf,
     _dir: tempfile::TempDir,
+    /// Files the config refers to (e.g. the password file).
+    _extra_dir: Option<tempfile::TempDir>,
 }
 
 impl Mosquitto {
@@ -107,7 +109,27 @@ impl Mosquitto {
         (m, tls_port)
     }
 
+    /// A broker that accepts only `user` with `password` (no anonymous clients).
+    pub fn start_with_password(user: &str, password: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        let status = Command::new(require("mosquitto_passwd"))
+            .args(["-b", "-c"])
+            .arg(&file)
+            .args([user, password])
+            .status()
+            .expect("run mosquitto_passwd");
+        assert!(status.success(), "mosquitto_passwd failed");
+        let mut m = Self::start_conf(false, &format!("password_file {}\n", file.display()));
+        m._extra_dir = Some(dir);
+        m
+    }
+
     fn start_with(extra: &str) -> Mosquitto {
+        Self::start_conf(true, extra)
+    }
+
+    fn start_conf(allow_anonymous: bool, extra: &str) -> Mosquitto {
         let bin = require("mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -115,7 +137,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                "listener {port} 127.0.0.1\nallow_anonymous {allow_anonymous}\npersistence true\npersistence_location {}/\n\
                  max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\nlog_dest stderr\n",
                 dir.path().display()
             ) + extra,
@@ -127,6 +149,7 @@ impl Mosquitto {
             child,
             conf,
             _dir: dir,
+            _extra_dir: None,
         }
     }
 
@@ -277,8 +300,20 @@ pub struct MqttCollector {
 
 impl MqttCollector {
     pub async fn start(port: u16, filter: &str) -> MqttCollector {
+        Self::start_as(port, filter, None).await
+    }
+
+    /// [`MqttCollector::start`], logging in with `(user, password)` when given.
+    pub async fn start_as(
+        port: u16,
+        filter: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> MqttCollector {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
         let mut opts = MqttOptions::new(format!("test-collector-{port}"), "127.0.0.1", port);
+        if let Some((user, password)) = credentials {
+            opts.set_credentials(user, password);
+        }
         opts.set_max_packet_size(1 << 20, 1 << 20);
         // A persistent session: the broker keeps our messages while we (or it) reconnect.
         opts.set_clean_session(false);

@@ -353,9 +353,23 @@ impl Simulator {
             ));
         }
 
+        // The server creates a missing key pair as two separate files: two simulators starting
+        // at once on an empty PKI dir each wrote one, and one ended with the other's
+        // certificate beside its own key. The lock makes the second find the pair complete.
+        let lock_path = opts.pki_dir.join(".keypair.lock");
+        let creating = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        creating
+            .lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
         let (server, handle) = builder
             .build()
             .map_err(|e| anyhow::anyhow!("building OPC UA server: {e}"))?;
+        drop(creating);
 
         let nm_of = |uri: &str| -> anyhow::Result<(Arc<SimpleNodeManager>, u16)> {
             let nm = handle

@@ -36,15 +36,27 @@ struct Args {
     /// The scale variables all change every M milliseconds.
     #[arg(long = "interval-ms", default_value_t = 1000)]
     interval_ms: u64,
-    /// PKI directory of the server (own certificate is created on first start).
-    #[arg(long, default_value = "./pki-opcua-sim")]
-    pki_dir: PathBuf,
+    /// PKI directory of the server (own certificate is created on first start). Default:
+    /// `$XDG_DATA_HOME/opcua-sim/pki` (else `~/.local/share/opcua-sim/pki`), so the certificate
+    /// stays the same across restarts and nothing is left in the working directory.
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
     /// Accepted user, as NAME:PASSWORD (repeatable).
     #[arg(long = "user", value_name = "NAME:PASS", value_parser = parse_user)]
     users: Vec<(String, String)>,
     /// Reject anonymous sessions.
     #[arg(long)]
     no_anonymous: bool,
+}
+
+/// The simulator's PKI under the user's data directory (the XDG base directory rule).
+fn default_pki_dir() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    data.join("opcua-sim").join("pki")
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -73,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         tick_ms: args.tick_ms,
         scale: args.scale,
         scale_interval_ms: args.interval_ms,
-        pki_dir: args.pki_dir,
+        pki_dir: args.pki_dir.unwrap_or_else(default_pki_dir),
         users: args.users,
         allow_anonymous: !args.no_anonymous,
     })

@@ -508,3 +508,43 @@ async fn user_password() {
     assert!(r.is_err(), "anonymous accepted although disabled");
     sim.stop().await;
 }
+
+/// Simulators starting at the same moment on one empty PKI directory (as parallel tests and
+/// `opcua-sim` beside a test once did) must end with one key pair that all of them serve: before
+/// the key-creation lock, one of them often served the other's certificate beside its own key
+/// and every secure connection to it failed with BadCertificateInvalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulators_started_together_on_an_empty_pki_dir_all_accept_secure_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = (0..4).map(|_| Simulator::start(opts(dir.path())));
+    let sims: Vec<Simulator> = futures_join_all(starts).await;
+    for (i, sim) in sims.iter().enumerate() {
+        let conn = connect(
+            &sim.endpoint_url(),
+            &dir.path().join(format!("client-{i}")),
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+            IdentityToken::Anonymous,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("simulator {i} refused a secure session: {e}"));
+        conn.close().await;
+    }
+    for sim in sims {
+        sim.stop().await;
+    }
+}
+
+/// Starts every simulator concurrently (each on its own task, so the key creation overlaps).
+async fn futures_join_all(
+    starts: impl Iterator<
+        Item = impl std::future::Future<Output = anyhow::Result<Simulator>> + Send + 'static,
+    >,
+) -> Vec<Simulator> {
+    let handles: Vec<_> = starts.map(tokio::spawn).collect();
+    let mut sims = Vec::new();
+    for h in handles {
+        sims.push(h.await.unwrap().expect("start simulator"));
+    }
+    sims
+}

@@ -54,9 +54,32 @@ pub struct CertEntry {
     pub not_after: String,
 }
 
+/// Holds an exclusive lock on `<pki_dir>/.keypair.lock` until dropped.
+///
+/// Why: async-opcua creates a missing key pair by writing the certificate and the key as two
+/// separate files. Two processes (two gateways, or a gateway and `pki list`) starting at the same
+/// moment on an empty directory each wrote their own pair, and one ended with the other's
+/// certificate next to its own key (`BadCertificateInvalid`). Whoever takes the lock second finds
+/// the pair complete and uses it.
+pub fn lock_for_key_creation(pki_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(pki_dir)
+        .map_err(|e| anyhow::anyhow!("creating PKI dir {}: {e}", pki_dir.display()))?;
+    let path = pki_dir.join(".keypair.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| anyhow::anyhow!("locking {}: {e}", path.display()))?;
+    Ok(file)
+}
+
 /// Creates the gateway's own certificate and key in `pki_dir` if they do not exist yet (the
 /// same way a running source does), and returns the certificate's path.
 pub fn ensure_own_certificate(pki_dir: &Path) -> anyhow::Result<PathBuf> {
+    let _creating = lock_for_key_creation(pki_dir)?;
     // Building a client with `create_sample_keypair` creates the pair exactly as `run` would,
     // with the same application URI in the certificate.
     ClientBuilder::new()

@@ -98,6 +98,7 @@ pub fn describe_fatal(status: StatusCode) -> &'static str {
 /// Builds the async-opcua client of one source. The gateway's own certificate and key are
 /// created in `<pki_dir>/own` and `<pki_dir>/private` on first start.
 pub fn build_client(cfg: &OpcUaSourceConfig, pki_dir: &Path) -> anyhow::Result<Client> {
+    let _creating = super::pki::lock_for_key_creation(pki_dir)?;
     ClientBuilder::new()
         .application_name("aas-gateway")
         .application_uri("urn:aas-gateway")

@@ -1,9 +1,15 @@
-//! Typed configuration: a TOML file plus `AAS_GATEWAY__SECTION__KEY` environment overrides.
+//! Typed configuration: a TOML file plus `AAS_GATEWAY__SECTION__KEY` environment overrides
+//! (`AAS_GATEWAY__OPCUA__0__PASSWORD` for a key of the first `[[opcua]]` entry).
 //!
-//! Loading only checks syntax and types; [`Config::validate`] then checks meaning and reports
-//! **every** problem with its path (`mapping[3].node_id: ...`), so a plant engineer fixes a
-//! config in one round instead of one error at a time. Checks that need the AAS templates
-//! (does the idShortPath exist? does the type fit?) run in [`crate::mapping::Router::build`].
+//! Loading ([`load`]) checks syntax, keys and types; [`Config::validate`] then checks meaning.
+//! Both report **every** problem with its path (`mapping[3].node_id: ...`) and where it was
+//! set (`gateway.toml:12` or the environment variable), so a plant engineer fixes a config in
+//! one round instead of one error at a time. Checks that need the AAS templates (does the
+//! idShortPath exist? does the type fit?) run in [`crate::mapping::Router::build`].
+
+mod de;
+pub mod load;
+pub mod tree;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -59,6 +65,10 @@ pub struct Config {
     /// Directory the config file lives in: relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// What loading found wrong (only after [`Config::load_lenient`]); reported together with
+    /// the semantic errors by [`Config::finish_check`].
+    #[serde(skip)]
+    pub load_report: load::LoadReport,
 }
 
 /// General settings.
@@ -96,8 +106,9 @@ pub struct ApiConfig {
     pub tls: Option<crate::security::tls::TlsConfig>,
     /// Largest accepted request body in bytes (larger ones get 413).
     pub max_body_bytes: usize,
-    /// Requests per second the API accepts from all clients together (burst: twice that);
-    /// 0 = no limit. `/health` and `/ready` are not limited.
+    /// Requests per second the API accepts from each client (burst: twice that); 0 = no
+    /// limit. A client is a token holder, or, without a valid token, a source address.
+    /// `/health` and `/ready` are not limited.
     pub rate_limit_per_s: u32,
 }
 
@@ -159,8 +170,9 @@ pub struct OpcUaSourceConfig {
     /// User name for a user/password token; anonymous when absent.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password for `username`. Prefer the env override `AAS_GATEWAY__OPCUA__0__PASSWORD`... or a
-    /// file readable only by the gateway.
+    /// Password for `username`. Prefer the environment, `AAS_GATEWAY__OPCUA__<i>__PASSWORD`
+    /// with `<i>` this entry's position among the `[[opcua]]` entries (0 = the first), or a
+    /// config file readable only by the gateway.
     #[serde(default)]
     pub password: Option<String>,
     /// Directory of the gateway's own certificate and trusted/rejected server certificates.
@@ -587,17 +599,27 @@ impl fmt::Debug for QuestDbConfig {
     }
 }
 
+impl QuestDbConfig {
+    /// `conf` with passwords and tokens replaced by `<redacted>`, for output and logs.
+    pub fn conf_redacted(&self) -> String {
+        redact_conf(&self.conf)
+    }
+}
+
 /// Every problem found in a config, each with the path of the offending setting.
 #[derive(Debug, Default)]
 pub struct ConfigErrors(pub Vec<String>);
 
 impl ConfigErrors {
+    /// Adds `path: message`.
     pub fn push(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
         self.0.push(format!("{path}: {message}"));
     }
+    /// True when nothing was found.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// `Ok` when nothing was found.
     pub fn into_result(self) -> Result<(), ConfigErrors> {
         if self.0.is_empty() {
             Ok(())
@@ -607,11 +629,22 @@ impl ConfigErrors {
     }
 }
 
+/// Most errors [`ConfigErrors`] prints: a generated config with one typo in 100k mapping rules
+/// gets the count and the first ones, not 100k lines.
+const MAX_SHOWN_ERRORS: usize = 200;
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} error(s) in the configuration:", self.0.len())?;
-        for e in &self.0 {
+        for e in self.0.iter().take(MAX_SHOWN_ERRORS) {
             writeln!(f, "  - {e}")?;
+        }
+        if self.0.len() > MAX_SHOWN_ERRORS {
+            writeln!(
+                f,
+                "  … and {} more (the first {MAX_SHOWN_ERRORS} are shown)",
+                self.0.len() - MAX_SHOWN_ERRORS
+            )?;
         }
         Ok(())
     }
@@ -621,31 +654,29 @@ impl std::error::Error for ConfigErrors {}
 
 impl Config {
     /// Reads a TOML file and applies `AAS_GATEWAY__...` environment overrides
-    /// (e.g. `AAS_GATEWAY__MQTT__HOST=broker`).
+    /// (e.g. `AAS_GATEWAY__MQTT__HOST=broker`, `AAS_GATEWAY__OPCUA__0__PASSWORD=...`).
+    ///
+    /// Fails when a key is unknown, a value has the wrong type or an override names nothing;
+    /// the error then lists all of these together with [`Config::validate`]'s findings, each
+    /// with `file:line` (or the variable) and its path.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("AAS_GATEWAY")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut cfg: Config = raw
-            .try_deserialize()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        // The hash of exactly what was read goes into the audit log ("which config ran?").
-        cfg.file_sha256 = std::fs::read(path)
-            .ok()
-            .map(|b| crate::security::sha256_hex(&b));
-        cfg.file_path = Some(path.to_path_buf());
-        cfg.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        Ok(cfg)
+        let cfg = Config::load_lenient(path)?;
+        if cfg.load_report.problems.is_empty() {
+            return Ok(cfg);
+        }
+        match cfg.finish_check(cfg.validate()) {
+            Ok(()) => Ok(cfg),
+            Err(errors) => anyhow::bail!("{}: {errors}", path.display()),
+        }
+    }
+
+    /// Like [`Config::load`], but a config with unknown keys or wrong values still loads: a
+    /// wrong value is replaced by its type's zero, and the problems wait in
+    /// [`Config::load_report`] until [`Config::finish_check`] reports them with the semantic
+    /// ones (what `aas-gateway validate` does). Fails only on an unreadable file or a TOML
+    /// syntax error.
+    pub fn load_lenient(path: &Path) -> anyhow::Result<Config> {
+        load::load_lenient(path)
     }
 
     /// True when the config holds passwords or credentials (then it must not be readable by

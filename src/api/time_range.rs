@@ -9,10 +9,10 @@
 
 use serde_json::{json, Value};
 
-use super::History;
-use crate::api::params::Params;
-use crate::api::routes::{Modifier, Route, SubmodelOp};
-use crate::api::{encode_id, ApiError};
+use super::params::Params;
+use super::routes::{Modifier, Route, SubmodelOp};
+use super::{encode_id, ApiError};
+use crate::history::History;
 
 /// The idShortPath the extension applies to.
 pub const RECORDS_PATH: &str = "Segments.InternalSegment.Records";
