@@ -233,6 +233,7 @@ impl PublishingControl {
         // A new subscription publishes: if the hand-off is still full from the last
         // session, pause this one right away.
         let mut paused = false;
+        let mut failing = false;
         self.stats.set_paused(false);
         loop {
             let want = *wish.borrow_and_update();
@@ -246,6 +247,7 @@ impl PublishingControl {
                 match self.session.set_publishing_mode(&ids, !want).await {
                     Ok(results) if results.iter().all(|s| s.is_good()) => {
                         paused = want;
+                        failing = false;
                         self.stats.set_paused(want);
                         if want {
                             self.stats.publishing_pauses.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +257,10 @@ impl PublishingControl {
                         }
                     }
                     other => {
-                        warn!(source = %self.source, pause = want, result = ?other, "SetPublishingMode failed; retrying in 1 s");
+                        // Usually the session is reconnecting: say so once, not every second.
+                        if !std::mem::replace(&mut failing, true) {
+                            warn!(source = %self.source, pause = want, result = ?other, "SetPublishingMode failed; retrying every second");
+                        }
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
