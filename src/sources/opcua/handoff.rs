@@ -31,7 +31,7 @@ use std::time::Duration;
 use opcua::client::Session;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::SourceStats;
 use crate::core::ReadingBatch;
@@ -223,6 +223,10 @@ pub struct PublishingControl {
     pub source: String,
     /// Counters (pauses, the paused gauge).
     pub stats: Arc<SourceStats>,
+    /// Notified after every reconnect of the session: a pause is applied again, in case the
+    /// subscription was recreated (async-opcua keeps the mode when it recreates one; this does
+    /// not rely on it).
+    pub reconnected: Arc<Notify>,
 }
 
 impl PublishingControl {
@@ -234,10 +238,12 @@ impl PublishingControl {
         // session, pause this one right away.
         let mut paused = false;
         let mut failing = false;
+        // After a reconnect a pause is sent again (the subscription may be a new one).
+        let mut reapply = false;
         self.stats.set_paused(false);
         loop {
             let want = *wish.borrow_and_update();
-            if want != paused {
+            if want != paused || (want && reapply) {
                 let ids = self
                     .session
                     .subscription_state()
@@ -246,10 +252,14 @@ impl PublishingControl {
                     .unwrap_or_default();
                 match self.session.set_publishing_mode(&ids, !want).await {
                     Ok(results) if results.iter().all(|s| s.is_good()) => {
+                        let again = paused && want;
                         paused = want;
                         failing = false;
+                        reapply = false;
                         self.stats.set_paused(want);
-                        if want {
+                        if again {
+                            debug!(source = %self.source, "publishing paused again after the reconnect");
+                        } else if want {
                             self.stats.publishing_pauses.fetch_add(1, Ordering::Relaxed);
                             info!(source = %self.source, "the pipeline is saturated: publishing paused (the server keeps the values in its queues and sends keep-alives)");
                         } else {
@@ -272,6 +282,7 @@ impl PublishingControl {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = wish.changed() => if changed.is_err() { return },
+                _ = self.reconnected.notified() => reapply = true,
             }
         }
     }

@@ -419,12 +419,15 @@ async fn run_connection(
     }
     let readers = CancellationToken::new();
     let _stop_readers = readers.clone().drop_guard();
+    // Told after every reconnect, so that a pause is applied again to a recreated subscription.
+    let reconnected = Arc::new(tokio::sync::Notify::new());
     if has_subscription {
         // Pauses and resumes publishing of this session's subscription for the hand-off.
         let control = handoff::PublishingControl {
             session: session.clone(),
             source: name.clone(),
             stats: stats.clone(),
+            reconnected: reconnected.clone(),
         };
         tokio::spawn(control.run(handoff.pause_wanted(), readers.clone()));
     }
@@ -468,6 +471,7 @@ async fn run_connection(
                     stats.session.reconnected();
                     connected = true;
                     heartbeat.beat();
+                    reconnected.notify_one();
                     if let SessionConnectMode::NewSession(_) = mode {
                         // Namespace indexes may differ on a restarted server. async-opcua has
                         // recreated the items with the old indexes; if those are stale, start
