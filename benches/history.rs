@@ -55,7 +55,7 @@ fn main() {
     let base = 1_780_000_000_000_000_000i64;
     let reading = |rule: usize, s: i64| Reading {
         rule: rule as u32,
-        value: opcua::types::Variant::Double(s as f64 * 0.5 + rule as f64),
+        value: aas_gateway::core::TypedValue::Float(s as f64 * 0.5 + rule as f64),
         status: 0,
         source_ts_nanos: base + s * 1_000_000_000,
         server_ts_nanos: base + s * 1_000_000_000,

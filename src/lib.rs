@@ -14,8 +14,10 @@
 //!
 //! Module map:
 //! - [`config`]: typed TOML config with env overrides; `validate()` lists every error with its path.
-//! - [`model`]: `Reading`, `SubmodelUpdate`, `TypedValue`, `Quality`: what the stages exchange.
-//! - [`sources::opcua`]: sessions, subscriptions, reconnects, node ids (`nsu=`), value conversion.
+//! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`.
+//! - [`model`]: `SubmodelUpdate`, `ElementTarget` (and the core types re-exported): what the stages exchange.
+//! - [`sources`]: the `Source` trait and its registry; [`sources::opcua`]: sessions, subscriptions,
+//!   reconnects, node ids (`nsu=`), value conversion, back-pressure that never blocks a session.
 //! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
@@ -40,6 +42,7 @@ pub mod aas;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod core;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;

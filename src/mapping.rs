@@ -3,20 +3,21 @@
 //! [`Router::build`] checks every rule against the loaded AAS environment and reports all
 //! problems at once (unknown submodel, missing idShortPath, element kinds that cannot hold a
 //! value, a node mapped twice). At run time [`Router::route`] turns a [`Reading`] into a
-//! [`SubmodelUpdate`] by index, converting the value to the element's `xs:*` type.
+//! [`SubmodelUpdate`] by index, coercing its protocol-free [`TypedValue`] to the element's
+//! `xs:*` type.
 
 #![warn(missing_docs)]
 
 use std::sync::Arc;
 
-use opcua::types::{DataTypeId, Identifier, NodeId};
+use opcua::types::NodeId;
 
 use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
 use crate::config::{Config, ConfigErrors};
 use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
-use crate::sources::opcua::convert::variant_to_typed;
 use crate::sources::opcua::node_ref::NodeRef;
 use crate::sources::opcua::{MonitorSettings, MonitoredNode};
+use crate::sources::RuleTarget;
 
 /// One compiled rule.
 #[derive(Debug)]
@@ -220,7 +221,7 @@ impl Router {
                 route.node, route.target.submodel_id_short, route.target.id_short_path
             )
         };
-        let mut value = variant_to_typed(&reading.value).map_err(fail)?;
+        let mut value = reading.value;
         if let Some(linear) = route.linear {
             value = linear.apply(value).map_err(fail)?;
         }
@@ -238,124 +239,32 @@ impl Router {
     }
 }
 
-/// What kind of values an OPC UA built-in DataType carries, as far as the mapping cares.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum NodeValues {
-    Boolean,
-    /// Signed integers within this range.
-    Signed(i128, i128),
-    /// Unsigned integers up to this bound.
-    Unsigned(i128),
-    Float,
-    Text,
-    DateTime,
-    Bytes,
-}
-
-fn node_values(dt: DataTypeId) -> Option<NodeValues> {
-    use DataTypeId as D;
-    use NodeValues::*;
-    Some(match dt {
-        D::Boolean => Boolean,
-        D::SByte => Signed(i8::MIN as i128, i8::MAX as i128),
-        D::Int16 => Signed(i16::MIN as i128, i16::MAX as i128),
-        // Enumerations travel as Int32.
-        D::Int32 | D::Enumeration => Signed(i32::MIN as i128, i32::MAX as i128),
-        D::Int64 | D::Integer => Signed(i64::MIN as i128, i64::MAX as i128),
-        D::Byte => Unsigned(u8::MAX as i128),
-        D::UInt16 => Unsigned(u16::MAX as i128),
-        D::UInt32 | D::StatusCode => Unsigned(u32::MAX as i128),
-        D::UInt64 | D::UInteger => Unsigned(u64::MAX as i128),
-        D::Float | D::Double | D::Number | D::Duration => Float,
-        D::String
-        | D::LocalizedText
-        | D::QualifiedName
-        | D::NodeId
-        | D::ExpandedNodeId
-        | D::Guid
-        | D::XmlElement => Text,
-        D::DateTime | D::UtcTime => DateTime,
-        D::ByteString => Bytes,
-        _ => return None,
-    })
-}
-
-fn xs_range(t: XsType) -> Option<(i128, i128)> {
-    Some(match t {
-        XsType::Byte => (i8::MIN as i128, i8::MAX as i128),
-        XsType::Short => (i16::MIN as i128, i16::MAX as i128),
-        XsType::Int => (i32::MIN as i128, i32::MAX as i128),
-        XsType::Long | XsType::Integer => (i64::MIN as i128, i64::MAX as i128),
-        XsType::UnsignedByte => (0, u8::MAX as i128),
-        XsType::UnsignedShort => (0, u16::MAX as i128),
-        XsType::UnsignedInt => (0, u32::MAX as i128),
-        XsType::UnsignedLong => (0, u64::MAX as i128),
-        _ => return None,
-    })
-}
-
 /// Checks that every value a node of OPC UA DataType `data_type` can send fits the element
-/// `route` maps it to, e.g. `Double node mapped to xs:boolean` is an error, `UInt16` into
-/// `xs:int` is fine, `Int64` into `xs:int` is not (values beyond ±2³¹ would be rejected at run
-/// time). Wire it where the source has read the node's DataType attribute, and report the error
-/// as a config error of that rule.
-///
-/// DataTypes outside namespace 0 (structures, custom enumerations) and abstract ones the
-/// gateway does not know pass: their values are still checked on arrival, value by value.
+/// `route` maps it to (see [`crate::sources::opcua::typecheck`], where the OPC UA knowledge
+/// lives), e.g. `Double node mapped to xs:boolean` is an error, `UInt16` into `xs:int` is fine.
 pub fn check_node_type(route: &Route, data_type: &NodeId) -> Result<(), String> {
-    let known = match (&data_type.identifier, data_type.namespace) {
-        (Identifier::Numeric(n), 0) => DataTypeId::try_from(*n).ok(),
-        _ => None,
-    };
-    let Some(dt) = known else { return Ok(()) };
-    let Some(values) = node_values(dt) else {
-        return Ok(());
-    };
-    let xs = route.location.value_type;
-    let fail = |why: &str| {
-        Err(format!(
-            "{dt:?} node {} mapped to {xs} ({}/{}){why}",
-            route.node, route.target.submodel_id_short, route.target.id_short_path
-        ))
-    };
-    if route.linear.is_some()
-        && !matches!(
-            values,
-            NodeValues::Float | NodeValues::Signed(..) | NodeValues::Unsigned(_)
-        )
-    {
-        return fail(": scale/offset need a numeric node");
-    }
-    if route.linear.is_some() {
-        return Ok(()); // numeric into xs:float/double/decimal, checked by Router::build
-    }
-    use NodeValues as V;
-    let ok = match (values, xs) {
-        // xs:string takes the text form of anything.
-        (_, XsType::String) => true,
-        (V::Boolean, XsType::Boolean) => true,
-        (V::Boolean, t) => xs_range(t).is_some(),
-        (V::Signed(lo, hi), t) if xs_range(t).is_some() => {
-            let (tlo, thi) = xs_range(t).expect("checked");
-            tlo <= lo && hi <= thi
+    crate::sources::opcua::typecheck::check_data_type(&route.rule_target(), data_type)
+}
+
+impl Route {
+    /// What a source needs to know about this rule's element to check its own types.
+    pub fn rule_target(&self) -> RuleTarget {
+        RuleTarget {
+            node: self.node.to_string(),
+            element: format!(
+                "{}/{}",
+                self.target.submodel_id_short, self.target.id_short_path
+            ),
+            value_type: self.location.value_type,
+            linear: self.linear.is_some(),
         }
-        (V::Unsigned(hi), t) if xs_range(t).is_some() => {
-            let (_, thi) = xs_range(t).expect("checked");
-            hi <= thi
-        }
-        (V::Signed(..) | V::Unsigned(_), XsType::Float | XsType::Double | XsType::Decimal) => true,
-        (V::Float, XsType::Float | XsType::Double | XsType::Decimal) => true,
-        (V::Text, XsType::AnyUri) => dt == DataTypeId::String,
-        (V::DateTime, XsType::DateTime) => true,
-        (V::Bytes, XsType::Base64Binary) => true,
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else if let (V::Signed(..) | V::Unsigned(_), Some(_)) = (values, xs_range(xs)) {
-        fail(": the element's range is smaller than the node's")
-    } else {
-        fail("")
+    }
+}
+
+impl Router {
+    /// Per rule (by index), what its element takes: for the sources' own type checks.
+    pub fn rule_targets(&self) -> Vec<RuleTarget> {
+        self.routes.iter().map(Route::rule_target).collect()
     }
 }
 

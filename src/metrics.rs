@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::pipeline::PipelineStats;
 use crate::security::middleware::Gatekeeper;
 use crate::sinks::SinkStats;
-use crate::sources::opcua::SourceStats;
+use crate::sources::SourceStats;
 
 /// A sink that has values waiting but confirmed none for this long is reported as stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
@@ -129,6 +129,62 @@ impl Observability {
             "counter",
             "Notification messages lost between server and gateway, per source.",
             &per_source(&|st| load(&st.sequence_gaps)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_keep_alives_total",
+            "counter",
+            "Keep-alive publish responses (no data), per source.",
+            &per_source(&|st| load(&st.keep_alives)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_overflows_total",
+            "counter",
+            "Values flagged with the overflow bit (the server's item queue dropped values), per source.",
+            &per_source(&|st| load(&st.overflows)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_stalls_total",
+            "counter",
+            "Times the server sent neither data nor keep-alive within the silence timeout, per source.",
+            &per_source(&|st| load(&st.stalls)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_publishing_pauses_total",
+            "counter",
+            "Times publishing was paused because the pipeline was saturated, per source.",
+            &per_source(&|st| load(&st.publishing_pauses)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_publishing_paused",
+            "gauge",
+            "1 while the source's publishing is paused by back-pressure.",
+            &per_source(&|st| load(&st.publishing_paused)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_handoff_waiting",
+            "gauge",
+            "Values waiting between the source and the pipeline.",
+            &per_source(&|st| load(&st.handoff_waiting)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_handoff_dropped_total",
+            "counter",
+            "Values dropped between the source and the pipeline (a server ignoring the pause, or stop), per source.",
+            &per_source(&|st| load(&st.handoff_dropped)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_source_unconvertible_total",
+            "counter",
+            "Values with no typed form (e.g. DiagnosticInfo), per source.",
+            &per_source(&|st| load(&st.unconvertible)),
         );
         metric_owned(
             &mut out,
@@ -251,7 +307,9 @@ impl Observability {
             .map(|(name, st)| {
                 let connected = st.session.is_connected();
                 ready &= connected;
-                json!({"name": name, "state": if connected { "connected" } else { "disconnected" }})
+                json!({"name": name, "state": if connected { "connected" } else { "disconnected" },
+                    // Back-pressure is visible, but not a reason to be unready: the session is fine.
+                    "publishing_paused": st.is_paused()})
             })
             .collect();
         let now = Instant::now();

@@ -1,72 +1,16 @@
 //! The types every stage of the pipeline shares.
 //!
-//! A [`Reading`] is what a source observed (one OPC UA data change); the mapping turns it into a
+//! A [`Reading`] is what a source observed (a value change, already a protocol-free
+//! [`TypedValue`]; both live in [`crate::core`]); the mapping turns it into a
 //! [`SubmodelUpdate`], which the AAS store, the sinks and the API all consume. Updates travel in
 //! batches (`Arc<[SubmodelUpdate]>`) so that fanning one batch out to several sinks costs one
 //! reference count per sink, not one copy per value.
 
 use std::sync::Arc;
 
-/// One observed value change, straight from a source, before mapping.
-#[derive(Debug, Clone)]
-pub struct Reading {
-    /// Index of the mapping rule this node belongs to (see [`crate::mapping::Router`]).
-    pub rule: u32,
-    /// The OPC UA value as received.
-    pub value: opcua::types::Variant,
-    /// OPC UA status code of the value (0 = Good).
-    pub status: u32,
-    /// Source timestamp, nanoseconds since the Unix epoch (falls back to the server timestamp).
-    pub source_ts_nanos: i64,
-    /// Server timestamp, nanoseconds since the Unix epoch (0 if the server sent none).
-    pub server_ts_nanos: i64,
-}
-
-/// A batch of readings from one publish response (or one cyclic read).
-pub type ReadingBatch = Vec<Reading>;
-
-/// OPC UA quality class, derived from the two top bits of the status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quality {
-    Good,
-    Uncertain,
-    Bad,
-}
-
-impl Quality {
-    pub fn from_status(status: u32) -> Quality {
-        match status >> 30 {
-            0 => Quality::Good,
-            1 => Quality::Uncertain,
-            _ => Quality::Bad,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quality::Good => "good",
-            Quality::Uncertain => "uncertain",
-            Quality::Bad => "bad",
-        }
-    }
-}
-
-/// A value already converted to the element's `xs:*` type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TypedValue {
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    /// Every type whose natural form is text: xs:string, xs:dateTime, xs:base64Binary, GUIDs.
-    Text(String),
-    /// An array (mapped to a SubmodelElementList of Properties).
-    List(Vec<TypedValue>),
-    /// No value, only a status: servers may omit the value of a Bad DataValue (asyncua does),
-    /// and the status must still reach every consumer. The AAS element then has no value,
-    /// MQTT carries `"value": null`, QuestDB only the status column.
-    Null,
-}
+// The protocol-free types live in the leaf module `core`; re-exported so that every stage
+// keeps naming them `model::…`.
+pub use crate::core::{format_timestamp, Quality, Reading, ReadingBatch, TypedValue};
 
 /// Where an update goes: resolved once, at start, from a mapping rule.
 ///
@@ -83,7 +27,7 @@ pub struct ElementTarget {
     /// Dotted idShortPath of the element inside the submodel, e.g. `Axis.Speed` or `Positions[2]`.
     pub id_short_path: String,
     /// The element's `valueType` (`xs:double`, ...); for lists, the list's `valueTypeListElement`.
-    pub value_type: crate::aas::XsType,
+    pub value_type: crate::core::XsType,
     /// MQTT topic of this element (computed once from the topic scheme).
     pub topic: String,
     /// Id of this target in the outbox's target table, assigned on first use.
@@ -116,34 +60,3 @@ impl SubmodelUpdate {
 
 /// A batch of updates shared by every consumer.
 pub type UpdateBatch = Arc<[SubmodelUpdate]>;
-
-/// Formats nanoseconds since the epoch as RFC 3339 UTC (`2026-11-25T17:03:25.123Z`), keeping every
-/// non-zero sub-second digit so that timestamps round-trip exactly.
-pub fn format_timestamp(nanos: i64) -> String {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    DateTime::<Utc>::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quality_follows_status_severity_bits() {
-        assert_eq!(Quality::from_status(0), Quality::Good);
-        assert_eq!(Quality::from_status(0x4000_0000), Quality::Uncertain);
-        assert_eq!(Quality::from_status(0x808B_0000), Quality::Bad);
-    }
-
-    #[test]
-    fn timestamps_keep_milliseconds_and_zone() {
-        assert_eq!(
-            format_timestamp(1_700_000_000_123_000_000),
-            "2023-11-14T22:13:20.123Z"
-        );
-        assert_eq!(
-            format_timestamp(1_700_000_000_000_000_000),
-            "2023-11-14T22:13:20Z"
-        );
-    }
-}

@@ -28,7 +28,7 @@ use crate::mapping::Router;
 use crate::model::{ReadingBatch, UpdateBatch};
 use crate::outbox::Outbox;
 use crate::sinks::{self, SinkStats};
-use crate::sources::opcua::{self, SourceStats};
+use crate::sources::SourceStats;
 
 /// Counters of a running gateway.
 #[derive(Debug, Default)]
@@ -256,29 +256,19 @@ impl Gateway {
 
         let (reading_tx, reading_rx) = mpsc::channel::<ReadingBatch>(capacity);
         let mut sources = JoinSet::new();
-        for (i, src) in cfg.opcua.iter().enumerate() {
-            let source_stats = Arc::new(SourceStats::default());
-            stats.sources.push(source_stats.clone());
-            let nodes = router.nodes_of_source(i, &cfg);
-            if nodes.is_empty() {
-                warn!(source = %src.name, "no mapping rule uses this source; not connecting");
+        // Every configured source of every kind (see `sources::REGISTRY`); their stats stay in
+        // config order, also for sources no rule uses (those are not started).
+        let ctx = crate::sources::SourceContext {
+            config: &cfg,
+            targets: router.rule_targets().into(),
+        };
+        for source in crate::sources::build_all(&ctx)? {
+            stats.sources.push(source.stats());
+            if source.is_idle() {
                 continue;
             }
-            let name = src.name.clone();
-            let pki = cfg.resolve(&src.pki_dir);
-            let check_router = router.clone();
-            let type_check: opcua::TypeCheck = Arc::new(move |rule, data_type| {
-                crate::mapping::check_node_type(&check_router.routes[rule as usize], data_type)
-            });
-            let fut = opcua::run_source(
-                src.clone(),
-                pki,
-                nodes,
-                type_check,
-                reading_tx.clone(),
-                source_stats,
-                shutdown.clone(),
-            );
+            let name = source.name().to_string();
+            let fut = source.run(reading_tx.clone(), shutdown.clone());
             sources.spawn(async move { (name, fut.await) });
         }
         drop(reading_tx);
@@ -414,7 +404,7 @@ async fn dispatch(
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         // Persist before taking the next batch; a failing disk is retried, never skipped.
         let Some(outbox) = &outbox else { continue };
-        let mut backoff = crate::sources::opcua::Backoff::new();
+        let mut backoff = crate::core::Backoff::new();
         while let Err(e) = outbox.append(batch.clone()).await {
             let wait = backoff.next_delay();
             error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot persist values in the outbox; retrying");

@@ -36,7 +36,7 @@ use crate::mapping::Router as MappingRouter;
 use crate::model::TypedValue;
 use crate::security::Principal;
 use crate::sources::opcua::node_ref::NodeRef;
-use crate::sources::opcua::SourceStats;
+use crate::sources::SourceStats;
 
 /// Connection state of one source's OPC UA session, as announced by the source.
 #[derive(Clone, Default)]

@@ -603,7 +603,8 @@ fn linked_segment_query_returns_the_internal_records_from_the_ilp_layout() {
             };
             let reading = Reading {
                 rule: rule as u32,
-                value,
+                // Converted as the OPC UA source converts what it receives.
+                value: aas_gateway::sources::opcua::convert::variant_to_typed(&value).unwrap(),
                 status,
                 source_ts_nanos: ts,
                 server_ts_nanos: ts,

@@ -110,10 +110,11 @@ fn node_types_are_checked_against_element_types() {
     assert_eq!(check_node_type(boolean, &NodeId::new(3, 3001u32)), Ok(()));
 }
 
+/// A reading as the OPC UA source emits it: the value already converted by the source.
 fn reading(rule: u32, value: Variant) -> Reading {
     Reading {
         rule,
-        value,
+        value: aas_gateway::sources::opcua::convert::variant_to_typed(&value).unwrap(),
         status: 0,
         source_ts_nanos: 0,
         server_ts_nanos: 0,

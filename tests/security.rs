@@ -332,6 +332,19 @@ async fn tokens_roles_write_back_audit_metrics_and_readiness() {
         ),
         metric(&metrics, "aas_gateway_readings_total")
     );
+    // Back-pressure counters are exposed; nothing was saturated here.
+    for name in [
+        "aas_gateway_source_publishing_pauses_total",
+        "aas_gateway_source_publishing_paused",
+        "aas_gateway_source_handoff_dropped_total",
+        "aas_gateway_source_stalls_total",
+    ] {
+        assert_eq!(
+            metric(&metrics, &format!("{name}{{source=\"sim\"}}")),
+            0,
+            "{name}"
+        );
+    }
 
     // Without its server the source is not ready any more.
     let t0 = tokio::time::Instant::now();

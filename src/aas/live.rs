@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{ElementLocation, Environment};
-use crate::model::TypedValue;
+use crate::core::TypedValue;
 
 /// The environment plus the values waiting to be written into it.
 #[derive(Debug)]

@@ -15,14 +15,15 @@ pub mod aasx;
 pub mod live;
 pub mod model;
 pub mod view;
-pub mod xs;
+/// The `xs:*` types now live in the leaf module [`crate::core::xs`].
+pub use crate::core::xs;
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-use crate::model::TypedValue;
+use crate::core::TypedValue;
 pub use xs::XsType;
 
 /// Loaded shells and submodels, with live values applied.

@@ -245,9 +245,25 @@ pub struct OpcUaSourceConfig {
     /// (ExtensionObjects) become JSON with named fields instead of base64 bytes.
     #[serde(default = "default_true")]
     pub load_data_types: bool,
+    /// Back-pressure: when more than this many values wait for the pipeline (a sink that
+    /// blocks, a slow disk), publishing of the subscription is paused (SetPublishingMode) until
+    /// they have entered it. The server keeps sampling into each item's queue (`queue_size`
+    /// values; beyond that it drops and flags the overflow, counted) and sends keep-alives, so
+    /// the session stays healthy. Memory for waiting values is bounded by twice this plus ten
+    /// publish responses (`max_notifications_per_publish`); values beyond that are dropped and
+    /// counted (`aas_gateway_source_handoff_dropped_total`).
+    #[serde(default = "default_pause_publishing_above")]
+    pub pause_publishing_above: usize,
 }
 
 impl OpcUaSourceConfig {
+    /// The hand-off's hard bound in values (see `pause_publishing_above`).
+    pub fn handoff_max_values(&self) -> usize {
+        self.pause_publishing_above
+            .saturating_mul(2)
+            .saturating_add((self.max_notifications_per_publish as usize).saturating_mul(10))
+    }
+
     /// The silence after which the server is considered stalled (see `silence_timeout_ms`).
     pub fn silence_timeout(&self) -> std::time::Duration {
         let ms = self.silence_timeout_ms.unwrap_or_else(|| {
@@ -308,6 +324,9 @@ fn default_publishing_interval_ms() -> u64 {
 }
 fn default_queue_size() -> u32 {
     10
+}
+fn default_pause_publishing_above() -> usize {
+    50_000
 }
 fn default_max_notifications_per_publish() -> u32 {
     10_000
@@ -780,6 +799,9 @@ impl Config {
             }
             if s.keep_alive_count == 0 {
                 errors.push(at("keep_alive_count"), "must be at least 1");
+            }
+            if s.pause_publishing_above == 0 {
+                errors.push(at("pause_publishing_above"), "must be at least 1");
             }
             check_deadband(
                 &mut errors,

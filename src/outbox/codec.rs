@@ -54,6 +54,12 @@ fn encode_value(v: &TypedValue, out: &mut Vec<u8>) {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }
+        // Coercion turns these into text before a value reaches the outbox (see
+        // `XsType::coerce`); should one arrive anyway, it is stored as that same text.
+        TypedValue::DateTime(t) => {
+            encode_value(&TypedValue::Text(TypedValue::datetime_text(t)), out)
+        }
+        TypedValue::Bytes(b) => encode_value(&TypedValue::Text(TypedValue::bytes_text(b)), out),
         TypedValue::List(items) => {
             out.push(TAG_LIST);
             out.extend_from_slice(&(items.len() as u32).to_le_bytes());

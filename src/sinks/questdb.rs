@@ -45,6 +45,10 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
         TypedValue::UInt(n) => buf.column_str("value_str", n.to_string())?,
         TypedValue::Bool(b) => buf.column_bool("value_bool", *b)?,
         TypedValue::Text(s) => buf.column_str("value_str", s)?,
+        // Text after coercion already; kept exact should one arrive uncoerced.
+        v @ (TypedValue::DateTime(_) | TypedValue::Bytes(_)) => {
+            buf.column_str("value_str", t.value_type.lexical(v))?
+        }
         list @ TypedValue::List(_) => {
             buf.column_str("value_str", t.value_type.json(list).to_string())?
         }

@@ -1,3 +1,165 @@
-//! Data sources. Today: OPC UA client subscriptions ([`opcua`]).
+//! Data sources behind one trait: a [`Source`] starts from its config section, emits typed
+//! [`ReadingBatch`]es into the dispatcher's channel, reports its counters and health by name
+//! ([`SourceStats`]) and stops on the cancellation token.
+//!
+//! The pipeline knows no source by name: it calls [`build_all`], which asks every factory in
+//! [`REGISTRY`] for the sources its config section describes. Adding a kind of source is its
+//! folder (config, code, tests) plus one line in [`REGISTRY`].
+//!
+//! Sources hand over protocol-free values: a [`crate::core::Reading`] carries a
+//! [`crate::core::TypedValue`], quality/status and both timestamps, never a protocol type.
+//!
+//! Today: OPC UA client subscriptions and cyclic reads ([`opcua`]).
 
 pub mod opcua;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::core::{ReadingBatch, XsType};
+
+/// A running data source.
+pub trait Source: Send {
+    /// The name from its config section (logs, `/metrics`, `/ready`, mapping rules).
+    fn name(&self) -> &str;
+
+    /// Its counters and health, readable while it runs.
+    fn stats(&self) -> Arc<SourceStats>;
+
+    /// `true` when no mapping rule uses this source: it is listed, but not started.
+    fn is_idle(&self) -> bool {
+        false
+    }
+
+    /// Runs until `shutdown`, sending readings into `out` (the dispatcher's bounded channel).
+    /// Returns an error only for problems retrying cannot fix (rejected credentials, a bad
+    /// certificate); unreachable or restarting peers are retried.
+    fn run(
+        self: Box<Self>,
+        out: mpsc::Sender<ReadingBatch>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// What a mapping rule's element takes, for a source's own type checks (a source knows its
+/// protocol's types, the mapping knows the elements; this is what they share).
+#[derive(Debug, Clone)]
+pub struct RuleTarget {
+    /// The node/address as configured, for messages.
+    pub node: String,
+    /// `submodel idShort/idShortPath`, for messages.
+    pub element: String,
+    /// The element's value type.
+    pub value_type: XsType,
+    /// The rule applies `scale`/`offset` (the element is then xs:float/double/decimal).
+    pub linear: bool,
+}
+
+/// What a factory builds its sources from.
+pub struct SourceContext<'a> {
+    /// The whole config (each factory reads its own section and the mapping rules).
+    pub config: &'a Config,
+    /// Per mapping rule (by index), what its element takes.
+    pub targets: Arc<[RuleTarget]>,
+}
+
+/// Builds the sources of one kind from their config section, one per configured entry, in
+/// config order.
+pub type SourceFactory = fn(&SourceContext) -> anyhow::Result<Vec<Box<dyn Source>>>;
+
+/// Every kind of source the gateway has. A new kind: its folder + one line here.
+pub const REGISTRY: &[SourceFactory] = &[opcua::build_sources];
+
+/// Every configured source of every kind, in registry order, then config order.
+pub fn build_all(ctx: &SourceContext) -> anyhow::Result<Vec<Box<dyn Source>>> {
+    let mut all = Vec::new();
+    for factory in REGISTRY {
+        all.extend(factory(ctx)?);
+    }
+    Ok(all)
+}
+
+/// Counters of one source, readable while it runs.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Values received (subscription notifications and changed cyclic reads).
+    pub notifications: AtomicU64,
+    /// Notification messages lost between server and gateway (publish sequence gaps).
+    pub sequence_gaps: AtomicU64,
+    /// Values with the overflow bit: the server's item queue dropped values before them.
+    pub overflows: AtomicU64,
+    /// Reconnects reported by the session (after the first connect).
+    pub reconnects: AtomicU64,
+    /// Times the server was silent for longer than the silence timeout.
+    pub stalls: AtomicU64,
+    /// Publish responses without data (keep-alives): the server is alive even when it has
+    /// nothing to send, or while publishing is paused.
+    pub keep_alives: AtomicU64,
+    /// Times publishing was paused because the pipeline was saturated (see
+    /// [`opcua::handoff`]).
+    pub publishing_pauses: AtomicU64,
+    /// 1 while publishing is paused.
+    pub publishing_paused: AtomicU64,
+    /// Values waiting in the hand-off to the pipeline now.
+    pub handoff_waiting: AtomicU64,
+    /// Values dropped at the hand-off: only when a server ignores the pause (beyond the
+    /// hand-off's hard bound), or when stopping with values the pipeline did not take in time.
+    pub handoff_dropped: AtomicU64,
+    /// Values the source received but cannot represent (e.g. a DiagnosticInfo), logged once per
+    /// mapping rule.
+    pub unconvertible: AtomicU64,
+    /// The session, announced for write-back, readiness and the audit log.
+    pub session: crate::writeback::SessionSlot,
+}
+
+impl SourceStats {
+    /// Sets the "publishing paused" gauge.
+    pub fn set_paused(&self, paused: bool) {
+        self.publishing_paused
+            .store(paused as u64, Ordering::Relaxed);
+    }
+
+    /// Whether publishing is paused by back-pressure now.
+    pub fn is_paused(&self) -> bool {
+        self.publishing_paused.load(Ordering::Relaxed) == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_builds_one_source_per_configured_entry_idle_when_unmapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            "[aas]\nenvironments = []\n\
+             [[opcua]]\nname = \"a\"\nendpoint = \"opc.tcp://127.0.0.1:1/\"\n\
+             [[opcua]]\nname = \"b\"\nendpoint = \"opc.tcp://127.0.0.1:2/\"\n\
+             [[mapping]]\nsource = \"b\"\nnode_id = \"ns=2;s=X\"\nsubmodel = \"urn:x\"\npath = \"X\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let targets: Arc<[RuleTarget]> = vec![RuleTarget {
+            node: "ns=2;s=X".into(),
+            element: "S/X".into(),
+            value_type: XsType::Double,
+            linear: false,
+        }]
+        .into();
+        let built = build_all(&SourceContext {
+            config: &config,
+            targets,
+        })
+        .unwrap();
+        let names: Vec<_> = built.iter().map(|s| (s.name(), s.is_idle())).collect();
+        assert_eq!(names, [("a", true), ("b", false)]);
+    }
+}

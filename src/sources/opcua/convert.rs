@@ -7,15 +7,18 @@
 //! | Byte, UInt16, UInt32, UInt64 | UInt | xs:unsignedByte … xs:unsignedLong |
 //! | Float, Double (NaN, ±INF included) | Float | xs:float, xs:double |
 //! | String, XmlElement | Text | xs:string |
-//! | DateTime | Text, RFC 3339 UTC | xs:dateTime |
+//! | DateTime | DateTime (exact; RFC 3339 UTC text once coerced) | xs:dateTime |
 //! | Guid | Text, `72962b91-fa75-…` | xs:string |
-//! | ByteString | Text, base64 | xs:base64Binary |
+//! | ByteString | Bytes (base64 text once coerced) | xs:base64Binary |
 //! | LocalizedText | Text (the text; the locale is dropped) | xs:string / MultiLanguageProperty |
 //! | QualifiedName, NodeId, ExpandedNodeId | Text | xs:string |
 //! | StatusCode (as a value) | UInt, the 32-bit code | xs:unsignedInt |
 //! | ExtensionObject (structure) | Text, OPC UA JSON encoding (`{"UaTypeId":…,"UaBody":{…}}`) | xs:string |
 //! | arrays of these (any dimension, flattened) | List | SubmodelElementList |
 //! | no value (Empty; e.g. a Bad DataValue without value) | Null | element value removed |
+//!
+//! The source converts every value here, before it leaves the source: readings carry the
+//! core's [`TypedValue`], no OPC UA type passes the hand-off to the pipeline.
 //!
 //! Structures become JSON text rather than a new value kind: every AAS consumer can store and
 //! show an xs:string, and the OPC UA JSON encoding is a published format (Part 6, 5.4). The
@@ -25,10 +28,9 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use opcua::types::{ContextOwned, DateTime, ExtensionObject, Variant};
 
-use crate::model::TypedValue;
+use crate::core::TypedValue;
 
 /// Nanoseconds since the Unix epoch of an OPC UA DateTime (100 ns ticks since 1601).
 pub fn datetime_nanos(dt: &DateTime) -> i64 {
@@ -39,8 +41,7 @@ pub fn datetime_nanos(dt: &DateTime) -> i64 {
 /// RFC 3339 UTC with as many fractional digits as needed (whole seconds have none). Works for
 /// the whole DateTime range, also before 1677 where nanoseconds since 1970 overflow.
 pub fn datetime_text(dt: &DateTime) -> String {
-    dt.as_chrono()
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    TypedValue::datetime_text(&dt.as_chrono())
 }
 
 /// Encodes structures (ExtensionObjects) as OPC UA JSON with a session's encoding context, so
@@ -56,25 +57,10 @@ impl StructureEncoder {
         StructureEncoder { ctx }
     }
 
-    /// Replaces every ExtensionObject in `v` (scalar or array element) by its JSON text;
-    /// other values pass unchanged and without copying.
-    pub fn normalize(&self, v: Variant) -> Variant {
-        match v {
-            Variant::ExtensionObject(eo) => Variant::from(self.json(&eo)),
-            Variant::Array(mut a)
-                if a.values
-                    .iter()
-                    .any(|x| matches!(x, Variant::ExtensionObject(_))) =>
-            {
-                for x in a.values.iter_mut() {
-                    if let Variant::ExtensionObject(eo) = x {
-                        *x = Variant::from(self.json(eo));
-                    }
-                }
-                Variant::Array(a)
-            }
-            other => other,
-        }
+    /// Converts a value to a [`TypedValue`], encoding structures (scalar or array element) as
+    /// OPC UA JSON with the session's context.
+    pub fn to_typed(&self, v: &Variant) -> Result<TypedValue, String> {
+        convert(v, &|eo| self.json(eo))
     }
 
     fn json(&self, eo: &ExtensionObject) -> String {
@@ -93,8 +79,19 @@ pub fn structure_json(eo: &ExtensionObject, ctx: &ContextOwned) -> String {
 }
 
 /// Converts a variant to the gateway's typed value. Types without a natural AAS form are an
-/// error naming the type, so the caller can report which node sent it.
+/// error naming the type, so the caller can report which node sent it. Structures are encoded
+/// without a session context (see [`StructureEncoder::to_typed`] for the source's path).
 pub fn variant_to_typed(v: &Variant) -> Result<TypedValue, String> {
+    // Without a session context standard structures still encode field by field, unknown
+    // ones as base64.
+    convert(v, &|eo| structure_json(eo, &ContextOwned::default()))
+}
+
+/// The conversion, with `structure` turning an ExtensionObject into its JSON text.
+fn convert(
+    v: &Variant,
+    structure: &dyn Fn(&ExtensionObject) -> String,
+) -> Result<TypedValue, String> {
     use TypedValue::*;
     Ok(match v {
         Variant::Boolean(b) => Bool(*b),
@@ -110,31 +107,25 @@ pub fn variant_to_typed(v: &Variant) -> Result<TypedValue, String> {
         Variant::Double(x) => Float(*x),
         Variant::String(s) => Text(s.as_ref().to_string()),
         Variant::XmlElement(s) => Text(s.to_string()),
-        Variant::DateTime(dt) => Text(datetime_text(dt)),
+        Variant::DateTime(dt) => DateTime(dt.as_chrono()),
         Variant::Guid(g) => Text(g.to_string().to_lowercase()),
-        Variant::ByteString(b) => Text(
-            b.value
-                .as_deref()
-                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
-                .unwrap_or_default(),
-        ),
+        // A null ByteString is the empty one (as before: an empty base64 text).
+        Variant::ByteString(b) => Bytes(b.value.clone().unwrap_or_default()),
         Variant::LocalizedText(lt) => Text(lt.text.as_ref().to_string()),
         Variant::QualifiedName(q) => Text(q.name.as_ref().to_string()),
         Variant::NodeId(n) => Text(n.to_string()),
         Variant::ExpandedNodeId(n) => Text(n.to_string()),
         Variant::StatusCode(s) => UInt(s.bits() as u64),
-        // Without a session context (the source normally converts structures already):
-        // standard structures still encode field by field, unknown ones as base64.
-        Variant::ExtensionObject(eo) => Text(structure_json(eo, &ContextOwned::default())),
+        Variant::ExtensionObject(eo) => Text(structure(eo)),
         Variant::DataValue(dv) => match &dv.value {
-            Some(inner) => variant_to_typed(inner)?,
+            Some(inner) => convert(inner, structure)?,
             None => return Err("the value is an empty DataValue".into()),
         },
-        Variant::Variant(inner) => variant_to_typed(inner)?,
+        Variant::Variant(inner) => convert(inner, structure)?,
         Variant::Array(a) => List(
             a.values
                 .iter()
-                .map(variant_to_typed)
+                .map(|x| convert(x, structure))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         Variant::Empty => Null,
@@ -204,6 +195,10 @@ mod tests {
                 TypedValue::Text("AAH+/w==".into()),
             ),
             (
+                Variant::from(ByteString::null()),
+                TypedValue::Text(String::new()),
+            ),
+            (
                 Variant::from(LocalizedText::new("de", "Hallo")),
                 TypedValue::Text("Hallo".into()),
             ),
@@ -217,7 +212,9 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let got = variant_to_typed(&v).unwrap();
+            // Instants and bytes stay exact in the reading; the texts expected here are what
+            // they become in the element they fit (xs:dateTime, xs:base64Binary).
+            let got = in_natural_element(variant_to_typed(&v).unwrap());
             match (&got, &want) {
                 (TypedValue::Float(a), TypedValue::Float(b)) if a.is_nan() => assert!(b.is_nan()),
                 _ => assert_eq!(got, want, "{v:?}"),
@@ -241,14 +238,41 @@ mod tests {
         assert!(!parsed["UaTypeId"].is_null(), "{json}");
     }
 
+    use opcua::types::ByteString;
+
     #[test]
     fn datetimes_are_rfc3339_utc() {
         let dt =
             DateTime::from(chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap());
         assert_eq!(datetime_nanos(&dt), 1_700_000_000_123_000_000);
+        let typed = variant_to_typed(&Variant::from(dt)).unwrap();
+        assert_eq!(typed, TypedValue::DateTime(dt.as_chrono()));
         assert_eq!(
-            variant_to_typed(&Variant::from(dt)),
-            Ok(TypedValue::Text("2023-11-14T22:13:20.123Z".into()))
+            in_natural_element(typed),
+            TypedValue::Text("2023-11-14T22:13:20.123Z".into())
         );
+    }
+
+    /// A value as its natural element type stores it: instants as xs:dateTime, bytes as
+    /// xs:base64Binary, everything else unchanged.
+    fn in_natural_element(v: TypedValue) -> TypedValue {
+        use crate::core::XsType;
+        match v {
+            TypedValue::DateTime(_) => XsType::DateTime.coerce(v).unwrap(),
+            TypedValue::Bytes(_) => XsType::Base64Binary.coerce(v).unwrap(),
+            other => other,
+        }
+    }
+
+    #[test]
+    fn instants_keep_every_tick_and_the_whole_range() {
+        // OPC UA's 100 ns ticks survive, also before 1677 where i64 nanoseconds end.
+        let first_tick = DateTime::from(1i64);
+        assert_eq!(
+            in_natural_element(variant_to_typed(&Variant::from(first_tick)).unwrap()),
+            TypedValue::Text("1601-01-01T00:00:00.000000100Z".into())
+        );
+        let bytes = variant_to_typed(&Variant::from(ByteString::from(vec![7u8, 8]))).unwrap();
+        assert_eq!(bytes, TypedValue::Bytes(vec![7, 8]));
     }
 }

@@ -5,11 +5,12 @@
 //! - [`session`]: client set-up (security, PKI, identity tokens), connect, the event-loop driver
 //!   that catches rejected credentials/certificates and kicks publishing after reconnects;
 //! - [`subscription`]: monitored items with per-node sampling/queue/DataChangeFilter, batching,
-//!   the notification handler (sequence gaps, queue overflows, back-pressure);
+//!   the notification handler (sequence gaps, queue overflows), which never blocks;
+//! - [`handoff`]: from the handler to the pipeline; back-pressure by pausing publishing;
 //! - [`reader`]: cyclic-read mode;
 //! - [`limits`]: the server's OperationLimits, which size every batch;
 //! - [`node_ref`]: node ids in all forms, `nsu=` resolved against the NamespaceArray;
-//! - [`convert`]: every built-in type to a [`crate::model::TypedValue`];
+//! - [`convert`]: every built-in type to a [`crate::core::TypedValue`];
 //! - [`browse`]: the address-space walker behind `aas-gateway browse`;
 //! - [`pki`]: the gateway's certificate store (`aas-gateway pki`).
 //!
@@ -20,16 +21,21 @@
 //! - `nsu=` ids are resolved after every connect; on a new session whose NamespaceArray
 //!   changed, the source starts over so that every item monitors the right node;
 //! - a server that sends neither data nor keep-alives for `silence_timeout` is treated as
-//!   stalled: logged, disconnected and connected afresh.
+//!   stalled: logged, disconnected and connected afresh. Our own back-pressure cannot look
+//!   like that: the handler never blocks the session, and a subscription whose publishing we
+//!   paused still sends keep-alives (the watch says so when it fires during a pause).
 
 pub mod browse;
 pub mod convert;
+pub mod handoff;
 pub mod limits;
 pub mod node_ref;
 pub mod pki;
 pub mod reader;
 pub mod session;
+pub mod source;
 pub mod subscription;
+pub mod typecheck;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,11 +51,13 @@ use tracing::{error, info, warn};
 use crate::config::{
     AcquisitionMode, DataChangeTriggerKind, DeadbandKind, MappingRule, OpcUaSourceConfig,
 };
-use crate::model::{Reading, ReadingBatch};
+use crate::core::{Reading, ReadingBatch};
 use node_ref::NodeRef;
 use session::{Connection, SessionEvent};
 
+pub use super::SourceStats;
 pub use session::{security_mode, security_policy_uri};
+pub use source::{build_sources, OpcUaSource};
 
 /// How one node is acquired: the source's settings with the mapping rule's overrides applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,23 +110,6 @@ pub struct MonitoredNode {
     pub settings: MonitorSettings,
 }
 
-/// Counters of one source, readable while it runs.
-#[derive(Debug, Default)]
-pub struct SourceStats {
-    /// Values received (subscription notifications and changed cyclic reads).
-    pub notifications: AtomicU64,
-    /// Notification messages lost between server and gateway (publish sequence gaps).
-    pub sequence_gaps: AtomicU64,
-    /// Values with the overflow bit: the server's item queue dropped values before them.
-    pub overflows: AtomicU64,
-    /// Reconnects reported by the session (after the first connect).
-    pub reconnects: AtomicU64,
-    /// Times the server was silent for longer than the silence timeout.
-    pub stalls: AtomicU64,
-    /// The session, announced for write-back, readiness and the audit log.
-    pub session: crate::writeback::SessionSlot,
-}
-
 /// Time of the last sign of life of a subscription (any publish response).
 #[derive(Debug)]
 pub struct Heartbeat {
@@ -147,14 +138,15 @@ impl Heartbeat {
     }
 }
 
-/// A DataValue as a reading of `rule`; structures become JSON text (see [`convert`]); the
-/// source timestamp falls back to the server timestamp, then to the arrival time, so that
-/// every reading has a time.
+/// A DataValue as a reading of `rule`, its value converted to a [`crate::core::TypedValue`]
+/// (structures become JSON text, see [`convert`]); the source timestamp falls back to the
+/// server timestamp, then to the arrival time, so that every reading has a time. An error
+/// names the value's type when it has no typed form.
 pub fn data_value_reading(
     rule: u32,
     dv: DataValue,
     encoder: &convert::StructureEncoder,
-) -> Reading {
+) -> Result<Reading, String> {
     let server_ts = dv.server_timestamp.as_ref().map(convert::datetime_nanos);
     let source_ts = dv
         .source_timestamp
@@ -162,12 +154,31 @@ pub fn data_value_reading(
         .map(convert::datetime_nanos)
         .or(server_ts)
         .unwrap_or_else(now_nanos);
-    Reading {
+    let value = match &dv.value {
+        Some(v) => encoder.to_typed(v)?,
+        None => crate::core::TypedValue::Null,
+    };
+    Ok(Reading {
         rule,
-        value: encoder.normalize(dv.value.unwrap_or_default()),
+        value,
         status: dv.status.map(|s| s.bits()).unwrap_or(0),
         source_ts_nanos: source_ts,
         server_ts_nanos: server_ts.unwrap_or(0),
+    })
+}
+
+/// Counts a value the source cannot represent and names it in the log once per rule (a
+/// stream of them must not flood the log).
+pub fn report_unconvertible(
+    source: &str,
+    stats: &SourceStats,
+    logged: &mut std::collections::HashSet<u32>,
+    rule: u32,
+    error: &str,
+) {
+    stats.unconvertible.fetch_add(1, Ordering::Relaxed);
+    if logged.insert(rule) {
+        warn!(source = %source, "mapping[{rule}]: a value was not taken (logged once per rule, counted always): {error}");
     }
 }
 
@@ -183,7 +194,7 @@ enum Outcome {
 }
 
 /// Checks a node's DataType against its mapping rule (rule index, DataType node id); an error
-/// names both (see [`crate::mapping::check_node_type`]).
+/// names both (see [`typecheck::check_data_type`]).
 pub type TypeCheck = Arc<dyn Fn(u32, &NodeId) -> Result<(), String> + Send + Sync>;
 
 /// Runs one OPC UA source until `shutdown`, sending readings to `tx`.
@@ -209,22 +220,57 @@ pub async fn run_source(
     let identity = session::identity(&cfg)?;
     let mut client = session::build_client(&cfg, &pki_dir)?;
     let mut backoff = Backoff::new();
+    // One hand-off for the source's whole life: values waiting in it survive a reconnect.
+    let handoff = handoff::HandOff::new(
+        name.clone(),
+        cfg.pause_publishing_above,
+        cfg.handoff_max_values(),
+        stats.clone(),
+    );
+    let forwarder_stop = CancellationToken::new();
+    let forwarder = tokio::spawn(handoff.clone().forward(tx.clone(), forwarder_stop.clone()));
+    let result = run_sessions(
+        &cfg,
+        &mut client,
+        &identity,
+        &mut backoff,
+        &nodes,
+        &type_check,
+        &handoff,
+        &tx,
+        &stats,
+        &shutdown,
+    )
+    .await;
+    // Pass on what the last session delivered before the source ends.
+    forwarder_stop.cancel();
+    let _ = forwarder.await;
+    result
+}
+
+/// Opens sessions one after the other until shutdown or an error retrying cannot fix.
+#[allow(clippy::too_many_arguments)]
+async fn run_sessions(
+    cfg: &OpcUaSourceConfig,
+    client: &mut opcua::client::Client,
+    identity: &(opcua::client::IdentityToken, opcua::types::UserTokenPolicy),
+    backoff: &mut Backoff,
+    nodes: &[MonitoredNode],
+    type_check: &TypeCheck,
+    handoff: &Arc<handoff::HandOff>,
+    tx: &mpsc::Sender<ReadingBatch>,
+    stats: &Arc<SourceStats>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     loop {
-        let opened = session::open(&mut client, &cfg, &identity, &mut backoff, &shutdown).await;
+        let opened = session::open(client, cfg, identity, backoff, shutdown).await;
         let Some(mut conn) = opened.inspect_err(|_| stats.session.clear())? else {
             stats.session.clear();
             return Ok(());
         };
         stats.session.attach(&conn.session);
         let outcome = run_connection(
-            &cfg,
-            &nodes,
-            &type_check,
-            &mut conn,
-            &mut backoff,
-            &tx,
-            &stats,
-            &shutdown,
+            cfg, nodes, type_check, &mut conn, backoff, handoff, tx, stats, shutdown,
         )
         .await;
         match outcome {
@@ -263,6 +309,7 @@ async fn run_connection(
     type_check: &TypeCheck,
     conn: &mut Connection,
     backoff: &mut Backoff,
+    handoff: &Arc<handoff::HandOff>,
     tx: &mpsc::Sender<ReadingBatch>,
     stats: &Arc<SourceStats>,
     shutdown: &CancellationToken,
@@ -354,11 +401,12 @@ async fn run_connection(
     if has_subscription {
         let handler = subscription::NotificationHandler {
             source: name.clone(),
-            tx: tx.clone(),
+            handoff: handoff.clone(),
             stats: stats.clone(),
             heartbeat: heartbeat.clone(),
             encoder: encoder.clone(),
             last_sequence: None,
+            unconvertible_logged: Default::default(),
         };
         let created = tokio::select! {
             _ = shutdown.cancelled() => return Outcome::Shutdown,
@@ -371,6 +419,18 @@ async fn run_connection(
     }
     let readers = CancellationToken::new();
     let _stop_readers = readers.clone().drop_guard();
+    // Told after every reconnect, so that a pause is applied again to a recreated subscription.
+    let reconnected = Arc::new(tokio::sync::Notify::new());
+    if has_subscription {
+        // Pauses and resumes publishing of this session's subscription for the hand-off.
+        let control = handoff::PublishingControl {
+            session: session.clone(),
+            source: name.clone(),
+            stats: stats.clone(),
+            reconnected: reconnected.clone(),
+        };
+        tokio::spawn(control.run(handoff.pause_wanted(), readers.clone()));
+    }
     for (interval, group) in read_groups {
         info!(source = %name, nodes = group.len(), interval_ms = interval, "cyclic read");
         tokio::spawn(reader::run(
@@ -395,9 +455,12 @@ async fn run_connection(
         tokio::select! {
             _ = shutdown.cancelled() => return Outcome::Shutdown,
             _ = watch.tick() => {
+                // Keep-alives beat the heartbeat too, also while we pause publishing, and the
+                // handler never waits for the pipeline: silence here is the server's own.
                 if has_subscription && connected && heartbeat.silent_for() > silence {
                     stats.stalls.fetch_add(1, Ordering::Relaxed);
                     warn!(source = %name, endpoint = %cfg.endpoint, silent_ms = heartbeat.silent_for().as_millis() as u64,
+                        publishing_paused = stats.is_paused(),
                         "the server sent neither data nor keep-alive within silence_timeout; reconnecting");
                     return Outcome::Stalled;
                 }
@@ -408,6 +471,7 @@ async fn run_connection(
                     stats.session.reconnected();
                     connected = true;
                     heartbeat.beat();
+                    reconnected.notify_one();
                     if let SessionConnectMode::NewSession(_) = mode {
                         // Namespace indexes may differ on a restarted server. async-opcua has
                         // recreated the items with the old indexes; if those are stale, start
@@ -514,32 +578,6 @@ fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
-/// Exponential backoff 0.5 s → 30 s.
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at 0.5 s.
-    pub fn new() -> Self {
-        Backoff {
-            next: Duration::from_millis(500),
-        }
-    }
-    /// The next delay; doubles each time up to 30 s.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
-        d
-    }
-    /// Back to 0.5 s (after a connection that worked).
-    pub fn reset(&mut self) {
-        self.next = Duration::from_millis(500);
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Retry delays with jitter; in [`crate::core`] (re-exported here for the modules that still
+/// name it through the source).
+pub use crate::core::Backoff;

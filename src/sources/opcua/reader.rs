@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::{data_value_reading, MonitoredNode, SourceStats};
-use crate::model::ReadingBatch;
+use super::{data_value_reading, report_unconvertible, MonitoredNode, SourceStats};
+use crate::core::ReadingBatch;
 
 /// Nodes read together: same interval, batched per call.
 pub struct ReadGroup {
@@ -48,6 +48,7 @@ pub async fn run(
     } = group;
     let mut last: Vec<Option<DataValue>> = vec![None; nodes.len()];
     let mut reported: HashSet<usize> = HashSet::new();
+    let mut unconvertible_logged = HashSet::new();
     let mut failing = false;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -88,7 +89,16 @@ pub async fn run(
                 });
                 if changed {
                     last[index] = Some(dv.clone());
-                    batch.push(data_value_reading(node.rule, dv, &encoder));
+                    match data_value_reading(node.rule, dv, &encoder) {
+                        Ok(reading) => batch.push(reading),
+                        Err(e) => report_unconvertible(
+                            &source,
+                            &stats,
+                            &mut unconvertible_logged,
+                            node.rule,
+                            &e,
+                        ),
+                    }
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The subscription of one source: monitored items with per-node sampling, queue and
 //! DataChangeFilter, created in batches the server accepts, and the handler that turns
-//! publish responses into [`Reading`]s.
+//! publish responses into [`crate::core::Reading`]s, handed off without ever waiting.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,13 +12,15 @@ use opcua::types::{
     MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, NotificationMessage,
     ReadValueId, TimestampsToReturn,
 };
-use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::handoff::HandOff;
 use super::limits::OperationLimits;
-use super::{data_value_reading, Heartbeat, MonitorSettings, MonitoredNode, SourceStats};
+use super::{
+    data_value_reading, report_unconvertible, Heartbeat, MonitorSettings, MonitoredNode,
+    SourceStats,
+};
 use crate::config::{DataChangeTriggerKind, DeadbandKind, OpcUaSourceConfig};
-use crate::model::ReadingBatch;
 
 /// The DataChangeFilter for these settings; `None` when the OPC UA default (StatusValue, no
 /// deadband) applies, so that servers without filter support still accept the item.
@@ -121,12 +123,13 @@ pub async fn create(
     Ok((subscription_id, accepted))
 }
 
-/// Turns publish responses into reading batches.
+/// Turns publish responses into reading batches and hands them off; never blocks (it runs
+/// inside the session's event loop, see [`super::handoff`]).
 pub struct NotificationHandler {
     /// Source name, for logs.
     pub source: String,
     /// Where readings go.
-    pub tx: mpsc::Sender<ReadingBatch>,
+    pub handoff: Arc<HandOff>,
     /// Counters of the source.
     pub stats: Arc<SourceStats>,
     /// Beaten on every publish response, data or keep-alive (the silence watch reads it).
@@ -135,6 +138,8 @@ pub struct NotificationHandler {
     pub encoder: super::convert::StructureEncoder,
     /// Sequence number of the last message, to count lost ones.
     pub last_sequence: Option<u32>,
+    /// Rules whose unconvertible value was already logged.
+    pub unconvertible_logged: std::collections::HashSet<u32>,
 }
 
 impl OnSubscriptionNotificationCore for NotificationHandler {
@@ -145,7 +150,9 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
     ) {
         self.heartbeat.beat();
         let Some(data) = notification.notification_data else {
-            return; // keep-alive: it does not consume a sequence number
+            // keep-alive: it does not consume a sequence number
+            self.stats.keep_alives.fetch_add(1, Ordering::Relaxed);
+            return;
         };
         if let Some(last) = self.last_sequence {
             let expected = last.wrapping_add(1);
@@ -170,11 +177,17 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
                     // The server's queue for this item overflowed: values were dropped there.
                     self.stats.overflows.fetch_add(1, Ordering::Relaxed);
                 }
-                batch.push(data_value_reading(
-                    item.client_handle.saturating_sub(1),
-                    item.value,
-                    &self.encoder,
-                ));
+                let rule = item.client_handle.saturating_sub(1);
+                match data_value_reading(rule, item.value, &self.encoder) {
+                    Ok(reading) => batch.push(reading),
+                    Err(e) => report_unconvertible(
+                        &self.source,
+                        &self.stats,
+                        &mut self.unconvertible_logged,
+                        rule,
+                        &e,
+                    ),
+                }
             }
         }
         if batch.is_empty() {
@@ -183,21 +196,9 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
         self.stats
             .notifications
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        // Back-pressure: when the pipeline is full, hold this publish response (the server keeps
-        // queueing) instead of dropping values. The callback is synchronous, so wait in place.
-        match self.tx.try_send(batch) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(batch)) => {
-                let tx = self.tx.clone();
-                let sent = tokio::task::block_in_place(move || tx.blocking_send(batch));
-                if sent.is_err() {
-                    warn!(source = %self.source, "pipeline closed; dropping readings during shutdown");
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                warn!(source = %self.source, "pipeline closed; dropping readings during shutdown")
-            }
-        }
+        // Hand off and return: waiting here would stop this session's keep-alives and
+        // publishes. Back-pressure is the hand-off's job (it pauses publishing).
+        self.handoff.push(batch);
     }
 }
 

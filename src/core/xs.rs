@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::model::TypedValue;
+use super::TypedValue;
 
 /// The `xs:*` types a mapped element can have (variants named after the XSD types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +72,36 @@ impl XsType {
 
     /// Checks that a value fits this type and brings it to the canonical variant
     /// (`Int` for signed, `UInt` for unsigned, `Float` for floating point, `Text` for text types).
+    ///
+    /// Instants and bytes become their lexical text here, and only for the types that hold
+    /// them exactly: a `DateTime` fits `xs:dateTime` (RFC 3339, every sub-second digit kept) and
+    /// `xs:string`; `Bytes` fit `xs:base64Binary` and `xs:string` (base64). So the result
+    /// never is a `DateTime` or `Bytes`.
     pub fn coerce(self, value: TypedValue) -> Result<TypedValue, String> {
         use TypedValue::*;
-        if value == Null {
-            return Ok(Null);
+        match value {
+            Null => return Ok(Null),
+            DateTime(t) => {
+                return match self {
+                    XsType::DateTime | XsType::String => Ok(Text(TypedValue::datetime_text(&t))),
+                    _ => Err(format!(
+                        "the instant {} cannot be stored as {}",
+                        TypedValue::datetime_text(&t),
+                        self.as_str()
+                    )),
+                }
+            }
+            Bytes(b) => {
+                return match self {
+                    XsType::Base64Binary | XsType::String => Ok(Text(TypedValue::bytes_text(&b))),
+                    _ => Err(format!(
+                        "{} bytes cannot be stored as {}",
+                        b.len(),
+                        self.as_str()
+                    )),
+                }
+            }
+            _ => {}
         }
         if let List(items) = value {
             return items
@@ -127,6 +153,8 @@ impl XsType {
             TypedValue::Float(f) if self == XsType::Float => format_float(*f as f32),
             TypedValue::Float(f) => format_double(*f),
             TypedValue::Text(s) => s.clone(),
+            TypedValue::DateTime(t) => TypedValue::datetime_text(t),
+            TypedValue::Bytes(b) => TypedValue::bytes_text(b),
             TypedValue::Null => String::new(),
             TypedValue::List(items) => items
                 .iter()
@@ -154,6 +182,8 @@ impl XsType {
             }
             TypedValue::Float(f) => J::String(format_double(*f)),
             TypedValue::Text(s) => J::String(s.clone()),
+            TypedValue::DateTime(t) => J::String(TypedValue::datetime_text(t)),
+            TypedValue::Bytes(b) => J::String(TypedValue::bytes_text(b)),
             TypedValue::Null => J::Null,
             TypedValue::List(items) => J::Array(items.iter().map(|v| self.json(v)).collect()),
         }
@@ -290,6 +320,29 @@ mod tests {
         assert!(XsType::Boolean.coerce(Float(1.5)).is_err());
         assert_eq!(XsType::Boolean.parse_lexical("true"), Ok(Bool(true)));
         assert!(XsType::Boolean.parse_lexical("yes").is_err());
+    }
+
+    #[test]
+    fn instants_and_bytes_fit_only_their_types_exactly() {
+        // 1601-01-01T00:00:00.0000001Z: OPC UA's first tick, far before nanoseconds since 1970.
+        let early = chrono::DateTime::from_timestamp(-11_644_473_600, 100).unwrap();
+        assert_eq!(
+            XsType::DateTime.coerce(DateTime(early)),
+            Ok(Text("1601-01-01T00:00:00.000000100Z".into()))
+        );
+        let t = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        assert_eq!(
+            XsType::String.coerce(DateTime(t)),
+            Ok(Text("2023-11-14T22:13:20.123Z".into()))
+        );
+        assert!(XsType::Long.coerce(DateTime(t)).is_err());
+        assert!(XsType::Base64Binary.coerce(DateTime(t)).is_err());
+        assert_eq!(
+            XsType::Base64Binary.coerce(Bytes(vec![0, 1, 254, 255])),
+            Ok(Text("AAH+/w==".into()))
+        );
+        assert!(XsType::DateTime.coerce(Bytes(vec![1])).is_err());
+        assert!(XsType::Int.coerce(Bytes(vec![1])).is_err());
     }
 
     #[test]
