@@ -178,6 +178,7 @@ fn run(
         let s = sender.as_mut().expect("connected above");
         match s.flush(buf) {
             Ok(()) => {
+                stats.connected.store(true, Ordering::Relaxed);
                 stats.confirmed.fetch_add(rows as u64, Ordering::Relaxed);
                 let now = crate::metrics::LatencyHistogram::now_nanos();
                 for ts in pending_ts.drain(..) {
