@@ -713,16 +713,15 @@ impl Outbox {
                     .filter(|x| x.spec.buffer.when_full == FullPolicy::Block)
                 {
                     let waiting = s.bytes_waiting(sink.acked);
+                    let waiting_values = s.lag(sink);
                     // A record larger than the bound is let through once the sink is empty.
-                    if waiting > 0 && waiting + bytes > sink.spec.buffer.max_bytes {
-                        full = Some((sink.spec.name.clone(), waiting));
-                        break;
-                    }
-                    if s.held_values > 0
-                        && (s.held_values + values > self.cfg.max_entries
-                            || s.held_bytes + bytes > self.cfg.max_bytes)
+                    // The global value cap counts here too: a `block` sink never loses values
+                    // to it (see `enforce_bounds`).
+                    if waiting > 0
+                        && (waiting + bytes > sink.spec.buffer.max_bytes
+                            || waiting_values + values > self.cfg.max_entries)
                     {
-                        full = Some(("(all: outbox max_entries/max_bytes)".into(), s.held_bytes));
+                        full = Some((sink.spec.name.clone(), waiting));
                         break;
                     }
                 }
@@ -784,8 +783,8 @@ impl Outbox {
             s.bytes_total += bytes;
             s.held_values += count as u64;
             s.held_bytes += bytes;
-            let (events, skipped) = self.enforce_bounds(&mut s);
-            let gone = s.collect();
+            let (events, skipped, mut gone) = self.enforce_bounds(&mut s);
+            gone.extend(s.collect());
             self.publish_gauges(&s);
             let cursors: Vec<(String, Pos)> = if !skipped {
                 Vec::new()
@@ -811,8 +810,13 @@ impl Outbox {
 
     /// Applies every sink's bound and the global caps after an append; returns the episodes
     /// that began (for the audit log).
+    /// Also returns whether a cursor moved and the records deleted from memory on the way.
     #[allow(clippy::type_complexity)]
-    fn enforce_bounds(&self, s: &mut State) -> (Vec<(&'static str, serde_json::Value)>, bool) {
+    fn enforce_bounds(
+        &self,
+        s: &mut State,
+    ) -> (Vec<(&'static str, serde_json::Value)>, bool, Vec<u64>) {
+        let mut gone = Vec::new();
         let mut events = Vec::new();
         let newest = s.next_record.saturating_sub(1);
         let age_now = now_nanos();
@@ -836,23 +840,29 @@ impl Outbox {
                 *lost += s.skip(i, State::after(oldest));
             }
         }
-        // Global caps: the oldest record goes for every sink behind it, unless a sink has
-        // values of it in flight (bounded: a few windows).
+        // Global caps: the oldest record goes for every `drop_oldest` sink behind it, unless a
+        // sink has values of it in flight (bounded: a few windows) or is a `block` sink (it
+        // never loses values; its own wait keeps it under the caps).
         while s.held_values > self.cfg.max_entries || s.held_bytes > self.cfg.max_bytes {
             let Some(&oldest) = s.records.keys().next() else {
                 break;
             };
             if oldest == newest
-                || s.sinks
-                    .iter()
-                    .any(|x| x.acked.record <= oldest && x.read > Pos::start_of(oldest))
+                || s.sinks.iter().any(|x| {
+                    x.acked.record <= oldest
+                        && (x.read > Pos::start_of(oldest)
+                            || x.spec.buffer.when_full == FullPolicy::Block)
+                })
             {
                 break;
             }
             for (i, lost) in lost.iter_mut().enumerate() {
                 *lost += s.skip(i, State::after(oldest));
             }
-            if !s.collect().contains(&oldest) {
+            let deleted = s.collect();
+            let done = deleted.contains(&oldest);
+            gone.extend(deleted);
+            if !done {
                 break;
             }
         }
@@ -879,7 +889,7 @@ impl Outbox {
                 ));
             }
         }
-        (events, skipped)
+        (events, skipped, gone)
     }
 
     /// Ends the drop episode of sink `i` once it is back under half its bound.

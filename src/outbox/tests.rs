@@ -365,3 +365,61 @@ async fn the_global_cap_bounds_the_file_for_every_sink() {
         assert_eq!(st.lag + st.dropped, 500, "{sink}: {st:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_given_up_to_the_global_cap_leave_the_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig {
+        max_entries: 120,
+        ..Default::default()
+    };
+    let t = target("X");
+    {
+        let ob = Outbox::open(dir.path(), cfg.clone(), &specs(&["a"]), None).unwrap();
+        for i in 0..10 {
+            ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+        }
+        ob.close();
+    }
+    let ob = Outbox::open(dir.path(), cfg, &specs(&["a"]), None).unwrap();
+    let depth = ob.stats.depth.load(Ordering::Relaxed);
+    assert!(depth <= 120, "{depth} values still in the file");
+    ob.close();
+    assert_eq!(drain(&mut ob.reader("a")).await.len() as u64, depth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_sink_never_loses_values_to_the_global_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig {
+        max_entries: 120,
+        ..Default::default()
+    };
+    let blocking = SinkBuffer {
+        when_full: FullPolicy::Block,
+        ..Default::default()
+    };
+    let ob = Outbox::open(dir.path(), cfg, &[spec("a", blocking)], None).unwrap();
+    let t = target("X");
+    ob.append(&batch(&t, 0, 50)).await.unwrap();
+    ob.append(&batch(&t, 50, 50)).await.unwrap();
+    let blocked = tokio::spawn({
+        let ob = ob.clone();
+        let b = batch(&t, 100, 50);
+        async move { ob.append(&b).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !blocked.is_finished(),
+        "150 values would pass max_entries = 120"
+    );
+    let mut r = ob.reader("a");
+    let got = r.next_batch(100).await.unwrap().unwrap();
+    r.ack(got.end).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ob.sink_status("a").unwrap().dropped, 0);
+}

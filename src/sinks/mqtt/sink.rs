@@ -174,6 +174,10 @@ async fn session(
     let loop_stats = stats.clone();
     let lost = start_over.clone();
     let puback_timeout = Duration::from_secs(cfg.puback_timeout_s.max(1));
+    // Told when the DISCONNECT went out, so that stopping does not drop the connection first
+    // (the broker would then publish the last will, "offline", for a clean stop).
+    let disconnected = Arc::new(tokio::sync::Notify::new());
+    let said_goodbye = disconnected.clone();
     let poller = tokio::spawn(async move {
         let mut backoff = Backoff::new();
         let mut connected = false;
@@ -205,9 +209,15 @@ async fn session(
                         lost.cancel();
                         break;
                     }
-                    // QoS 0: its packet id 0 never counts as a confirmed value.
-                    let _ = loop_client.try_publish(&state_topic, QoS::AtMostOnce, true, "online");
+                    // QoS 0: its packet id 0 never counts as a confirmed value. Queued from a
+                    // task of its own: the request channel may be full of values, and this loop
+                    // is what empties it.
+                    let (client, topic) = (loop_client.clone(), state_topic.clone());
+                    tokio::spawn(async move {
+                        let _ = client.publish(topic, QoS::AtMostOnce, true, "online").await;
+                    });
                 }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => said_goodbye.notify_one(),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if tracker.sent(pkid, Instant::now()) == Sent::Again {
                         loop_stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -316,8 +326,13 @@ async fn session(
     };
     tokio::join!(publisher, confirmer);
     if !start_over.is_cancelled() {
-        let _ = client.disconnect().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Bounded: a broker that is gone never sees it, and shutdown must not wait for it.
+        let goodbye = async {
+            if client.disconnect().await.is_ok() {
+                disconnected.notified().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
     }
     stop_polling.cancel();
     let _ = poller.await;
