@@ -138,3 +138,41 @@ impl Default for SinkBuffer {
         BufferConfig::default().resolve(&OutboxConfig::default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_buffer_takes_the_outbox_defaults_and_never_more_than_the_global_cap() {
+        let outbox = OutboxConfig {
+            when_full: FullPolicy::Block,
+            max_age_s: 60,
+            max_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let unset = BufferConfig::default().resolve(&outbox);
+        assert_eq!(unset.when_full, FullPolicy::Block);
+        assert_eq!(unset.max_age_s, 60);
+        assert_eq!(unset.max_bytes, 1 << 20, "capped by [outbox] max_bytes");
+        let own = BufferConfig {
+            max_bytes: Some(8192),
+            max_age_s: Some(0),
+            when_full: Some(FullPolicy::DropOldest),
+        }
+        .resolve(&outbox);
+        assert_eq!(
+            own,
+            SinkBuffer {
+                max_bytes: 8192,
+                max_age_s: 0,
+                when_full: FullPolicy::DropOldest
+            }
+        );
+        assert_eq!(
+            SinkBuffer::default().when_full,
+            FullPolicy::DropOldest,
+            "the default no longer blocks"
+        );
+    }
+}
