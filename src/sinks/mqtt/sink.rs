@@ -182,22 +182,26 @@ async fn session(
         let mut backoff = Backoff::new();
         let mut connected = false;
         let mut tracker = Tracker::default();
-        let mut check = tokio::time::interval(Duration::from_secs(1));
+        // Overdue PUBACKs are looked for between events, never by racing a timer against
+        // `poll()`: dropping a `poll()` future mid-connect closes the connection after the
+        // CONNECT (the broker then publishes the last will), so the poll is never cancelled
+        // except to stop. Events come at least every keep-alive (PINGRESP).
+        let mut last_check = Instant::now();
         loop {
+            if connected && last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                if tracker.overdue(last_check, puback_timeout) {
+                    warn!(broker = %broker, timeout_s = puback_timeout.as_secs(), "MQTT broker did not confirm a message in time; reconnecting to send the unconfirmed messages again");
+                    loop_stats.errors.fetch_add(1, Ordering::Relaxed);
+                    // Drops the connection; rumqttc re-sends what is in flight on the next poll.
+                    event_loop.clean();
+                    connected = false;
+                    loop_stats.connected.store(false, Ordering::Relaxed);
+                }
+            }
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
                 e = event_loop.poll() => e,
-                _ = check.tick() => {
-                    if connected && tracker.overdue(Instant::now(), puback_timeout) {
-                        warn!(broker = %broker, timeout_s = puback_timeout.as_secs(), "MQTT broker did not confirm a message in time; reconnecting to send the unconfirmed messages again");
-                        loop_stats.errors.fetch_add(1, Ordering::Relaxed);
-                        // Drops the connection; rumqttc re-sends what is in flight on the next poll.
-                        event_loop.clean();
-                        connected = false;
-                        loop_stats.connected.store(false, Ordering::Relaxed);
-                    }
-                    continue;
-                }
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
