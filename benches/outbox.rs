@@ -1,4 +1,5 @@
-//! Throughput of the durable outbox alone: values persisted (fsync per batch) and then read,
+//! Throughput of the durable outbox alone: values persisted (one record and one fsync per batch)
+//! and then read,
 //! acknowledged and deleted by two sinks, on this machine's disk.
 //!
 //! `cargo bench --bench outbox` prints a table; the baseline in the same run is a plain
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use aas_gateway::aas::XsType;
 use aas_gateway::model::{ElementTarget, SubmodelUpdate, TypedValue, UpdateBatch};
-use aas_gateway::outbox::{Outbox, OutboxConfig};
+use aas_gateway::outbox::{Outbox, OutboxConfig, SinkBuffer, SinkSpec};
 
 fn targets(n: usize) -> Vec<Arc<ElementTarget>> {
     (0..n)
@@ -45,23 +46,31 @@ fn batch(targets: &[Arc<ElementTarget>], round: usize) -> UpdateBatch {
 
 async fn run(batch_size: usize, rounds: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Outbox::open(dir.path(), OutboxConfig::default(), &["a", "b"]).unwrap();
+    let specs: Vec<SinkSpec> = ["a", "b"]
+        .iter()
+        .map(|n| SinkSpec {
+            name: n.to_string(),
+            destination: n.to_string(),
+            buffer: SinkBuffer::default(),
+        })
+        .collect();
+    let outbox = Outbox::open(dir.path(), OutboxConfig::default(), &specs, None).unwrap();
     let t = targets(batch_size);
     let total = batch_size * rounds;
     let readers = ["a", "b"].map(|sink| {
         let mut reader = outbox.reader(sink);
         tokio::spawn(async move {
             let mut n = 0;
-            while let Some(batch) = reader.next_batch(10_000).await.unwrap() {
-                n += batch.len();
-                reader.ack(batch.last().unwrap().0).await.unwrap();
+            while let Some(d) = reader.next_batch(10_000).await.unwrap() {
+                n += d.values.len();
+                reader.ack(d.end).await.unwrap();
             }
             n
         })
     });
     let start = Instant::now();
     for round in 0..rounds {
-        outbox.append(batch(&t, round)).await.unwrap();
+        outbox.append(&batch(&t, round)).await.unwrap();
     }
     let appended = start.elapsed().as_secs_f64();
     outbox.close();

@@ -23,9 +23,10 @@
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
 //! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`, with the time-range
 //!   extension of Time Series submodels ([`api::time_range`]).
-//! - [`outbox`]: durable store-and-forward queue (redb) the sinks read from; nothing is forgotten
-//!   before the far side confirmed it.
-//! - [`sinks`]: MQTT and QuestDB writers that acknowledge to the outbox what was confirmed.
+//! - [`outbox`]: durable log of batch records (redb) that each sink reads through its own cursor
+//!   within its own bound; nothing is forgotten before the far side confirmed it, or counted.
+//! - [`sinks`]: the `Sink` trait and its registry; MQTT and QuestDB, each in its own folder,
+//!   acknowledge to the outbox what was confirmed.
 //! - [`history`]: IDTA 02008 Time Series submodels: recent values from a bounded in-memory store,
 //!   the full history linked to QuestDB.
 //! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.

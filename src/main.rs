@@ -228,7 +228,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Dropping a runtime waits for every blocking task without limit; one stuck on a dead peer
+    // (an ILP flush, a DNS lookup) must not hold the exit: shutdown is bounded.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::outbox::SinkBufferStatus;
 use crate::pipeline::PipelineStats;
 use crate::security::middleware::Gatekeeper;
 use crate::sinks::SinkStats;
@@ -32,25 +33,22 @@ pub const STALL_AFTER: Duration = Duration::from_secs(30);
 pub struct Observability {
     stats: Arc<PipelineStats>,
     sources: Vec<(String, Arc<SourceStats>)>,
-    sinks: Vec<&'static str>,
     gatekeeper: Option<Arc<Gatekeeper>>,
     /// Per sink: last confirmed count seen and when it last grew.
-    progress: Mutex<HashMap<&'static str, (u64, Instant)>>,
+    progress: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl Observability {
-    /// `sources` are the sources that connect (name, counters); `sinks` the enabled sinks'
-    /// outbox names (`mqtt`, `questdb`).
+    /// `sources` are the sources that connect (name, counters); the sinks are those in
+    /// `stats.sinks`, each reported under its own name.
     pub fn new(
         stats: Arc<PipelineStats>,
         sources: Vec<(String, Arc<SourceStats>)>,
-        sinks: Vec<&'static str>,
         gatekeeper: Option<Arc<Gatekeeper>>,
     ) -> Arc<Observability> {
         Arc::new(Observability {
             stats,
             sources,
-            sinks,
             gatekeeper,
             progress: Mutex::new(HashMap::new()),
         })
@@ -64,15 +62,12 @@ impl Observability {
             .with_state(self)
     }
 
-    fn sink_stats(&self, sink: &str) -> &SinkStats {
-        match sink {
-            crate::pipeline::MQTT_SINK => &self.stats.mqtt,
-            _ => &self.stats.questdb,
-        }
-    }
-
-    fn lag(&self, sink: &str) -> u64 {
-        self.stats.outbox.as_ref().map_or(0, |o| o.lag(sink))
+    fn buffer(&self, sink: &str) -> SinkBufferStatus {
+        self.stats
+            .outbox
+            .as_ref()
+            .and_then(|o| o.sink_status(sink))
+            .unwrap_or_default()
     }
 
     /// Renders the Prometheus text format.
@@ -195,9 +190,15 @@ impl Observability {
         );
 
         let per_sink = |f: &dyn Fn(&SinkStats) -> u64| -> Vec<(String, u64)> {
-            self.sinks
+            s.sinks
                 .iter()
-                .map(|n| (format!("sink=\"{n}\""), f(self.sink_stats(n))))
+                .map(|(n, st)| (format!("sink=\"{}\"", escape(n)), f(st)))
+                .collect()
+        };
+        let per_buffer = |f: &dyn Fn(&SinkBufferStatus) -> u64| -> Vec<(String, u64)> {
+            s.sinks
+                .iter()
+                .map(|(n, _)| (format!("sink=\"{}\"", escape(n)), f(&self.buffer(n))))
                 .collect()
         };
         metric_owned(
@@ -223,22 +224,52 @@ impl Observability {
         );
         metric_owned(
             &mut out,
+            "aas_gateway_sink_retries_total",
+            "counter",
+            "Messages sent again because their confirmation did not come (timeout, reconnect).",
+            &per_sink(&|st| load(&st.retries)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_sink_rejected_total",
+            "counter",
+            "Values a sink's far side cannot take (logged and skipped).",
+            &per_sink(&|st| load(&st.rejected)),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_sink_connected",
+            "gauge",
+            "1 while the sink is connected to its far side.",
+            &per_sink(&|st| st.connected.load(Ordering::Relaxed) as u64),
+        );
+        metric_owned(
+            &mut out,
             "aas_gateway_sink_dropped_total",
             "counter",
-            "Values a sink gave up on at shutdown.",
-            &per_sink(&|st| load(&st.dropped)),
+            "Values a sink lost because it fell past its buffer bound (its oldest values).",
+            &per_buffer(&|b| b.dropped),
         );
-        let lags: Vec<(String, u64)> = self
-            .sinks
-            .iter()
-            .map(|n| (format!("sink=\"{n}\""), self.lag(n)))
-            .collect();
         metric_owned(
             &mut out,
             "aas_gateway_outbox_lag",
             "gauge",
             "Values in the outbox not yet confirmed by each sink.",
-            &lags,
+            &per_buffer(&|b| b.lag),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_sink_buffer_bytes",
+            "gauge",
+            "Bytes of outbox records waiting for each sink.",
+            &per_buffer(&|b| b.bytes),
+        );
+        metric_owned(
+            &mut out,
+            "aas_gateway_sink_buffer_max_bytes",
+            "gauge",
+            "Each sink's buffer bound ([<sink>.buffer] max_bytes).",
+            &per_buffer(&|b| b.max_bytes),
         );
 
         let name = "aas_gateway_end_to_end_latency_seconds";
@@ -246,18 +277,20 @@ impl Observability {
             out,
             "# HELP {name} Source timestamp to confirmation by the sink.\n# TYPE {name} histogram"
         );
-        for sink in &self.sinks {
-            self.sink_stats(sink)
-                .latency
-                .render(&mut out, name, &format!("sink=\"{sink}\""));
+        for (sink, st) in &s.sinks {
+            st.latency
+                .render(&mut out, name, &format!("sink=\"{}\"", escape(sink)));
         }
-        let (appended, dropped, depth) = s.outbox.as_ref().map_or((0, 0, 0), |o| {
-            (
-                load(&o.stats.appended),
-                load(&o.stats.dropped),
-                load(&o.stats.depth),
-            )
-        });
+        let (appended, dropped, depth, bytes, records) =
+            s.outbox.as_ref().map_or((0, 0, 0, 0, 0), |o| {
+                (
+                    load(&o.stats.appended),
+                    load(&o.stats.dropped),
+                    load(&o.stats.depth),
+                    load(&o.stats.bytes),
+                    load(&o.stats.records),
+                )
+            });
         metric(
             &mut out,
             "aas_gateway_outbox_appended_total",
@@ -269,8 +302,22 @@ impl Observability {
             &mut out,
             "aas_gateway_outbox_dropped_total",
             "counter",
-            "Values deleted from the outbox before every sink confirmed them.",
+            "Values given up for some sink (sum of aas_gateway_sink_dropped_total).",
             &[("", dropped)],
+        );
+        metric(
+            &mut out,
+            "aas_gateway_outbox_records_total",
+            "counter",
+            "Records (dispatcher batches, one fsync each) persisted in the outbox.",
+            &[("", records)],
+        );
+        metric(
+            &mut out,
+            "aas_gateway_outbox_bytes",
+            "gauge",
+            "Bytes of values held in the outbox file (all sinks).",
+            &[("", bytes)],
         );
         metric(
             &mut out,
@@ -315,17 +362,17 @@ impl Observability {
         let now = Instant::now();
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         let sinks: Vec<_> = self
+            .stats
             .sinks
             .iter()
-            .map(|name| {
-                let st = self.sink_stats(name);
+            .map(|(name, st)| {
                 let confirmed = st.confirmed.load(Ordering::Relaxed);
-                let lag = self.lag(name);
-                let entry = progress.entry(name).or_insert((confirmed, now));
+                let buffer = self.buffer(name);
+                let entry = progress.entry(name.clone()).or_insert((confirmed, now));
                 if confirmed != entry.0 {
                     *entry = (confirmed, now);
                 }
-                let state = if lag == 0 {
+                let state = if buffer.lag == 0 {
                     "idle"
                 } else if now.duration_since(entry.1) < STALL_AFTER {
                     "delivering"
@@ -336,9 +383,18 @@ impl Observability {
                 json!({
                     "name": name,
                     "state": state,
+                    "connected": st.connected.load(Ordering::Relaxed),
                     "confirmed": confirmed,
-                    "lag": lag,
+                    "lag": buffer.lag,
                     "errors": st.errors.load(Ordering::Relaxed),
+                    "retries": st.retries.load(Ordering::Relaxed),
+                    "buffer": {
+                        "bytes": buffer.bytes,
+                        "max_bytes": buffer.max_bytes,
+                        "when_full": buffer.when_full,
+                        "dropping": buffer.dropping,
+                        "dropped": buffer.dropped,
+                    },
                 })
             })
             .collect();

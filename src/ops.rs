@@ -76,7 +76,6 @@ pub fn secured_api(
     api: Router,
     env: SharedEnvironment,
     stats: Arc<PipelineStats>,
-    sinks: &[&'static str],
     audit: Option<Arc<AuditLog>>,
 ) -> anyhow::Result<Router> {
     let auth =
@@ -106,7 +105,7 @@ pub fn secured_api(
         .map(|(_, s)| s.clone())
         .collect();
     let writeback = WriteBack::new(cfg, mapping, all_sources, env, audit);
-    let observability = Observability::new(stats, active, sinks.to_vec(), Some(gatekeeper.clone()));
+    let observability = Observability::new(stats, active, Some(gatekeeper.clone()));
     Ok(writeback
         .layer_onto(api)
         .merge(observability.routes())

@@ -1,12 +1,18 @@
 //! Wiring: sources → dispatcher (mapping + AAS store) → sinks, plus the API.
 //!
 //! Sources feed the dispatcher over a bounded channel; the dispatcher writes every batch durably
-//! into the outbox, which each sink reads at its own pace. A slow or unreachable sink makes the
-//! outbox grow on disk (bounded by `outbox.max_entries`), never memory.
+//! into the outbox (one record per group of waiting batches), which each sink reads at its own
+//! pace through its own cursor. A slow or unreachable sink uses its own share of the outbox on
+//! disk (`[<sink>.buffer]`), never memory, and never holds the dispatcher, the other sinks or
+//! the live values, unless it is configured `when_full = "block"`.
 //!
-//! Shutdown runs front to back: the token stops the sources, their channel closes, the
-//! dispatcher drains it and closes the outbox, and each sink delivers what is left (up to a
-//! drain timeout; the rest stays in the outbox for the next start).
+//! The pipeline knows sinks only through [`crate::sinks::REGISTRY`] and the [`Sink`] trait.
+//!
+//! Shutdown runs front to back and is bounded in every state: the token stops the sources
+//! (abandoned after [`SOURCES_STOP`]), the dispatcher persists what it has (giving up after
+//! [`DISPATCH_STOP`] when a `block` sink stays full) and closes the outbox, and each sink
+//! delivers what is left within its drain time; whatever is unconfirmed stays in the outbox for
+//! the next start. [`Gateway::wait`] returns within [`SHUTDOWN_BOUND`] of the signal.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,9 +31,9 @@ use crate::api::{self, SharedEnvironment};
 use crate::config::{Config, ConfigErrors};
 use crate::history::History;
 use crate::mapping::Router;
-use crate::model::{ReadingBatch, UpdateBatch};
-use crate::outbox::Outbox;
-use crate::sinks::{self, SinkStats};
+use crate::model::{ReadingBatch, SubmodelUpdate};
+use crate::outbox::{EventHook, Outbox, MAX_RECORD_VALUES};
+use crate::sinks::{self, Sink, SinkContext, SinkStats};
 use crate::sources::SourceStats;
 
 /// Counters of a running gateway.
@@ -41,16 +47,22 @@ pub struct PipelineStats {
     pub conversion_errors: AtomicU64,
     /// Mapping rules that delivered at least one value since start.
     pub rules_with_value: AtomicU64,
+    /// Values the dispatcher could not persist before shutdown (a `block` sink stayed full).
+    pub unpersisted: AtomicU64,
     pub sources: Vec<Arc<SourceStats>>,
-    pub mqtt: Arc<SinkStats>,
-    pub questdb: Arc<SinkStats>,
+    /// Each enabled sink's counters, by name.
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
     /// The durable outbox (set once started).
     pub outbox: Option<Arc<Outbox>>,
 }
 
-/// Outbox cursor names of the sinks.
-pub const MQTT_SINK: &str = "mqtt";
-pub const QUESTDB_SINK: &str = "questdb";
+/// How long stopping sources may take before they are abandoned.
+pub const SOURCES_STOP: Duration = Duration::from_secs(5);
+/// How long the dispatcher keeps trying to persist after shutdown (a `block` sink that stays
+/// full, a failing disk) before it gives up on the values it holds (counted, logged).
+pub const DISPATCH_STOP: Duration = Duration::from_secs(5);
+/// Upper bound from the shutdown signal to [`Gateway::wait`] returning.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
 
 /// Checks a config completely: its own settings, the AAS environments and every mapping rule.
 /// Returns all problems found, not just the first.
@@ -159,7 +171,7 @@ pub struct Gateway {
     shutdown: CancellationToken,
     sources: JoinSet<(String, anyhow::Result<()>)>,
     tasks: JoinSet<()>,
-    questdb_thread: Option<std::thread::JoinHandle<()>>,
+    sink_tasks: JoinSet<()>,
     audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
@@ -205,54 +217,44 @@ impl Gateway {
         };
 
         let mut stats = PipelineStats::default();
-        let mut sink_names = Vec::new();
-        if cfg.mqtt.enabled {
-            sink_names.push(MQTT_SINK);
-        }
-        if cfg.questdb.enabled {
-            sink_names.push(QUESTDB_SINK);
-        }
+        let sinks = sinks::build_all(&cfg)?;
+        let sink_names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         // Without a sink there is nothing to deliver later: no outbox (and no file lock, so
         // `export --live` works beside a running gateway).
-        let outbox = if sink_names.is_empty() {
+        let outbox = if sinks.is_empty() {
             info!("no sink enabled: values are served by the API only; no outbox");
             None
         } else {
+            let specs: Vec<_> = sinks
+                .iter()
+                .map(|s| sinks::spec(s.as_ref(), &cfg))
+                .collect();
+            let hook: Option<EventHook> = audit.clone().map(|a| {
+                let hook: EventHook = Arc::new(move |event, details| a.record(event, details));
+                hook
+            });
             let (dir, ocfg) = (cfg.resolve(&cfg.outbox.dir), cfg.outbox.clone());
-            let names = sink_names.clone();
             let outbox =
-                tokio::task::spawn_blocking(move || Outbox::open(&dir, ocfg, &names)).await??;
+                tokio::task::spawn_blocking(move || Outbox::open(&dir, ocfg, &specs, hook))
+                    .await??;
             info!(path = %outbox.path().display(), sinks = ?sink_names, "durable outbox open");
             Some(outbox)
         };
         stats.outbox = outbox.clone();
-        if let Some(outbox) = outbox.as_ref().filter(|_| cfg.mqtt.enabled) {
-            let tls = sinks::mqtt::tls_configuration(&cfg.mqtt, |p| cfg.resolve(p))?;
-            tasks.spawn(sinks::mqtt::run(
-                cfg.mqtt.clone(),
-                tls,
-                cfg.gateway.name.clone(),
-                outbox.reader(MQTT_SINK),
-                stats.mqtt.clone(),
-                shutdown.clone(),
-            ));
-        } else {
-            info!("MQTT sink is off (mqtt.enabled = false)");
+        let mut sink_tasks = JoinSet::new();
+        for sink in sinks {
+            let sink_stats = Arc::new(SinkStats::default());
+            stats
+                .sinks
+                .push((sink.name().to_string(), sink_stats.clone()));
+            let ctx = SinkContext {
+                outbox: outbox.clone().expect("an outbox exists when a sink does"),
+                stats: sink_stats,
+                shutdown: shutdown.clone(),
+                gateway_name: cfg.gateway.name.clone(),
+            };
+            sink_tasks.spawn(Sink::start(sink, ctx)?);
         }
-        let questdb_thread = if let Some(outbox) = outbox.as_ref().filter(|_| cfg.questdb.enabled) {
-            Some(sinks::questdb::spawn(
-                cfg.questdb.clone(),
-                outbox.reader(QUESTDB_SINK),
-                stats.questdb.clone(),
-                shutdown.clone(),
-                tokio::runtime::Handle::current(),
-            ))
-        } else {
-            info!(
-                "QuestDB sink is off (questdb.enabled = false): values go to MQTT and the API only"
-            );
-            None
-        };
 
         let (reading_tx, reading_rx) = mpsc::channel::<ReadingBatch>(capacity);
         let mut sources = JoinSet::new();
@@ -286,7 +288,6 @@ impl Gateway {
                 read_api,
                 environment.clone(),
                 stats.clone(),
-                &sink_names,
                 audit.clone(),
             )?;
             crate::ops::serve_api(&cfg, listener, app, shutdown.clone(), &mut tasks)?;
@@ -301,6 +302,7 @@ impl Gateway {
             outbox,
             stats.clone(),
             history.clone(),
+            shutdown.clone(),
         ));
         tasks.spawn(report(stats.clone(), shutdown.clone()));
         crate::ops::release_free_memory();
@@ -313,17 +315,35 @@ impl Gateway {
             shutdown,
             sources,
             tasks,
-            questdb_thread,
+            sink_tasks,
             audit,
         })
     }
 
     /// Runs until shutdown (or until every source failed), then drains the pipeline.
-    /// Returns an error when every source ended with an unrecoverable error.
+    /// Returns an error when every source ended with an unrecoverable error. Once shutdown was
+    /// requested it returns within [`SHUTDOWN_BOUND`], whatever state the peers are in.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let total = self.sources.len();
         let mut failures = Vec::new();
-        while let Some(joined) = self.sources.join_next().await {
+        let shutdown = self.shutdown.clone();
+        let sources_stop = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SOURCES_STOP).await;
+        };
+        tokio::pin!(sources_stop);
+        loop {
+            let joined = tokio::select! {
+                j = self.sources.join_next() => match j {
+                    Some(j) => j,
+                    None => break,
+                },
+                _ = &mut sources_stop => {
+                    warn!(sources = self.sources.len(), "OPC UA sources did not stop within {SOURCES_STOP:?}; abandoning them");
+                    self.sources.abort_all();
+                    break;
+                }
+            };
             match joined {
                 Ok((_, Ok(()))) => {}
                 Ok((name, Err(e))) => {
@@ -334,15 +354,31 @@ impl Gateway {
             }
         }
         // All sources have ended: either shutdown, or each failed. Either way, drain and stop.
+        let stopping = tokio::time::Instant::now();
         self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
-        if let Some(t) = self.questdb_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        let tasks = &mut self.tasks;
+        let sink_tasks = &mut self.sink_tasks;
+        let drained = tokio::time::timeout(SHUTDOWN_BOUND.saturating_sub(SOURCES_STOP), async {
+            while tasks.join_next().await.is_some() {}
+            while sink_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                after_s = stopping.elapsed().as_secs(),
+                "stopping took too long; leaving the rest (unconfirmed values stay in the outbox)"
+            );
+            self.tasks.abort_all();
+            self.sink_tasks.abort_all();
+        }
+        let unpersisted = self.stats.unpersisted.load(Ordering::Relaxed);
+        if unpersisted > 0 {
+            error!(values = unpersisted, "values received during shutdown could not be persisted (a `block` sink stayed full); they are lost");
         }
         if let Some(audit) = self.audit.take() {
             audit.record(
                 "stop",
-                serde_json::json!({"failed_sources": failures.len()}),
+                serde_json::json!({"failed_sources": failures.len(), "unpersisted": unpersisted}),
             );
             // On disk before the process may exit.
             let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
@@ -355,7 +391,9 @@ impl Gateway {
 }
 
 /// Maps readings to updates, applies them to the AAS store and persists them in the outbox,
-/// from which every sink reads. Closes the outbox when the sources are done.
+/// from which every sink reads. Every batch waiting in the channel is taken at once and
+/// persisted as one record (group commit: one fsync). Closes the outbox when the sources are
+/// done, or [`DISPATCH_STOP`] after shutdown when it cannot persist any more.
 async fn dispatch(
     mut rx: mpsc::Receiver<ReadingBatch>,
     router: Arc<Router>,
@@ -363,15 +401,31 @@ async fn dispatch(
     outbox: Option<Arc<Outbox>>,
     stats: Arc<PipelineStats>,
     history: Option<Arc<History>>,
+    shutdown: CancellationToken,
 ) {
     let mut reported = HashSet::new();
     let mut seen = vec![false; router.routes.len()];
-    while let Some(readings) = rx.recv().await {
-        stats
-            .readings
-            .fetch_add(readings.len() as u64, Ordering::Relaxed);
-        let mut routed = Vec::with_capacity(readings.len());
-        for reading in readings {
+    let give_up = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DISPATCH_STOP).await;
+    };
+    tokio::pin!(give_up);
+    let mut group: Vec<ReadingBatch> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut waiting = first.len();
+        group.push(first);
+        while waiting < MAX_RECORD_VALUES {
+            match rx.try_recv() {
+                Ok(more) => {
+                    waiting += more.len();
+                    group.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        stats.readings.fetch_add(waiting as u64, Ordering::Relaxed);
+        let mut routed = Vec::with_capacity(waiting);
+        for reading in group.drain(..).flatten() {
             let rule = reading.rule;
             match router.route(reading) {
                 Ok((route, update)) => {
@@ -398,17 +452,34 @@ async fn dispatch(
         if let Some(h) = &history {
             h.record(routed.iter().map(|(_, route, update)| (*route, update)));
         }
-        let batch: UpdateBatch = routed.into_iter().map(|(_, _, u)| u).collect();
+        let batch: Vec<SubmodelUpdate> = routed.into_iter().map(|(_, _, u)| u).collect();
         stats
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        // Persist before taking the next batch; a failing disk is retried, never skipped.
+        // Persist before taking the next batch; a failing disk is retried, never skipped, until
+        // shutdown ran out of time.
         let Some(outbox) = &outbox else { continue };
         let mut backoff = crate::core::Backoff::new();
-        while let Err(e) = outbox.append(batch.clone()).await {
+        loop {
+            let result = tokio::select! {
+                r = outbox.append(&batch) => r,
+                _ = &mut give_up => {
+                    stats.unpersisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    outbox.close();
+                    return;
+                }
+            };
+            let Err(e) = result else { break };
             let wait = backoff.next_delay();
             error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot persist values in the outbox; retrying");
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut give_up => {
+                    stats.unpersisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    outbox.close();
+                    return;
+                }
+            }
         }
     }
     if let Some(outbox) = outbox {
@@ -428,11 +499,15 @@ async fn report(stats: Arc<PipelineStats>, shutdown: CancellationToken) {
         }
         crate::ops::release_free_memory();
         let updates = stats.updates.load(Ordering::Relaxed);
+        let confirmed: Vec<String> = stats
+            .sinks
+            .iter()
+            .map(|(name, st)| format!("{name}={}", st.confirmed.load(Ordering::Relaxed)))
+            .collect();
         info!(
             values_per_s = (updates - last) as f64 / 10.0,
             values_total = updates,
-            mqtt_confirmed = stats.mqtt.confirmed.load(Ordering::Relaxed),
-            questdb_confirmed = stats.questdb.confirmed.load(Ordering::Relaxed),
+            confirmed = %confirmed.join(","),
             conversion_errors = stats.conversion_errors.load(Ordering::Relaxed),
             outbox_depth = stats
                 .outbox

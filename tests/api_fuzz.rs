@@ -215,13 +215,13 @@ endpoint = "opc.tcp://127.0.0.1:1/"
     let env = Arc::new(aas_gateway::aas::live::LiveEnvironment::from(env));
     let mut stats = PipelineStats::default();
     stats.sources.push(Default::default()); // a source that is never connected
+    stats.sinks.push(("mqtt".into(), Default::default()));
     let app = aas_gateway::ops::secured_api(
         &cfg,
         &mapping,
         aas_gateway::api::router(env.clone()),
         env,
         Arc::new(stats),
-        &["mqtt"],
         None,
     )
     .unwrap();

@@ -19,6 +19,10 @@ use serde::Deserialize;
 
 use crate::sources::opcua::node_ref::NodeRef;
 
+// The sinks' sections live in their own folders; re-exported so the loader sees one config.
+pub use crate::sinks::mqtt::{MessagePer, MqttConfig};
+pub use crate::sinks::questdb::QuestDbConfig;
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -408,121 +412,6 @@ pub struct MappingRule {
     pub history: bool,
 }
 
-/// What one MQTT value message carries (`mqtt.message_per`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MessagePer {
-    /// One message per value, on the element's topic.
-    #[default]
-    Value,
-    /// One message per submodel and delivery window, on the submodel's topic.
-    Submodel,
-}
-
-/// MQTT sink settings. (`Debug` hides the password.)
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    /// Publish to MQTT at all.
-    pub enabled: bool,
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port (1883 plain).
-    pub port: u16,
-    /// Client id; defaults to the gateway name.
-    pub client_id: Option<String>,
-    /// First topic level; see the README's topic scheme.
-    pub topic_prefix: String,
-    /// QoS of value messages: 0 (at most once) or 1 (at least once, the default).
-    pub qos: u8,
-    /// Keep the last value on the broker for late subscribers.
-    pub retain: bool,
-    /// User name, if the broker requires one.
-    pub username: Option<String>,
-    /// Password for `username`.
-    pub password: Option<String>,
-    /// MQTT keep-alive, seconds.
-    pub keep_alive_s: u64,
-    /// Messages that may wait in the client's request queue; a full queue slows the pipeline.
-    pub queue_capacity: usize,
-    /// `"value"` (default): one message per value on the element's own topic. `"submodel"`:
-    /// the values of one submodel that arrive together go in one message on
-    /// `<topic_prefix>/<shell>/<submodel>` (a `values` array of the per-value payloads), which
-    /// costs the broker a fraction per value: use it above roughly 20k values/s (see the
-    /// README's Performance section).
-    pub message_per: MessagePer,
-    /// Also publish Eclipse BaSyx-compatible element events on
-    /// `sm-repository/<basyx_repo_id>/submodels/<base64url submodel id>/submodelElements/<idShortPath>/updated`
-    /// with the element's AAS JSON as payload, so BaSyx-style consumers can subscribe unchanged.
-    pub basyx_events: bool,
-    /// Repository id in BaSyx event topics.
-    pub basyx_repo_id: String,
-    /// Connect over TLS (MQTT over TLS, usually port 8883).
-    pub tls: bool,
-    /// PEM file with the CA certificate(s) the broker's certificate must chain to (relative to
-    /// the config file); without it the operating system's trusted roots are used.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for brokers that require mutual TLS (with `client_key_file`).
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM private key of `client_cert_file`.
-    pub client_key_file: Option<PathBuf>,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            enabled: true,
-            host: "127.0.0.1".into(),
-            port: 1883,
-            client_id: None,
-            topic_prefix: "aas".into(),
-            qos: 1,
-            retain: false,
-            username: None,
-            password: None,
-            keep_alive_s: 30,
-            queue_capacity: 10_000,
-            message_per: MessagePer::Value,
-            basyx_events: false,
-            basyx_repo_id: "aas-gateway".into(),
-            tls: false,
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-        }
-    }
-}
-
-/// QuestDB (ILP) sink settings. (`Debug` hides `conf`, which may hold credentials.)
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuestDbConfig {
-    /// Write to QuestDB at all.
-    pub enabled: bool,
-    /// questdb-rs configuration string, e.g. `http::addr=127.0.0.1:9000;` (HTTP: every flush is
-    /// confirmed) or `tcp::addr=127.0.0.1:9009;`. Auth and TLS options go here too
-    /// (`token=...;`, `username=...;password=...;`, `https::...`).
-    pub conf: String,
-    /// Flush when this many rows are buffered.
-    pub flush_rows: usize,
-    /// Flush at least this often, milliseconds, when rows are buffered.
-    pub flush_interval_ms: u64,
-    /// Prefix of table names; the table is `<prefix><submodel idShort>`.
-    pub table_prefix: String,
-}
-
-impl Default for QuestDbConfig {
-    fn default() -> Self {
-        QuestDbConfig {
-            enabled: false,
-            conf: "http::addr=127.0.0.1:9000;".into(),
-            flush_rows: 5_000,
-            flush_interval_ms: 1_000,
-            table_prefix: String::new(),
-        }
-    }
-}
-
 fn check_deadband(errors: &mut ConfigErrors, at: &str, kind: DeadbandKind, value: f64) {
     match kind {
         DeadbandKind::None => {}
@@ -537,14 +426,14 @@ fn check_deadband(errors: &mut ConfigErrors, at: &str, kind: DeadbandKind, value
 }
 
 /// Shown instead of a secret in `Debug` output (and so in logs).
-const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
-fn redact(secret: &Option<String>) -> Option<&'static str> {
+pub(crate) fn redact(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| REDACTED)
 }
 
 /// Hides `password=` / `token=` values in a questdb-rs config string.
-fn redact_conf(conf: &str) -> String {
+pub(crate) fn redact_conf(conf: &str) -> String {
     conf.split(';')
         .map(|part| match part.split_once('=') {
             Some((k, _)) if ["password", "token", "token_x", "token_y"].contains(&k.trim()) => {
@@ -569,40 +458,6 @@ impl fmt::Debug for OpcUaSourceConfig {
             .field("trust_server_certs", &self.trust_server_certs)
             .field("publishing_interval_ms", &self.publishing_interval_ms)
             .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("enabled", &self.enabled)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("client_id", &self.client_id)
-            .field("topic_prefix", &self.topic_prefix)
-            .field("qos", &self.qos)
-            .field("username", &self.username)
-            .field("password", &redact(&self.password))
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for QuestDbConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QuestDbConfig")
-            .field("enabled", &self.enabled)
-            .field("conf", &redact_conf(&self.conf))
-            .field("flush_rows", &self.flush_rows)
-            .field("flush_interval_ms", &self.flush_interval_ms)
-            .field("table_prefix", &self.table_prefix)
-            .finish()
-    }
-}
-
-impl QuestDbConfig {
-    /// `conf` with passwords and tokens replaced by `<redacted>`, for output and logs.
-    pub fn conf_redacted(&self) -> String {
-        redact_conf(&self.conf)
     }
 }
 
@@ -885,52 +740,13 @@ impl Config {
             }
         }
         if self.mqtt.enabled {
-            if self.mqtt.qos > 1 {
-                errors.push(
-                    "mqtt.qos",
-                    format!("{} is not supported: use 0 or 1", self.mqtt.qos),
-                );
-            }
-            if self.mqtt.host.is_empty() {
-                errors.push("mqtt.host", "must not be empty");
-            }
-            if self.mqtt.queue_capacity == 0 {
-                errors.push("mqtt.queue_capacity", "must be at least 1");
-            }
-            for (field, file) in [
-                ("mqtt.ca_file", &self.mqtt.ca_file),
-                ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
-                ("mqtt.client_key_file", &self.mqtt.client_key_file),
-            ] {
-                if let Some(f) = file {
-                    let p = self.resolve(f);
-                    if !p.is_file() {
-                        errors.push(field, format!("{} does not exist", p.display()));
-                    }
-                }
-            }
-            if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
-                errors.push(
-                    "mqtt.client_key_file",
-                    "client_cert_file and client_key_file go together",
-                );
-            }
-            if self.mqtt.topic_prefix.contains(['+', '#']) {
-                errors.push("mqtt.topic_prefix", "must not contain the wildcards + or #");
-            }
+            self.mqtt.validate(|p| self.resolve(p), &mut errors);
         }
         if self.questdb.enabled {
-            if let Err(e) = questdb::ingress::SenderBuilder::from_conf(&self.questdb.conf) {
-                errors.push("questdb.conf", e);
-            }
-            if self.questdb.flush_rows == 0 {
-                errors.push("questdb.flush_rows", "must be at least 1");
-            }
+            self.questdb.validate(&mut errors);
         }
         self.history.validate(&mut errors);
-        if self.outbox.max_entries == 0 {
-            errors.push("outbox.max_entries", "must be at least 1");
-        }
+        self.outbox.validate(&mut errors);
         errors.into_result()
     }
 

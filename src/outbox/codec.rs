@@ -1,9 +1,14 @@
-//! Compact binary encoding of an outbox entry.
+//! Compact binary encoding of outbox records and of the entries (values) in them.
 //!
-//! `[target u32][status u32][source_ts i64][server_ts i64][value]`, little endian, where a value
-//! is a tag byte and its payload (text: u32 length + UTF-8; list: u32 count + values). The
-//! element target is stored once in its own table and referenced by id, so an entry of a double
-//! costs 33 bytes instead of a few hundred for JSON.
+//! A record is one dispatcher batch: `[version u8 = 1][count u32][newest source_ts i64]`
+//! followed by `count` entries, each `[length u32][entry]`. The length prefix lets a reader skip a
+//! damaged entry and keep the rest of the record; the newest timestamp lets the age bound judge a
+//! record without decoding it.
+//!
+//! An entry is `[target u32][status u32][source_ts i64][server_ts i64][value]`, little endian,
+//! where a value is a tag byte and its payload (text: u32 length + UTF-8; list: u32 count +
+//! values). The element target is stored once in its own table and referenced by id, so an entry
+//! of a double costs 37 bytes (with its length prefix) instead of a few hundred for JSON.
 
 use crate::model::TypedValue;
 
@@ -68,6 +73,73 @@ fn encode_value(v: &TypedValue, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// Version byte of the record layout above.
+pub const RECORD_VERSION: u8 = 1;
+/// Bytes before the first entry of a record.
+pub const RECORD_HEADER: usize = 1 + 4 + 8;
+
+/// Starts a record in `out` (cleared); entries follow with [`push_entry`].
+pub fn begin_record(out: &mut Vec<u8>) {
+    out.clear();
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&i64::MIN.to_le_bytes());
+}
+
+/// Appends one entry to a record begun with [`begin_record`], updating its header.
+pub fn push_entry(e: &EntryData, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    encode(e, out);
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    let count = u32::from_le_bytes(out[1..5].try_into().expect("header")) + 1;
+    out[1..5].copy_from_slice(&count.to_le_bytes());
+    let newest = i64::from_le_bytes(out[5..13].try_into().expect("header"));
+    if e.source_ts_nanos > newest {
+        out[5..13].copy_from_slice(&e.source_ts_nanos.to_le_bytes());
+    }
+}
+
+/// The header of a record: (entry count, newest source timestamp).
+pub fn record_header(bytes: &[u8]) -> Result<(u32, i64), String> {
+    if bytes.len() < RECORD_HEADER {
+        return Err("record is truncated".into());
+    }
+    if bytes[0] != RECORD_VERSION {
+        return Err(format!("unknown record version {}", bytes[0]));
+    }
+    let count = u32::from_le_bytes(bytes[1..5].try_into().expect("length checked"));
+    let newest = i64::from_le_bytes(bytes[5..13].try_into().expect("length checked"));
+    Ok((count, newest))
+}
+
+/// Decodes every entry of a record, in order; a damaged entry is an `Err` in its place (the
+/// others still decode). Fails as a whole only when the framing itself is damaged.
+pub fn decode_record(bytes: &[u8]) -> Result<Vec<Result<EntryData, String>>, String> {
+    let (count, _) = record_header(bytes)?;
+    let mut out = Vec::with_capacity(count as usize);
+    let mut pos = RECORD_HEADER;
+    for _ in 0..count {
+        let len = bytes
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("record is truncated")?;
+        let entry = bytes
+            .get(pos + 4..pos + 4 + len)
+            .ok_or("record is truncated")?;
+        out.push(decode(entry));
+        pos += 4 + len;
+    }
+    if pos != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after the record",
+            bytes.len() - pos
+        ));
+    }
+    Ok(out)
 }
 
 /// Decodes an entry; an error means the file is damaged (named by the caller).
@@ -168,6 +240,34 @@ mod tests {
                 _ => assert_eq!(back, e),
             }
         }
+    }
+
+    #[test]
+    fn a_record_keeps_its_entries_in_order_and_a_damaged_one_alone() {
+        let mut rec = Vec::new();
+        begin_record(&mut rec);
+        for i in 0..3 {
+            push_entry(
+                &EntryData {
+                    target: i,
+                    status: 0,
+                    source_ts_nanos: 10 - i as i64,
+                    server_ts_nanos: 0,
+                    value: TypedValue::Int(i as i64),
+                },
+                &mut rec,
+            );
+        }
+        assert_eq!(record_header(&rec).unwrap(), (3, 10));
+        let back = decode_record(&rec).unwrap();
+        let targets: Vec<u32> = back.iter().map(|e| e.as_ref().unwrap().target).collect();
+        assert_eq!(targets, [0, 1, 2]);
+        // Damage the second entry's value tag: only that entry fails.
+        let second = RECORD_HEADER + 4 + 33 + 4 + 24;
+        rec[second] = 99;
+        let back = decode_record(&rec).unwrap();
+        assert!(back[0].is_ok() && back[1].is_err() && back[2].is_ok());
+        assert!(decode_record(&rec[..rec.len() - 1]).is_err());
     }
 
     #[test]

@@ -1,227 +1,628 @@
-//! Durable outbox between the pipeline and the sinks (store-and-forward), on redb.
+//! Durable outbox between the dispatcher and the sinks: a log of batch records on redb, read by
+//! every sink through its own cursor, each sink with its own bound.
 //!
 //! Why redb: pure Rust (no C toolchain on edge boxes), ACID with a stable file format, and a
-//! B-tree keyed by sequence number is exactly a persistent queue with cheap range deletes. An LSM
-//! (fjall) would write faster at scale but adds compaction threads and memory we do not need at
-//! edge rates.
+//! B-tree keyed by record id is exactly a persistent log with cheap deletes.
 //!
-//! Rules:
-//! - every batch is committed durably (fsync) before the dispatcher takes the next one;
-//! - each sink reads in sequence order from its own cursor and acknowledges only what the far
-//!   side confirmed (PUBACK, HTTP 2xx); an entry is deleted once every configured sink acked it;
-//! - after a crash, sinks resume from their cursors: delivery is at least once, duplicates are
-//!   limited to what was sent but not yet acknowledged (dedup key: element + source timestamp);
-//! - the outbox is bounded by `max_entries` (and optionally `max_age_s`); when full it either
-//!   blocks the pipeline or drops the oldest entries, and every dropped value is counted and logged.
+//! Layout and rules:
+//! - **Records, not values.** Each dispatcher batch (every reading batch that was waiting,
+//!   merged: group commit) becomes one record, written with one fsync before the dispatcher takes
+//!   the next batch. A value is encoded once; a sink decodes a record once ([`codec`]).
+//! - **Per-sink cursors** `(record, offset)` = the first value the sink has not had confirmed.
+//!   A sink acknowledges in order only what its far side confirmed (PUBACK, HTTP 2xx). A record is
+//!   deleted once no sink needs it any more.
+//! - **Per-sink bounds** ([`SinkBuffer`]: bytes and age) and policies. Under `drop_oldest` a sink
+//!   past its bound skips its oldest *unread* records: the skipped values are counted for that
+//!   sink alone, logged once per episode and reported through [`Outbox::sink_status`]; the other
+//!   sinks keep everything. Under `block` the dispatcher waits for room ([`Outbox::append`]).
+//!   Values a sink already handed to its far side (in flight) are never skipped: they are
+//!   confirmed or re-sent.
+//! - **Global caps** (`[outbox] max_entries`, `max_bytes`) bound the file as a whole; past them
+//!   the oldest record is given up for every sink still behind it (counted per sink).
+//! - **Destinations.** Each sink's destination (broker, ILP address) is stored beside its cursor.
+//!   When a sink now points elsewhere, its old cursor is dropped with a WARN line saying how many
+//!   values the old destination will not get: a backlog meant for one broker is never sent to
+//!   another (e.g. a demo opening a factory's outbox). A sink new to the file starts with the
+//!   values written from then on.
+//! - After a crash, sinks resume from their cursors: delivery is at least once; duplicates are
+//!   limited to what was sent but not yet acknowledged (dedup key: element + source timestamp).
+//!   Cursor updates are committed without fsync (a lost one means a re-send, never a loss) and
+//!   become durable with the next record.
 
 pub mod codec;
+mod config;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::Deserialize;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::model::{ElementTarget, SubmodelUpdate, UpdateBatch};
+pub use config::{BufferConfig, FullPolicy, OutboxConfig, SinkBuffer, DEFAULT_SINK_MAX_BYTES};
+
+use crate::model::{ElementTarget, SubmodelUpdate};
 use codec::EntryData;
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const TARGETS: TableDefinition<u32, &str> = TableDefinition::new("targets");
-const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// Sink name → (record, offset) of its first unconfirmed value.
+const SINK_CURSORS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("sink_cursors");
+/// Sink name → its destination when the cursor was written.
+const SINK_DESTINATIONS: TableDefinition<&str, &str> = TableDefinition::new("sink_destinations");
+/// The per-value layout of earlier versions, migrated into records on open.
+const V1_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const V1_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
-/// What to do when the outbox holds `max_entries` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum FullPolicy {
-    /// Stop taking new values until a sink catches up (the OPC UA server's queues fill instead).
-    #[default]
-    Block,
-    /// Delete the oldest values to make room; each one is counted in `dropped` and logged.
-    DropOldest,
+/// Largest number of values merged into one record.
+pub const MAX_RECORD_VALUES: usize = 50_000;
+
+/// Errors of the outbox. Each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// Another process holds the file.
+    #[error("another gateway uses {0}: stop it, or give this one its own `[outbox] dir`")]
+    Locked(PathBuf),
+    /// The directory cannot be created.
+    #[error("outbox.dir: cannot create {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The storage failed (disk full, damaged file, ...).
+    #[error("outbox {path}: {message}")]
+    Storage {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
+    /// A background task failed.
+    #[error("outbox: {0}")]
+    Task(String),
 }
 
-/// Outbox settings (`[outbox]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboxConfig {
-    /// Directory of the outbox file `outbox.redb`, relative to the config file.
-    pub dir: PathBuf,
-    /// Most values kept for the sinks; bounds disk use (roughly 40–100 bytes per value).
-    pub max_entries: u64,
-    /// Policy when `max_entries` is reached: `block` (default) or `drop_oldest`.
-    pub when_full: FullPolicy,
-    /// Values older than this (by source timestamp) are dropped and counted; 0 = no age limit.
-    pub max_age_s: u64,
-    /// Page cache of the outbox file, MiB. redb's own default (1 GiB) let the cache, and with it
-    /// the gateway's memory, grow with every page a backlog ever touched.
-    pub cache_mib: usize,
+type Result<T> = std::result::Result<T, OutboxError>;
+
+/// A position in the log: value `offset` of record `record`. Ordered by record, then offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    /// Record id.
+    pub record: u64,
+    /// Index of the value in the record.
+    pub offset: u32,
 }
 
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        OutboxConfig {
-            dir: PathBuf::from("data"),
-            max_entries: 10_000_000,
-            when_full: FullPolicy::Block,
-            max_age_s: 0,
-            cache_mib: 16,
-        }
+impl Pos {
+    fn start_of(record: u64) -> Pos {
+        Pos { record, offset: 0 }
     }
 }
 
-/// Counters of the outbox.
+/// A sink as the outbox knows it.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// Cursor name (`mqtt`, `questdb`, ...).
+    pub name: String,
+    /// Where the sink delivers (no secrets): a sink pointed elsewhere does not inherit the old
+    /// destination's backlog.
+    pub destination: String,
+    /// Its bound and policy.
+    pub buffer: SinkBuffer,
+}
+
+/// A sink's buffer as reported to `/metrics`, `/ready` and the logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkBufferStatus {
+    /// Values appended but not yet confirmed by the sink (in flight + unread, minus skipped).
+    pub lag: u64,
+    /// Bytes of records waiting for the sink.
+    pub bytes: u64,
+    /// Values the sink lost to its bound (or the global caps) since start.
+    pub dropped: u64,
+    /// True while the sink is past its bound and losing its oldest values.
+    pub dropping: bool,
+    /// Its bound.
+    pub max_bytes: u64,
+    /// Its policy.
+    pub when_full: &'static str,
+}
+
+/// Counters of the outbox as a whole.
 #[derive(Debug, Default)]
 pub struct OutboxStats {
     /// Values persisted.
     pub appended: AtomicU64,
-    /// Values deleted before every sink confirmed them (full or too old).
+    /// Records persisted (one fsync each).
+    pub records: AtomicU64,
+    /// Values given up for at least one sink (sum over sinks; see the per-sink counts).
     pub dropped: AtomicU64,
-    /// Values currently held.
+    /// Values held in the file.
     pub depth: AtomicU64,
+    /// Bytes of values held in the file.
+    pub bytes: AtomicU64,
+}
+
+/// Called on buffer episodes (`event`, details), e.g. to write the audit log.
+pub type EventHook = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
+
+struct RecordMeta {
+    count: u32,
+    bytes: u64,
+    newest_ts: i64,
+    /// Values and bytes of every record appended before this one (since open): positions turn
+    /// into value counts by subtraction.
+    values_before: u64,
+    bytes_before: u64,
+}
+
+/// A stretch of values a sink skipped while values before it were still in flight.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    start: Pos,
+    end: Pos,
+    values: u64,
+}
+
+struct SinkState {
+    spec: SinkSpec,
+    /// First value not confirmed (the durable cursor).
+    acked: Pos,
+    /// First value not yet handed to the sink.
+    read: Pos,
+    /// Skipped stretches between `acked` and `read`, in order.
+    gaps: VecDeque<Gap>,
+    dropped: u64,
+    /// `dropped` when the current episode began.
+    episode: Option<u64>,
 }
 
 struct State {
-    /// Sequence number of the oldest held entry (== `next` when empty).
-    first: u64,
-    /// Sequence number the next entry gets.
-    next: u64,
-    /// Target id by its JSON form, to reuse ids across restarts.
-    target_ids: HashMap<String, u32>,
-    /// Acknowledged sequence number per configured sink.
-    cursors: HashMap<String, u64>,
+    records: BTreeMap<u64, RecordMeta>,
+    /// Id the next record gets; also the log's head.
+    next_record: u64,
+    /// Values and bytes appended since open, including records that were deleted.
+    values_total: u64,
+    bytes_total: u64,
+    /// Values and bytes held in the file.
+    held_values: u64,
+    held_bytes: u64,
+    sinks: Vec<SinkState>,
     closed: bool,
 }
 
-/// The durable queue shared by the dispatcher (writer) and the sinks (readers).
+struct Targets {
+    /// Element targets by id, including those of earlier runs still referenced by records.
+    by_id: Vec<Option<Arc<ElementTarget>>>,
+    /// Id by JSON form, to reuse ids across restarts.
+    ids: HashMap<String, u32>,
+    /// Registered but not yet written (go with the next record).
+    unsaved: Vec<(u32, String)>,
+}
+
+/// The durable log shared by the dispatcher (writer) and the sinks (readers).
 pub struct Outbox {
     db: Database,
     path: PathBuf,
     cfg: OutboxConfig,
     state: Mutex<State>,
-    /// Element targets by id, including those of earlier runs still referenced by entries.
-    /// Separate from `state` so that readers decode without blocking the writer.
-    targets: RwLock<Vec<Option<Arc<ElementTarget>>>>,
-    /// Woken when entries were appended or the outbox closed.
+    targets: RwLock<Targets>,
+    /// Serialises appends (one record at a time, in id order).
+    writer: tokio::sync::Mutex<()>,
+    /// Woken when a record was appended or the outbox closed.
     appended: Notify,
-    /// Woken when entries were deleted (room for blocked appends).
+    /// Woken when a sink confirmed or skipped values (room for a blocked append).
     space: Notify,
+    hook: Option<EventHook>,
+    /// Counters of the whole file.
     pub stats: OutboxStats,
 }
 
-type Result<T> = std::result::Result<T, anyhow::Error>;
+/// Turns any redb error into [`OutboxError::Storage`] naming the file.
+trait StorageContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> StorageContext<T> for std::result::Result<T, E> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| OutboxError::Storage {
+            path: path.to_path_buf(),
+            message: e.into().to_string(),
+        })
+    }
+}
+
+fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+impl State {
+    fn head(&self) -> Pos {
+        Pos::start_of(self.next_record)
+    }
+
+    /// (values, bytes) appended before `p` since open; bytes count whole records.
+    fn before(&self, p: Pos) -> (u64, u64) {
+        match self.records.range(p.record..).next() {
+            Some((&id, r)) if id == p.record => (r.values_before + p.offset as u64, r.bytes_before),
+            Some((_, r)) => (r.values_before, r.bytes_before),
+            None => (self.values_total, self.bytes_total),
+        }
+    }
+
+    fn values_between(&self, a: Pos, b: Pos) -> u64 {
+        self.before(b).0.saturating_sub(self.before(a).0)
+    }
+
+    /// The position just past record `id`.
+    fn after(id: u64) -> Pos {
+        Pos::start_of(id + 1)
+    }
+
+    fn lag(&self, s: &SinkState) -> u64 {
+        let skipped: u64 = s.gaps.iter().map(|g| g.values).sum();
+        self.values_between(s.acked, self.head())
+            .saturating_sub(skipped)
+    }
+
+    /// Bytes of the records a sink has not finished with (from its cursor on).
+    fn bytes_waiting(&self, from: Pos) -> u64 {
+        self.bytes_total.saturating_sub(self.before(from).1)
+    }
+
+    /// Is record `id` still needed by some sink?
+    fn needed(&self, id: u64) -> bool {
+        self.sinks.iter().any(|s| {
+            if s.acked >= Self::after(id) {
+                return false;
+            }
+            if s.read <= Pos::start_of(id) || s.acked.record >= id {
+                return true;
+            }
+            // Between acked and read: needed unless a gap covers it whole.
+            !s.gaps
+                .iter()
+                .any(|g| g.start <= Pos::start_of(id) && g.end >= Self::after(id))
+        })
+    }
+
+    /// Removes the records no sink needs from memory; returns their ids (to delete on disk).
+    fn collect(&mut self) -> Vec<u64> {
+        let limit = self
+            .sinks
+            .iter()
+            .map(|s| s.read.record)
+            .min()
+            .unwrap_or(self.next_record);
+        let candidates: Vec<u64> = self.records.range(..limit).map(|(id, _)| *id).collect();
+        let mut gone = Vec::new();
+        for id in candidates {
+            if !self.needed(id) {
+                let r = self.records.remove(&id).expect("listed");
+                self.held_values -= r.count as u64;
+                self.held_bytes -= r.bytes;
+                gone.push(id);
+            }
+        }
+        gone
+    }
+
+    /// Moves sink `i` past everything before `to` it has not read yet; returns the values lost
+    /// (values already counted in an earlier skip are not counted again).
+    fn skip(&mut self, i: usize, mut to: Pos) -> u64 {
+        let from = self.sinks[i].read;
+        if to <= from {
+            return 0;
+        }
+        // A stretch skipped before (then re-read from the cursor) is merged into this one.
+        let mut already = 0;
+        let mut j = 0;
+        while j < self.sinks[i].gaps.len() {
+            let g = self.sinks[i].gaps[j];
+            if g.start >= from && g.start < to {
+                to = to.max(g.end);
+                already += g.values;
+                self.sinks[i].gaps.remove(j);
+            } else {
+                j += 1;
+            }
+        }
+        let values = self.values_between(from, to).saturating_sub(already);
+        let s = &mut self.sinks[i];
+        s.read = to;
+        if s.acked == from {
+            // Nothing in flight: the cursor itself moves.
+            s.acked = to;
+            s.confirm(to);
+        } else {
+            let at = s
+                .gaps
+                .iter()
+                .position(|g| g.start > from)
+                .unwrap_or(s.gaps.len());
+            s.gaps.insert(
+                at,
+                Gap {
+                    start: from,
+                    end: to,
+                    values: values + already,
+                },
+            );
+        }
+        s.dropped += values;
+        values
+    }
+}
+
+impl SinkState {
+    /// Records a confirmation up to `upto`; skipped stretches right after it are passed too.
+    fn confirm(&mut self, upto: Pos) -> bool {
+        if upto < self.acked {
+            return false;
+        }
+        let moved = upto > self.acked;
+        self.acked = upto;
+        while let Some(g) = self.gaps.front().copied() {
+            if g.start <= self.acked {
+                self.acked = self.acked.max(g.end);
+                self.gaps.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.read < self.acked {
+            self.read = self.acked;
+        }
+        moved
+    }
+}
 
 impl Outbox {
     /// Opens (or creates) `<dir>/outbox.redb` for the given sinks.
-    pub fn open(dir: &Path, cfg: OutboxConfig, sinks: &[&str]) -> Result<Arc<Outbox>> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("outbox.dir: cannot create {}: {e}", dir.display()))?;
+    pub fn open(
+        dir: &Path,
+        cfg: OutboxConfig,
+        sinks: &[SinkSpec],
+        hook: Option<EventHook>,
+    ) -> Result<Arc<Outbox>> {
+        std::fs::create_dir_all(dir).map_err(|source| OutboxError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join("outbox.redb");
         let db = redb::Builder::new()
             .set_cache_size(cfg.cache_mib.max(1).saturating_mul(1 << 20))
             .create(&path)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "outbox: cannot open {} (is another gateway using it?): {e}",
-                    path.display()
-                )
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OutboxError::Locked(path.clone()),
+                e => OutboxError::Storage {
+                    path: path.clone(),
+                    message: format!("cannot open: {e}"),
+                },
             })?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(ENTRIES)?;
-            txn.open_table(TARGETS)?;
-            txn.open_table(CURSORS)?;
-        }
-        txn.commit()?;
+        migrate_v1(&db, &path)?;
 
-        let read = db.begin_read()?;
-        let entries = read.open_table(ENTRIES)?;
-        let first_held = entries.first()?.map(|(k, _)| k.value());
-        let last_held = entries.last()?.map(|(k, _)| k.value());
-        let held = entries.len()?;
-        let mut targets = Vec::new();
-        let mut target_ids = HashMap::new();
-        for row in read.open_table(TARGETS)?.iter()? {
-            let (id, json) = row?;
-            let (id, json) = (id.value(), json.value().to_string());
-            match serde_json::from_str::<ElementTarget>(&json) {
-                Ok(t) => {
-                    let idx = id as usize;
-                    if targets.len() <= idx {
-                        targets.resize(idx + 1, None);
+        let txn = db.begin_write().at(&path)?;
+        let (records, targets, stored) = {
+            txn.open_table(RECORDS).at(&path)?;
+            txn.open_table(TARGETS).at(&path)?;
+            txn.open_table(SINK_DESTINATIONS).at(&path)?;
+            txn.open_table(SINK_CURSORS).at(&path)?;
+            let mut records = BTreeMap::new();
+            let (mut values, mut bytes) = (0u64, 0u64);
+            for row in txn.open_table(RECORDS).at(&path)?.iter().at(&path)? {
+                let (k, v) = row.at(&path)?;
+                let (id, v) = (k.value(), v.value());
+                let (count, newest_ts) = codec::record_header(v).unwrap_or_else(|e| {
+                    error!(path = %path.display(), record = id, "outbox: damaged record header ({e}); its values will be skipped");
+                    (0, i64::MIN)
+                });
+                records.insert(
+                    id,
+                    RecordMeta {
+                        count,
+                        bytes: v.len() as u64,
+                        newest_ts,
+                        values_before: values,
+                        bytes_before: bytes,
+                    },
+                );
+                values += count as u64;
+                bytes += v.len() as u64;
+            }
+            let mut targets = Targets {
+                by_id: Vec::new(),
+                ids: HashMap::new(),
+                unsaved: Vec::new(),
+            };
+            for row in txn.open_table(TARGETS).at(&path)?.iter().at(&path)? {
+                let (id, json) = row.at(&path)?;
+                let (id, json) = (id.value(), json.value().to_string());
+                match serde_json::from_str::<ElementTarget>(&json) {
+                    Ok(t) => {
+                        let idx = id as usize;
+                        if targets.by_id.len() <= idx {
+                            targets.by_id.resize(idx + 1, None);
+                        }
+                        let t = Arc::new(t);
+                        let _ = t.outbox_id.set(id);
+                        targets.by_id[idx] = Some(t);
+                        targets.ids.insert(json, id);
                     }
-                    let t = Arc::new(t);
-                    let _ = t.outbox_id.set(id);
-                    targets[idx] = Some(t);
-                    target_ids.insert(json, id);
-                }
-                Err(e) => {
-                    error!(id, error = %e, "outbox: unreadable element target; its entries will be skipped")
+                    Err(e) => {
+                        error!(id, error = %e, "outbox: unreadable element target; its values will be skipped")
+                    }
                 }
             }
+            let mut stored: HashMap<String, (Pos, Option<String>)> = HashMap::new();
+            for row in txn.open_table(SINK_CURSORS).at(&path)?.iter().at(&path)? {
+                let (k, v) = row.at(&path)?;
+                let (record, offset) = v.value();
+                stored.insert(k.value().to_string(), (Pos { record, offset }, None));
+            }
+            for row in txn
+                .open_table(SINK_DESTINATIONS)
+                .at(&path)?
+                .iter()
+                .at(&path)?
+            {
+                let (k, v) = row.at(&path)?;
+                if let Some(e) = stored.get_mut(k.value()) {
+                    e.1 = Some(v.value().to_string());
+                }
+            }
+            (records, targets, stored)
+        };
+        let next_record = records.last_key_value().map_or(0, |(id, _)| id + 1);
+        let (values_total, bytes_total) = records.last_key_value().map_or((0, 0), |(_, r)| {
+            (r.values_before + r.count as u64, r.bytes_before + r.bytes)
+        });
+        let mut state = State {
+            held_values: records.values().map(|r| r.count as u64).sum(),
+            held_bytes: records.values().map(|r| r.bytes).sum(),
+            records,
+            next_record,
+            values_total,
+            bytes_total,
+            sinks: Vec::new(),
+            closed: false,
+        };
+        let head = state.head();
+        for spec in sinks {
+            let start = match stored.get(&spec.name) {
+                Some((pos, dest))
+                    if dest.is_none() || dest.as_deref() == Some(&spec.destination) =>
+                {
+                    // Never behind the oldest record held (those were deleted as confirmed).
+                    let oldest = state
+                        .records
+                        .keys()
+                        .next()
+                        .map_or(head, |id| Pos::start_of(*id));
+                    (*pos).max(oldest).min(head)
+                }
+                Some((pos, Some(old))) => {
+                    let lost = state.values_between(*pos, head);
+                    warn!(
+                        path = %path.display(),
+                        sink = %spec.name,
+                        was = %old,
+                        now = %spec.destination,
+                        values = lost,
+                        "outbox: this sink now delivers elsewhere; the values it still held for its old destination are not sent to the new one (its old cursor is dropped)"
+                    );
+                    if let Some(h) = &hook {
+                        h(
+                            "outbox_cursor_dropped",
+                            serde_json::json!({
+                                "sink": spec.name, "was": old, "now": spec.destination, "values": lost,
+                                "file": path.display().to_string(),
+                            }),
+                        );
+                    }
+                    head
+                }
+                _ => {
+                    if state.held_values > 0 {
+                        info!(sink = %spec.name, held = state.held_values, "outbox: this sink is new here and starts with the values written from now on");
+                    }
+                    head
+                }
+            };
+            state.sinks.push(SinkState {
+                spec: spec.clone(),
+                acked: start,
+                read: start,
+                gaps: VecDeque::new(),
+                dropped: 0,
+                episode: None,
+            });
         }
-        let stored_cursors: HashMap<String, u64> = read
-            .open_table(CURSORS)?
-            .iter()?
-            .filter_map(|r| r.ok())
-            .map(|(k, v)| (k.value().to_string(), v.value()))
-            .collect();
-        drop(entries);
-        drop(read);
-
-        let max_cursor = stored_cursors.values().copied().max().unwrap_or(0);
-        let next = last_held.map_or(0, |l| l + 1).max(max_cursor + 1).max(1);
-        let first = first_held.unwrap_or(next);
-        // A sink without a cursor (new, or first start) starts at the oldest held entry.
-        let cursors = sinks
-            .iter()
-            .map(|s| {
-                (
-                    s.to_string(),
-                    stored_cursors.get(*s).copied().unwrap_or(first - 1),
-                )
-            })
-            .collect();
-        if held > 0 {
-            info!(path = %path.display(), held, "outbox: resuming with values not yet confirmed by every sink");
+        for name in stored.keys() {
+            if !sinks.iter().any(|s| &s.name == name) {
+                info!(sink = %name, "outbox: this sink is no longer configured; its cursor is removed");
+            }
+        }
+        let gone = state.collect();
+        {
+            let mut cursors = txn.open_table(SINK_CURSORS).at(&path)?;
+            let mut dests = txn.open_table(SINK_DESTINATIONS).at(&path)?;
+            for name in stored.keys() {
+                cursors.remove(name.as_str()).at(&path)?;
+                dests.remove(name.as_str()).at(&path)?;
+            }
+            for s in &state.sinks {
+                cursors
+                    .insert(s.spec.name.as_str(), (s.acked.record, s.acked.offset))
+                    .at(&path)?;
+                dests
+                    .insert(s.spec.name.as_str(), s.spec.destination.as_str())
+                    .at(&path)?;
+            }
+            let mut records = txn.open_table(RECORDS).at(&path)?;
+            for id in gone {
+                records.remove(id).at(&path)?;
+            }
+        }
+        txn.commit().at(&path)?;
+        if state.held_values > 0 {
+            info!(path = %path.display(), values = state.held_values, "outbox: resuming with values not yet confirmed by every sink");
         }
         let outbox = Arc::new(Outbox {
             db,
             path,
             cfg,
-            state: Mutex::new(State {
-                first,
-                next,
-                target_ids,
-                cursors,
-                closed: false,
-            }),
             targets: RwLock::new(targets),
+            writer: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
             space: Notify::new(),
+            hook,
             stats: OutboxStats::default(),
+            state: Mutex::new(state),
         });
-        outbox.stats.depth.store(held, Ordering::Relaxed);
-        // Entries every configured sink already acknowledged (e.g. a sink was removed) can go.
-        outbox.collect_garbage()?;
+        outbox.publish_gauges(&outbox.state.lock().expect("outbox state"));
         Ok(outbox)
     }
 
+    /// The outbox file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A reader for `sink`, starting after its acknowledged position.
+    fn publish_gauges(&self, s: &State) {
+        self.stats.depth.store(s.held_values, Ordering::Relaxed);
+        self.stats.bytes.store(s.held_bytes, Ordering::Relaxed);
+    }
+
+    fn sink_index(&self, sink: &str) -> usize {
+        self.state
+            .lock()
+            .expect("outbox state")
+            .sinks
+            .iter()
+            .position(|s| s.spec.name == sink)
+            .unwrap_or_else(|| panic!("outbox: sink {sink} was not given to Outbox::open"))
+    }
+
+    /// A reader for `sink`, starting at its first unconfirmed value (in-flight values of an
+    /// earlier reader are read again: a sink that starts over re-sends what was not confirmed).
     pub fn reader(self: &Arc<Self>, sink: &str) -> OutboxReader {
-        let state = self.state.lock().expect("outbox state");
-        let acked = state.cursors.get(sink).copied().unwrap_or(state.first - 1);
+        let index = self.sink_index(sink);
+        {
+            let mut state = self.state.lock().expect("outbox state");
+            let s = &mut state.sinks[index];
+            // What was skipped stays skipped: reading jumps over each gap it meets.
+            s.read = s.acked;
+        }
         OutboxReader {
             outbox: self.clone(),
+            index,
             sink: sink.to_string(),
-            next: acked + 1,
+            cache: None,
         }
     }
 
@@ -235,304 +636,563 @@ impl Outbox {
         }
     }
 
-    /// Persists a batch durably. With the `block` policy this waits while the outbox is full.
-    pub async fn append(self: &Arc<Self>, batch: UpdateBatch) -> Result<()> {
+    /// Persists `batch` as one record (one fsync). Under a `block` sink this first waits until
+    /// that sink has room; cancelling the future while it waits appends nothing.
+    pub async fn append(self: &Arc<Self>, batch: &[SubmodelUpdate]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let n = batch.len() as u64;
-        if self.cfg.when_full == FullPolicy::Block {
-            let mut warned = false;
-            loop {
-                let space = self.space.notified();
-                tokio::pin!(space);
-                space.as_mut().enable();
-                let held = {
-                    let s = self.state.lock().expect("outbox state");
-                    s.next - s.first
-                };
-                // A batch larger than the whole outbox is let through once it is empty.
-                if held + n <= self.cfg.max_entries || held == 0 {
-                    break;
-                }
-                if !warned {
-                    warn!(
-                        held,
-                        max_entries = self.cfg.max_entries,
-                        "outbox full: holding the pipeline until a sink catches up"
-                    );
-                    warned = true;
-                }
-                space.await;
-            }
-        }
+        let _writer = self.writer.lock().await;
+        let (record, new_targets) = self.encode(batch);
+        self.wait_for_room(batch.len() as u64, record.len() as u64)
+            .await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.append_blocking(&batch)).await??;
+        tokio::task::spawn_blocking(move || this.write_record(record, new_targets))
+            .await
+            .map_err(|e| OutboxError::Task(e.to_string()))??;
         self.appended.notify_waiters();
         Ok(())
     }
 
-    fn append_blocking(&self, batch: &[SubmodelUpdate]) -> Result<()> {
-        let mut state = self.state.lock().expect("outbox state");
-        let txn = self.db.begin_write()?;
-        let mut dropped = 0u64;
-        {
-            let mut entries = txn.open_table(ENTRIES)?;
-            let mut targets = txn.open_table(TARGETS)?;
-            let mut buf = Vec::with_capacity(64);
-            let mut seq = state.next;
-            for u in batch {
-                let target = match u.target.outbox_id.get() {
-                    Some(id) => *id,
-                    None => register_target(&mut state, &self.targets, &mut targets, &u.target)?,
-                };
-                buf.clear();
-                codec::encode(
-                    &EntryData {
-                        target,
-                        status: u.status,
-                        source_ts_nanos: u.source_ts_nanos,
-                        server_ts_nanos: u.server_ts_nanos,
-                        value: u.value.clone(),
-                    },
-                    &mut buf,
-                );
-                entries.insert(seq, buf.as_slice())?;
-                seq += 1;
-            }
-            state.next = seq;
+    fn encode(&self, batch: &[SubmodelUpdate]) -> (Vec<u8>, Vec<(u32, String)>) {
+        let mut record = Vec::with_capacity(codec::RECORD_HEADER + batch.len() * 40);
+        codec::begin_record(&mut record);
+        for u in batch {
+            let target = match u.target.outbox_id.get() {
+                Some(id) => *id,
+                None => self.register_target(&u.target),
+            };
+            codec::push_entry(
+                &EntryData {
+                    target,
+                    status: u.status,
+                    source_ts_nanos: u.source_ts_nanos,
+                    server_ts_nanos: u.server_ts_nanos,
+                    value: u.value.clone(),
+                },
+                &mut record,
+            );
+        }
+        let new_targets = std::mem::take(&mut self.targets.write().expect("targets").unsaved);
+        (record, new_targets)
+    }
 
-            // Bounds: drop the oldest entries beyond max_entries (drop_oldest) or max_age_s.
-            let held = state.next - state.first;
-            if self.cfg.when_full == FullPolicy::DropOldest && held > self.cfg.max_entries {
-                let excess = held - self.cfg.max_entries;
-                let end = state.first + excess;
-                entries.retain_in(state.first..end, |_, _| false)?;
-                state.first = end;
-                dropped += excess;
+    fn register_target(&self, target: &Arc<ElementTarget>) -> u32 {
+        let json = serde_json::to_string(target.as_ref()).expect("targets serialise");
+        let mut t = self.targets.write().expect("outbox targets");
+        let id = match t.ids.get(&json) {
+            Some(id) => *id,
+            None => {
+                let id = t.by_id.len() as u32;
+                t.by_id.push(None);
+                t.ids.insert(json.clone(), id);
+                t.unsaved.push((id, json));
+                id
             }
-            if self.cfg.max_age_s > 0 {
-                let limit = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-                    - (self.cfg.max_age_s as i64).saturating_mul(1_000_000_000);
-                let mut end = state.first;
-                for row in entries.range(state.first..state.next)?.take(100_000) {
-                    let (_, v) = row?;
-                    let ts = v
-                        .value()
-                        .get(8..16)
-                        .map(|b| i64::from_le_bytes(b.try_into().unwrap()));
-                    if ts.is_some_and(|ts| ts < limit) {
-                        end += 1;
-                    } else {
+        };
+        // Later values of this target reuse the id and decode to this same Arc.
+        let _ = target.outbox_id.set(id);
+        t.by_id[id as usize] = Some(target.clone());
+        id
+    }
+
+    /// Waits while a `block` sink (or the global caps, when some sink blocks) has no room for
+    /// `values`/`bytes` more.
+    async fn wait_for_room(&self, values: u64, bytes: u64) {
+        let mut warned = false;
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            let full = {
+                let s = self.state.lock().expect("outbox state");
+                let mut full = None;
+                for sink in s
+                    .sinks
+                    .iter()
+                    .filter(|x| x.spec.buffer.when_full == FullPolicy::Block)
+                {
+                    let waiting = s.bytes_waiting(sink.acked);
+                    let waiting_values = s.lag(sink);
+                    // A record larger than the bound is let through once the sink is empty.
+                    // The global value cap counts here too: a `block` sink never loses values
+                    // to it (see `enforce_bounds`).
+                    if waiting > 0
+                        && (waiting + bytes > sink.spec.buffer.max_bytes
+                            || waiting_values + values > self.cfg.max_entries)
+                    {
+                        full = Some((sink.spec.name.clone(), waiting));
                         break;
                     }
                 }
-                if end > state.first {
-                    entries.retain_in(state.first..end, |_, _| false)?;
-                    dropped += end - state.first;
-                    state.first = end;
-                }
+                full
+            };
+            let Some((sink, waiting)) = full else { return };
+            if !warned {
+                warn!(
+                    sink = %sink,
+                    bytes_waiting = waiting,
+                    "outbox: a sink with when_full = \"block\" is full; holding the dispatcher (and with it the live values and the OPC UA sources) until it catches up"
+                );
+                warned = true;
+            }
+            space.await;
+        }
+    }
+
+    fn write_record(&self, record: Vec<u8>, new_targets: Vec<(u32, String)>) -> Result<()> {
+        let (count, newest_ts) = codec::record_header(&record).expect("encoded here");
+        let id = self.state.lock().expect("outbox state").next_record;
+        let txn = self.db.begin_write().at(&self.path)?;
+        {
+            let mut records = txn.open_table(RECORDS).at(&self.path)?;
+            records.insert(id, record.as_slice()).at(&self.path)?;
+            let mut targets = txn.open_table(TARGETS).at(&self.path)?;
+            for (tid, json) in &new_targets {
+                targets.insert(*tid, json.as_str()).at(&self.path)?;
             }
         }
-        txn.commit()?;
+        if let Err(e) = txn.commit().at(&self.path) {
+            // Registered again with the next attempt.
+            self.targets
+                .write()
+                .expect("targets")
+                .unsaved
+                .extend(new_targets);
+            return Err(e);
+        }
         self.stats
             .appended
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.stats
-            .depth
-            .store(state.next - state.first, Ordering::Relaxed);
-        if dropped > 0 {
-            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-            error!(
-                dropped,
-                dropped_total = self.stats.dropped.load(Ordering::Relaxed),
-                max_entries = self.cfg.max_entries,
-                max_age_s = self.cfg.max_age_s,
-                "outbox full or values too old: the oldest values were DROPPED before every sink confirmed them"
-            );
-            // Readers behind the new start skip ahead.
-            let skipped_to = state.first - 1;
-            for cursor in state.cursors.values_mut() {
-                *cursor = (*cursor).max(skipped_to);
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+
+        // The record is durable; now make it visible and apply the bounds.
+        let (gone, cursors, events) = {
+            let mut s = self.state.lock().expect("outbox state");
+            let bytes = record.len() as u64;
+            let meta = RecordMeta {
+                count,
+                bytes,
+                newest_ts,
+                values_before: s.values_total,
+                bytes_before: s.bytes_total,
+            };
+            s.records.insert(id, meta);
+            s.next_record = id + 1;
+            s.values_total += count as u64;
+            s.bytes_total += bytes;
+            s.held_values += count as u64;
+            s.held_bytes += bytes;
+            let (events, skipped, mut gone) = self.enforce_bounds(&mut s);
+            gone.extend(s.collect());
+            self.publish_gauges(&s);
+            let cursors: Vec<(String, Pos)> = if !skipped {
+                Vec::new()
+            } else {
+                s.sinks
+                    .iter()
+                    .map(|x| (x.spec.name.clone(), x.acked))
+                    .collect()
+            };
+            (gone, cursors, events)
+        };
+        for (event, details) in events {
+            if let Some(h) = &self.hook {
+                h(event, details);
             }
+        }
+        if !gone.is_empty() || !cursors.is_empty() {
+            self.persist(&gone, &cursors)?;
+            self.space.notify_waiters();
         }
         Ok(())
     }
 
-    /// Reads up to `max` entries from `from`; also returns the last sequence number scanned
-    /// (damaged entries are skipped, so it may be past the last one returned).
+    /// Applies every sink's bound and the global caps after an append; returns the episodes
+    /// that began (for the audit log).
+    /// Also returns whether a cursor moved and the records deleted from memory on the way.
     #[allow(clippy::type_complexity)]
-    fn read_blocking(
+    fn enforce_bounds(
         &self,
-        from: u64,
-        max: usize,
-    ) -> Result<(Vec<(u64, SubmodelUpdate)>, Option<u64>)> {
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let targets = self.targets.read().expect("outbox targets");
-        let mut out = Vec::with_capacity(max.min(4096));
-        let mut scanned = None;
-        for row in entries.range(from..)?.take(max) {
-            let (k, v) = row?;
-            let seq = k.value();
-            scanned = Some(seq);
-            let entry = match codec::decode(v.value()) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    error!(seq, path = %self.path.display(), "outbox: damaged entry skipped: {e}");
-                    continue;
+        s: &mut State,
+    ) -> (Vec<(&'static str, serde_json::Value)>, bool, Vec<u64>) {
+        let mut gone = Vec::new();
+        let mut events = Vec::new();
+        let newest = s.next_record.saturating_sub(1);
+        let age_now = now_nanos();
+        let mut lost = vec![0u64; s.sinks.len()];
+        for (i, lost) in lost.iter_mut().enumerate() {
+            let buffer = s.sinks[i].spec.buffer;
+            let age_limit = (buffer.max_age_s > 0)
+                .then(|| age_now - (buffer.max_age_s as i64).saturating_mul(1_000_000_000));
+            loop {
+                let read = s.sinks[i].read;
+                let Some((&oldest, meta)) = s.records.range(read.record..).next() else {
+                    break;
+                };
+                let too_old = age_limit.is_some_and(|limit| meta.newest_ts < limit);
+                let too_big = buffer.when_full == FullPolicy::DropOldest
+                    && s.bytes_waiting(read) > buffer.max_bytes
+                    && oldest != newest;
+                if !(too_old || too_big) {
+                    break;
                 }
-            };
-            let Some(Some(target)) = targets.get(entry.target as usize) else {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                error!(
-                    seq,
-                    target = entry.target,
-                    "outbox: entry refers to an unknown element; skipped"
-                );
-                continue;
-            };
-            out.push((
-                seq,
-                SubmodelUpdate {
-                    target: target.clone(),
-                    value: entry.value,
-                    status: entry.status,
-                    source_ts_nanos: entry.source_ts_nanos,
-                    server_ts_nanos: entry.server_ts_nanos,
-                },
-            ));
+                *lost += s.skip(i, State::after(oldest));
+            }
         }
-        Ok((out, scanned))
+        // Global caps: the oldest record goes for every `drop_oldest` sink behind it, unless a
+        // sink has values of it in flight (bounded: a few windows) or is a `block` sink (it
+        // never loses values; its own wait keeps it under the caps).
+        while s.held_values > self.cfg.max_entries || s.held_bytes > self.cfg.max_bytes {
+            let Some(&oldest) = s.records.keys().next() else {
+                break;
+            };
+            if oldest == newest
+                || s.sinks.iter().any(|x| {
+                    x.acked.record <= oldest
+                        && (x.read > Pos::start_of(oldest)
+                            || x.spec.buffer.when_full == FullPolicy::Block)
+                })
+            {
+                break;
+            }
+            for (i, lost) in lost.iter_mut().enumerate() {
+                *lost += s.skip(i, State::after(oldest));
+            }
+            let deleted = s.collect();
+            let done = deleted.contains(&oldest);
+            gone.extend(deleted);
+            if !done {
+                break;
+            }
+        }
+        let skipped = lost.iter().any(|n| *n > 0);
+        for (i, n) in lost.into_iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+            let sink = &mut s.sinks[i];
+            if sink.episode.is_none() {
+                sink.episode = Some(sink.dropped - n);
+                error!(
+                    sink = %sink.spec.name,
+                    max_bytes = sink.spec.buffer.max_bytes,
+                    max_age_s = sink.spec.buffer.max_age_s,
+                    dropped = n,
+                    "sink is past its buffer bound: its OLDEST values are dropped for this sink only (counted in /metrics; logged again when the episode ends)"
+                );
+                events.push((
+                    "sink_buffer_overflow",
+                    serde_json::json!({"sink": sink.spec.name, "max_bytes": sink.spec.buffer.max_bytes,
+                        "max_age_s": sink.spec.buffer.max_age_s, "dropped_total": sink.dropped}),
+                ));
+            }
+        }
+        (events, skipped, gone)
     }
 
-    fn ack_blocking(&self, sink: &str, upto: u64) -> Result<()> {
-        let mut state = self.state.lock().expect("outbox state");
-        let current = state.cursors.get(sink).copied().unwrap_or(0);
-        if upto <= current {
-            return Ok(());
+    /// Ends the drop episode of sink `i` once it is back under half its bound.
+    fn end_episode(&self, s: &mut State, i: usize) -> Option<(&'static str, serde_json::Value)> {
+        let start = s.sinks[i].episode?;
+        let waiting = s.bytes_waiting(s.sinks[i].read);
+        let sink = &s.sinks[i];
+        if waiting > sink.spec.buffer.max_bytes / 2 {
+            return None;
         }
-        state.cursors.insert(sink.to_string(), upto);
-        let mut txn = self.db.begin_write()?;
-        // Losing a cursor update in a crash only means re-sending (at least once), so it need
-        // not wait for fsync; the next durable append commits it.
-        txn.set_durability(redb::Durability::None)?;
+        let lost = sink.dropped - start;
+        warn!(sink = %sink.spec.name, dropped = lost, dropped_total = sink.dropped, "sink is back within its buffer bound; values lost in this episode");
+        let event = (
+            "sink_buffer_recovered",
+            serde_json::json!({"sink": sink.spec.name, "dropped": lost, "dropped_total": sink.dropped}),
+        );
+        s.sinks[i].episode = None;
+        Some(event)
+    }
+
+    /// Writes cursors and deletes records (no fsync: see the module docs).
+    fn persist(&self, gone: &[u64], cursors: &[(String, Pos)]) -> Result<()> {
+        let mut txn = self.db.begin_write().at(&self.path)?;
+        txn.set_durability(redb::Durability::None).at(&self.path)?;
         {
-            let mut cursors = txn.open_table(CURSORS)?;
-            cursors.insert(sink, upto)?;
+            let mut records = txn.open_table(RECORDS).at(&self.path)?;
+            for id in gone {
+                records.remove(*id).at(&self.path)?;
+            }
+            let mut table = txn.open_table(SINK_CURSORS).at(&self.path)?;
+            for (name, pos) in cursors {
+                table
+                    .insert(name.as_str(), (pos.record, pos.offset))
+                    .at(&self.path)?;
+            }
         }
-        self.delete_acknowledged(&mut state, &txn)?;
-        txn.commit()?;
-        drop(state);
+        txn.commit().at(&self.path)
+    }
+
+    fn ack_blocking(&self, index: usize, upto: Pos) -> Result<()> {
+        let (gone, cursor, event) = {
+            let mut s = self.state.lock().expect("outbox state");
+            if !s.sinks[index].confirm(upto) {
+                return Ok(());
+            }
+            let event = self.end_episode(&mut s, index);
+            let gone = s.collect();
+            self.publish_gauges(&s);
+            let sink = &s.sinks[index];
+            (gone, (sink.spec.name.clone(), sink.acked), event)
+        };
+        if let (Some((event, details)), Some(h)) = (event, &self.hook) {
+            h(event, details);
+        }
+        self.persist(&gone, &[cursor])?;
         self.space.notify_waiters();
         Ok(())
     }
 
-    /// Deletes entries every configured sink has acknowledged.
-    fn delete_acknowledged(&self, state: &mut State, txn: &redb::WriteTransaction) -> Result<()> {
-        let Some(min) = state.cursors.values().copied().min() else {
-            return Ok(());
-        };
-        if min >= state.first {
-            let mut entries = txn.open_table(ENTRIES)?;
-            entries.retain_in(state.first..=min, |_, _| false)?;
-            state.first = min + 1;
-            self.stats
-                .depth
-                .store(state.next.saturating_sub(state.first), Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn collect_garbage(&self) -> Result<()> {
-        let mut state = self.state.lock().expect("outbox state");
-        let txn = self.db.begin_write()?;
-        self.delete_acknowledged(&mut state, &txn)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Values appended but not yet acknowledged by `sink`.
+    /// Values appended but not yet confirmed by `sink` (skipped ones excluded).
     pub fn lag(&self, sink: &str) -> u64 {
+        self.sink_status(sink).map_or(0, |s| s.lag)
+    }
+
+    /// The buffer of `sink` (`None` for a name the outbox does not know).
+    pub fn sink_status(&self, sink: &str) -> Option<SinkBufferStatus> {
         let s = self.state.lock().expect("outbox state");
-        let acked = s.cursors.get(sink).copied().unwrap_or(s.first - 1);
-        s.next - 1 - acked
+        let x = s.sinks.iter().find(|x| x.spec.name == sink)?;
+        Some(SinkBufferStatus {
+            lag: s.lag(x),
+            bytes: s.bytes_waiting(x.acked),
+            dropped: x.dropped,
+            dropping: x.episode.is_some(),
+            max_bytes: x.spec.buffer.max_bytes,
+            when_full: x.spec.buffer.when_full.as_str(),
+        })
+    }
+
+    /// Reads and decodes record `id` (`None` when it is gone).
+    fn load(&self, id: u64) -> Result<Option<Arc<Vec<Option<SubmodelUpdate>>>>> {
+        let txn = self.db.begin_read().at(&self.path)?;
+        let table = txn.open_table(RECORDS).at(&self.path)?;
+        let Some(bytes) = table.get(id).at(&self.path)? else {
+            return Ok(None);
+        };
+        let entries = match codec::decode_record(bytes.value()) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(path = %self.path.display(), record = id, "outbox: damaged record skipped: {e}");
+                return Ok(Some(Arc::new(Vec::new())));
+            }
+        };
+        let targets = self.targets.read().expect("outbox targets");
+        let values = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let e = e
+                    .map_err(|e| {
+                        error!(record = id, index = i, "outbox: damaged value skipped: {e}")
+                    })
+                    .ok()?;
+                let Some(Some(target)) = targets.by_id.get(e.target as usize) else {
+                    error!(
+                        record = id,
+                        target = e.target,
+                        "outbox: value refers to an unknown element; skipped"
+                    );
+                    return None;
+                };
+                Some(SubmodelUpdate {
+                    target: target.clone(),
+                    value: e.value,
+                    status: e.status,
+                    source_ts_nanos: e.source_ts_nanos,
+                    server_ts_nanos: e.server_ts_nanos,
+                })
+            })
+            .collect();
+        Ok(Some(Arc::new(values)))
     }
 }
 
-fn register_target(
-    state: &mut State,
-    targets: &RwLock<Vec<Option<Arc<ElementTarget>>>>,
-    table: &mut redb::Table<u32, &str>,
-    target: &Arc<ElementTarget>,
-) -> Result<u32> {
-    let json = serde_json::to_string(target.as_ref())?;
-    let mut targets = targets.write().expect("outbox targets");
-    let id = match state.target_ids.get(&json) {
-        Some(id) => *id,
-        None => {
-            let id = targets.len() as u32;
-            table.insert(id, json.as_str())?;
-            targets.push(None);
-            state.target_ids.insert(json, id);
-            id
+/// Converts the per-value layout of earlier versions into records (once). Every sink of the old
+/// file then starts at the first value the slowest one had not confirmed (at least once).
+fn migrate_v1(db: &Database, path: &Path) -> Result<()> {
+    let read = db.begin_read().at(path)?;
+    let has_v1 = read
+        .list_tables()
+        .at(path)?
+        .any(|t| t.name() == V1_ENTRIES.name());
+    drop(read);
+    if !has_v1 {
+        return Ok(());
+    }
+    let txn = db.begin_write().at(path)?;
+    let mut migrated = 0u64;
+    {
+        let old_cursors: Vec<(String, u64)> = txn
+            .open_table(V1_CURSORS)
+            .at(path)?
+            .iter()
+            .at(path)?
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (k.value().to_string(), v.value()))
+            .collect();
+        let min_acked = old_cursors.iter().map(|(_, v)| *v).min().unwrap_or(0);
+        let entries = txn.open_table(V1_ENTRIES).at(path)?;
+        let mut records = txn.open_table(RECORDS).at(path)?;
+        let mut id = records.last().at(path)?.map_or(0, |(k, _)| k.value() + 1);
+        let first = id;
+        let mut rec = Vec::new();
+        codec::begin_record(&mut rec);
+        let mut n = 0;
+        for row in entries.range(min_acked + 1..).at(path)? {
+            let (_, v) = row.at(path)?;
+            let e = match codec::decode(v.value()) {
+                Ok(e) => e,
+                Err(_) => continue,
+            };
+            codec::push_entry(&e, &mut rec);
+            n += 1;
+            migrated += 1;
+            if n == MAX_RECORD_VALUES {
+                records.insert(id, rec.as_slice()).at(path)?;
+                id += 1;
+                codec::begin_record(&mut rec);
+                n = 0;
+            }
         }
-    };
-    // Later entries for this target reuse the id and decode to this same Arc.
-    let _ = target.outbox_id.set(id);
-    targets[id as usize] = Some(target.clone());
-    Ok(id)
+        if n > 0 {
+            records.insert(id, rec.as_slice()).at(path)?;
+        }
+        drop(entries);
+        let mut cursors = txn.open_table(SINK_CURSORS).at(path)?;
+        for (name, _) in &old_cursors {
+            cursors.insert(name.as_str(), (first, 0)).at(path)?;
+        }
+    }
+    txn.delete_table(V1_ENTRIES).at(path)?;
+    txn.delete_table(V1_CURSORS).at(path)?;
+    txn.commit().at(path)?;
+    info!(path = %path.display(), values = migrated, "outbox: converted the file of an earlier version (values not yet confirmed are kept)");
+    Ok(())
+}
+
+/// What a sink got from [`OutboxReader::next_batch`].
+#[derive(Debug)]
+pub struct Delivery {
+    /// The values, in order.
+    pub values: Vec<SubmodelUpdate>,
+    /// The position just past the last value: acknowledge it once all were confirmed.
+    pub end: Pos,
 }
 
 /// A sink's view of the outbox.
 pub struct OutboxReader {
     outbox: Arc<Outbox>,
+    index: usize,
     sink: String,
-    /// Next sequence number to read.
-    next: u64,
+    /// The record read last, decoded (a record is decoded once per sink).
+    cache: Option<(u64, Arc<Vec<Option<SubmodelUpdate>>>)>,
 }
 
 impl OutboxReader {
-    /// The next entries in order (at most `max`), waiting for new ones; `None` once the outbox
-    /// is closed and everything was read.
-    pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<(u64, SubmodelUpdate)>>> {
+    /// The next values in order (at most `max`, from one record), waiting for new ones; `None`
+    /// once the outbox is closed and everything was read.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Option<Delivery>> {
         loop {
             let appended = self.outbox.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let (from, head, closed) = {
-                let s = self.outbox.state.lock().expect("outbox state");
-                // Entries dropped under us (drop_oldest): continue at the oldest one held.
-                (self.next.max(s.first), s.next, s.closed)
-            };
-            if from < head {
-                let outbox = self.outbox.clone();
-                let (batch, scanned) =
-                    tokio::task::spawn_blocking(move || outbox.read_blocking(from, max)).await??;
-                self.next = scanned.map_or(head, |seq| seq + 1);
-                if !batch.is_empty() {
-                    return Ok(Some(batch));
+            let (from, record, closed) = {
+                let mut s = self.outbox.state.lock().expect("outbox state");
+                let sink = &mut s.sinks[self.index];
+                // Stretches skipped earlier (drop_oldest) are not read again.
+                for g in &sink.gaps {
+                    if g.start <= sink.read && sink.read < g.end {
+                        sink.read = g.end;
+                    }
                 }
+                let from = sink.read;
+                let record = s.records.range(from.record..).next().map(|(id, _)| *id);
+                (from, record, s.closed)
+            };
+            let Some(id) = record else {
+                if closed {
+                    return Ok(None);
+                }
+                appended.await;
+                continue;
+            };
+            let values = match &self.cache {
+                Some((cached, values)) if *cached == id => values.clone(),
+                _ => {
+                    let outbox = self.outbox.clone();
+                    let loaded = tokio::task::spawn_blocking(move || outbox.load(id))
+                        .await
+                        .map_err(|e| OutboxError::Task(e.to_string()))??;
+                    match loaded {
+                        Some(v) => {
+                            self.cache = Some((id, v.clone()));
+                            v
+                        }
+                        // Deleted under us: the sink was moved past it; look again.
+                        None => continue,
+                    }
+                }
+            };
+            let start = if id == from.record {
+                from.offset as usize
+            } else {
+                0
+            };
+            let end = (start + max.max(1)).min(values.len());
+            let end_pos = if end == values.len() {
+                State::after(id)
+            } else {
+                Pos {
+                    record: id,
+                    offset: end as u32,
+                }
+            };
+            {
+                let mut s = self.outbox.state.lock().expect("outbox state");
+                let sink = &mut s.sinks[self.index];
+                if sink.read != from {
+                    // Skipped past (drop_oldest) while we read: what we read is not ours.
+                    continue;
+                }
+                sink.read = end_pos;
+            }
+            let batch: Vec<SubmodelUpdate> = values[start.min(end)..end]
+                .iter()
+                .flatten()
+                .cloned()
+                .collect();
+            if batch.is_empty() {
+                // Only damaged values (logged): the next delivery's acknowledgement covers them.
                 continue;
             }
-            if closed {
-                return Ok(None);
-            }
-            appended.await;
+            return Ok(Some(Delivery {
+                values: batch,
+                end: end_pos,
+            }));
         }
     }
 
-    /// Marks everything up to and including `seq` as confirmed by the far side.
-    pub async fn ack(&self, seq: u64) -> Result<()> {
-        self.acker().ack(seq).await
+    fn ack_blocking_inner(&self, upto: Pos) -> Result<()> {
+        self.outbox.ack_blocking(self.index, upto)
+    }
+
+    /// Marks everything before `upto` as confirmed by the far side.
+    pub async fn ack(&self, upto: Pos) -> Result<()> {
+        self.acker().ack(upto).await
     }
 
     /// Blocking variant of [`Self::ack`] for sinks that run on their own thread.
-    pub fn ack_blocking(&self, seq: u64) -> Result<()> {
-        self.outbox.ack_blocking(&self.sink, seq)
+    pub fn ack_blocking(&self, upto: Pos) -> Result<()> {
+        self.ack_blocking_inner(upto)
     }
 
+    /// The sink's cursor name.
     pub fn sink(&self) -> &str {
         &self.sink
     }
@@ -541,23 +1201,25 @@ impl OutboxReader {
     pub fn acker(&self) -> OutboxAcker {
         OutboxAcker {
             outbox: self.outbox.clone(),
-            sink: self.sink.clone(),
+            index: self.index,
         }
     }
 }
 
-/// Acknowledges entries for one sink (see [`OutboxReader::acker`]).
+/// Acknowledges values for one sink (see [`OutboxReader::acker`]).
 pub struct OutboxAcker {
     outbox: Arc<Outbox>,
-    sink: String,
+    index: usize,
 }
 
 impl OutboxAcker {
-    /// Marks everything up to and including `seq` as confirmed by the far side.
-    pub async fn ack(&self, seq: u64) -> Result<()> {
+    /// Marks everything before `upto` as confirmed by the far side.
+    pub async fn ack(&self, upto: Pos) -> Result<()> {
         let outbox = self.outbox.clone();
-        let sink = self.sink.clone();
-        tokio::task::spawn_blocking(move || outbox.ack_blocking(&sink, seq)).await?
+        let index = self.index;
+        tokio::task::spawn_blocking(move || outbox.ack_blocking(index, upto))
+            .await
+            .map_err(|e| OutboxError::Task(e.to_string()))?
     }
 }
 
@@ -571,184 +1233,4 @@ impl std::fmt::Debug for Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::aas::XsType;
-    use crate::model::TypedValue;
-
-    fn target(path: &str) -> Arc<ElementTarget> {
-        Arc::new(ElementTarget {
-            submodel_id: "urn:sm".into(),
-            submodel_id_short: "Op".into(),
-            shell_id_short: "M1".into(),
-            id_short_path: path.into(),
-            value_type: XsType::Double,
-            topic: format!("aas/M1/Op/{path}"),
-            unit: None,
-            semantic_id: None,
-            outbox_id: Default::default(),
-        })
-    }
-
-    fn batch(t: &Arc<ElementTarget>, from: i64, n: i64) -> UpdateBatch {
-        (from..from + n)
-            .map(|i| SubmodelUpdate {
-                target: t.clone(),
-                value: TypedValue::Float(i as f64),
-                status: 0,
-                source_ts_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap() + i,
-                server_ts_nanos: 0,
-            })
-            .collect()
-    }
-
-    fn values(b: &[(u64, SubmodelUpdate)]) -> Vec<f64> {
-        b.iter()
-            .map(|(_, u)| match u.value {
-                TypedValue::Float(f) => f,
-                _ => panic!(),
-            })
-            .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_sink_reads_in_order_and_entries_go_once_all_acked() {
-        let dir = tempfile::tempdir().unwrap();
-        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &["a", "b"]).unwrap();
-        let t = target("X");
-        ob.append(batch(&t, 0, 10)).await.unwrap();
-        let mut a = ob.reader("a");
-        let mut b = ob.reader("b");
-        let got = a.next_batch(4).await.unwrap().unwrap();
-        assert_eq!(values(&got), vec![0.0, 1.0, 2.0, 3.0]);
-        a.ack(got.last().unwrap().0).await.unwrap();
-        assert_eq!(
-            ob.stats.depth.load(Ordering::Relaxed),
-            10,
-            "b has acked nothing yet"
-        );
-        let got_b = b.next_batch(100).await.unwrap().unwrap();
-        assert_eq!(got_b.len(), 10);
-        b.ack(got_b.last().unwrap().0).await.unwrap();
-        assert_eq!(
-            ob.stats.depth.load(Ordering::Relaxed),
-            6,
-            "only what both acked is gone"
-        );
-        assert_eq!(ob.lag("a"), 6);
-        assert_eq!(ob.lag("b"), 0);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unacknowledged_values_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = target("X");
-        {
-            let ob = Outbox::open(dir.path(), OutboxConfig::default(), &["a"]).unwrap();
-            ob.append(batch(&t, 0, 5)).await.unwrap();
-            let mut r = ob.reader("a");
-            let got = r.next_batch(2).await.unwrap().unwrap();
-            r.ack(got[1].0).await.unwrap();
-            ob.close();
-        }
-        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &["a"]).unwrap();
-        ob.close();
-        let mut r = ob.reader("a");
-        let got = r.next_batch(100).await.unwrap().unwrap();
-        assert_eq!(values(&got), vec![2.0, 3.0, 4.0]);
-        assert_eq!(
-            got[0].1.target.id_short_path, "X",
-            "the element target is restored"
-        );
-        assert!(
-            r.next_batch(100).await.unwrap().is_none(),
-            "closed and drained"
-        );
-        drop(r);
-        drop(ob);
-        // New values after the restart continue the sequence.
-        let ob2 = Outbox::open(dir.path(), OutboxConfig::default(), &["a"]).unwrap();
-        ob2.append(batch(&target("Y"), 100, 1)).await.unwrap();
-        let seqs: Vec<u64> = ob2
-            .reader("a")
-            .next_batch(100)
-            .await
-            .unwrap()
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        assert_eq!(seqs.len(), 4);
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn drop_oldest_counts_what_it_drops() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = OutboxConfig {
-            max_entries: 10,
-            when_full: FullPolicy::DropOldest,
-            ..Default::default()
-        };
-        let ob = Outbox::open(dir.path(), cfg, &["a"]).unwrap();
-        let t = target("X");
-        ob.append(batch(&t, 0, 8)).await.unwrap();
-        ob.append(batch(&t, 8, 8)).await.unwrap();
-        assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 6);
-        assert_eq!(ob.stats.depth.load(Ordering::Relaxed), 10);
-        let got = ob.reader("a").next_batch(100).await.unwrap().unwrap();
-        assert_eq!(values(&got), (6..16).map(|i| i as f64).collect::<Vec<_>>());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn block_policy_waits_until_a_sink_catches_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = OutboxConfig {
-            max_entries: 10,
-            ..Default::default()
-        };
-        let ob = Outbox::open(dir.path(), cfg, &["a"]).unwrap();
-        let t = target("X");
-        ob.append(batch(&t, 0, 10)).await.unwrap();
-        let blocked = tokio::spawn({
-            let ob = ob.clone();
-            let b = batch(&t, 10, 5);
-            async move { ob.append(b).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(
-            !blocked.is_finished(),
-            "append must wait while the outbox is full"
-        );
-        let mut r = ob.reader("a");
-        let got = r.next_batch(6).await.unwrap().unwrap();
-        r.ack(got.last().unwrap().0).await.unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
-            .await
-            .expect("append resumes after the ack")
-            .unwrap()
-            .unwrap();
-        assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 0);
-        assert_eq!(ob.stats.depth.load(Ordering::Relaxed), 9);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn values_older_than_max_age_are_dropped_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = OutboxConfig {
-            max_age_s: 60,
-            ..Default::default()
-        };
-        let ob = Outbox::open(dir.path(), cfg, &["a"]).unwrap();
-        let t = target("X");
-        let mut old: Vec<SubmodelUpdate> = batch(&t, 0, 3).to_vec();
-        for u in &mut old {
-            u.source_ts_nanos -= 3_600_000_000_000;
-        }
-        ob.append(old.into()).await.unwrap();
-        ob.append(batch(&t, 3, 2)).await.unwrap();
-        assert_eq!(ob.stats.dropped.load(Ordering::Relaxed), 3);
-        let got = ob.reader("a").next_batch(100).await.unwrap().unwrap();
-        assert_eq!(values(&got), vec![3.0, 4.0]);
-    }
-}
+mod tests;

@@ -1,12 +1,26 @@
-//! Sinks: where updates go after the AAS store. Each sink owns its task (or thread), reads
-//! batches from a bounded channel and counts what the far side confirmed.
+//! Sinks: where values go after the AAS store, each behind the [`Sink`] trait.
+//!
+//! A sink is one folder (`mqtt/`, `questdb/`): its config section with `validate()`, its code
+//! and its tests. It reads the durable outbox through its own cursor, at its own pace, within
+//! its own bound (`[<sink>.buffer]`), and acknowledges in order only what its far side
+//! confirmed. The pipeline, `/metrics` and `/ready` know sinks only through [`REGISTRY`] and
+//! the [`SinkStats`] each reports under its name: adding a sink is its folder, its config field
+//! and one line in [`REGISTRY`].
 
 pub mod mqtt;
 pub mod questdb;
 
-use std::sync::atomic::AtomicU64;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 
-/// Counters of one sink.
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::outbox::{BufferConfig, Outbox, SinkSpec};
+
+/// Counters and health of one sink, read by `/metrics` and `/ready`.
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// Values handed to the sink.
@@ -15,8 +29,66 @@ pub struct SinkStats {
     pub confirmed: AtomicU64,
     /// Failed attempts (each is retried).
     pub errors: AtomicU64,
-    /// Values given up on (only at shutdown when the far side stays unreachable; logged).
-    pub dropped: AtomicU64,
+    /// Messages sent again because their confirmation did not come (timeout or reconnect).
+    pub retries: AtomicU64,
+    /// Values the far side cannot take (e.g. a name ILP refuses); logged, skipped.
+    pub rejected: AtomicU64,
+    /// True while the sink is connected to its far side.
+    pub connected: AtomicBool,
     /// Source timestamp → confirmation latency of the confirmed values.
     pub latency: crate::metrics::LatencyHistogram,
+}
+
+/// A started sink: completes once it stopped (outbox closed and drained, or its drain time
+/// after shutdown ran out).
+pub type SinkTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a sink gets when it starts.
+pub struct SinkContext {
+    /// The outbox; the sink reads it through `outbox.reader(name)`.
+    pub outbox: Arc<Outbox>,
+    /// Its counters (already registered for `/metrics`).
+    pub stats: Arc<SinkStats>,
+    /// Cancelled when the gateway stops.
+    pub shutdown: CancellationToken,
+    /// The gateway's name (`[gateway] name`).
+    pub gateway_name: String,
+}
+
+/// A configured sink, before it starts.
+pub trait Sink: Send {
+    /// Name of the sink: its outbox cursor, its label in `/metrics` and `/ready`.
+    fn name(&self) -> &'static str;
+    /// Where it delivers, without secrets; a new destination does not inherit the old backlog.
+    fn destination(&self) -> String;
+    /// Its share of the outbox as configured.
+    fn buffer(&self) -> &BufferConfig;
+    /// Starts delivering from the outbox.
+    fn start(self: Box<Self>, ctx: SinkContext) -> anyhow::Result<SinkTask>;
+}
+
+/// Builds a sink from the config; `None` when it is disabled.
+pub type SinkFactory = fn(&Config) -> anyhow::Result<Option<Box<dyn Sink>>>;
+
+/// Every sink the gateway knows: one line each.
+pub const REGISTRY: &[SinkFactory] = &[mqtt::build, questdb::build];
+
+/// The enabled sinks of `cfg`, in registry order.
+pub fn build_all(cfg: &Config) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut sinks = Vec::new();
+    for factory in REGISTRY {
+        if let Some(sink) = factory(cfg)? {
+            sinks.push(sink);
+        }
+    }
+    Ok(sinks)
+}
+
+/// The outbox's view of a sink: name, destination and effective bound.
+pub fn spec(sink: &dyn Sink, cfg: &Config) -> SinkSpec {
+    SinkSpec {
+        name: sink.name().to_string(),
+        destination: sink.destination(),
+        buffer: sink.buffer().resolve(&cfg.outbox),
+    }
 }

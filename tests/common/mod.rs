@@ -437,7 +437,7 @@ pub mod cnc {
         let mut s = format!(
             r#"
 [gateway]
-name = "test-gateway-{mqtt_port}"
+name = "test-gateway-{mqtt_port}-{pid}"
 [api]
 listen = "127.0.0.1:0"
 [aas]
@@ -461,6 +461,9 @@ dir = "outbox"
 "#,
             root = super::repo_root().display(),
             pki = pki.display(),
+            // The process id too: a gateway of another test run that outlived its broker may
+            // reconnect to a broker that reuses the port, and must not share our client id.
+            pid = std::process::id(),
         );
         for node in NODES {
             s += &format!(

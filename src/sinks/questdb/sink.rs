@@ -1,17 +1,14 @@
-//! QuestDB sink over the InfluxDB Line Protocol (questdb-rs), on a thread of its own because
-//! the client is blocking.
-//!
-//! Layout ("narrow": one row per value, so every value keeps its own timestamp and quality):
-//! table `<table_prefix><submodel idShort>`, symbols `asset` (shell idShort), `element`
-//! (idShortPath) and `quality` (good/uncertain/bad); columns `value_double`, `value_long`,
-//! `value_bool` or `value_str` (whichever fits the element's type; arrays as JSON text in
-//! `value_str`), `status` (OPC UA status code); designated timestamp = OPC UA source timestamp.
-//! Dedup key for at-least-once delivery: (table, asset, element, timestamp).
+//! The ILP delivery loop, on a thread of its own because questdb-rs is blocking.
 //!
 //! Rows are read from the durable outbox and flushed when `flush_rows` are buffered or the oldest
 //! is `flush_interval_ms` old; only a confirmed flush (HTTP 2xx) is acknowledged to the outbox. A
 //! failed flush keeps the buffer and is retried with backoff; meanwhile nothing new is read, and
 //! the values wait on disk in the outbox, not in memory.
+
+//!
+//! Over `tcp::` ILP has no confirmation: a flush that reached the socket counts as confirmed,
+//! and rows in flight when the server drops the connection are lost (at most once). The sink
+//! says so at start; use `http::`/`https::` where every value matters.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,10 +18,10 @@ use questdb::ingress::{Buffer, Sender, TimestampNanos};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::SinkStats;
-use crate::config::QuestDbConfig;
+use super::QuestDbConfig;
 use crate::model::{SubmodelUpdate, TypedValue};
-use crate::outbox::OutboxReader;
+use crate::outbox::{OutboxReader, Pos};
+use crate::sinks::{SinkContext, SinkStats};
 use crate::sources::opcua::Backoff;
 
 /// Appends one update as one ILP row.
@@ -61,21 +58,22 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
 
 /// How long the sink keeps trying to deliver after shutdown was requested. What is still
 /// unconfirmed then stays in the outbox and is written after the next start.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the sink thread; it ends when the outbox is closed and drained (or
 /// [`DRAIN_TIMEOUT`] after `shutdown`).
 pub fn spawn(
     cfg: QuestDbConfig,
-    reader: OutboxReader,
-    stats: Arc<SinkStats>,
-    shutdown: CancellationToken,
+    ctx: SinkContext,
     runtime: tokio::runtime::Handle,
-) -> std::thread::JoinHandle<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let reader = ctx.outbox.reader("questdb");
     std::thread::Builder::new()
         .name("questdb-sink".into())
-        .spawn(move || run(cfg, reader, stats, shutdown, runtime))
-        .expect("spawn questdb sink thread")
+        .spawn(move || {
+            run(cfg, reader, ctx.stats.clone(), ctx.shutdown, runtime);
+            ctx.stats.connected.store(false, Ordering::Relaxed);
+        })
 }
 
 fn run(
@@ -91,8 +89,8 @@ fn run(
     let mut rows = 0usize;
     // Source timestamps of the buffered rows (at most flush_rows), for the latency histogram.
     let mut pending_ts: Vec<i64> = Vec::new();
-    // Outbox position of the last row in the buffer: acknowledged after a confirmed flush.
-    let mut last_seq = 0u64;
+    // Outbox position just past the last row in the buffer: acknowledged after a confirmed flush.
+    let mut last_end: Option<Pos> = None;
     let mut oldest: Option<Instant> = None;
     let mut drained = false;
     let mut backoff = Backoff::new();
@@ -117,6 +115,7 @@ fn run(
         if sender.is_none() {
             match Sender::from_conf(&cfg.conf) {
                 Ok(s) => {
+                    stats.connected.store(true, Ordering::Relaxed);
                     if buffer.is_none() {
                         buffer = Some(s.new_buffer());
                     }
@@ -145,14 +144,14 @@ fn run(
             let next = runtime
                 .block_on(async { tokio::time::timeout(wait, reader.next_batch(room)).await });
             match next {
-                Ok(Ok(Some(batch))) => {
-                    for (seq, u) in &batch {
+                Ok(Ok(Some(delivery))) => {
+                    last_end = Some(delivery.end);
+                    for u in &delivery.values {
                         stats.received.fetch_add(1, Ordering::Relaxed);
-                        last_seq = *seq;
                         let _ = buf.set_marker();
                         if let Err(e) = append_row(buf, &cfg.table_prefix, u) {
                             // A value ILP cannot carry (e.g. an invalid name): say which, keep the rest.
-                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            stats.rejected.fetch_add(1, Ordering::Relaxed);
                             let _ = buf.rewind_to_marker();
                             error!(error = %e, element = %u.target.id_short_path, "value cannot be written as an ILP row; skipped");
                             continue;
@@ -164,9 +163,11 @@ fn run(
                     if rows > 0 && oldest.is_none() {
                         oldest = Some(Instant::now());
                     }
-                    if rows == 0 && last_seq > 0 {
-                        // Everything in the batch was unwritable: move past it.
-                        let _ = reader.ack_blocking(last_seq);
+                    if rows == 0 {
+                        if let Some(end) = last_end.take() {
+                            // Everything in the batch was unwritable: move past it.
+                            let _ = reader.ack_blocking(end);
+                        }
                     }
                 }
                 Ok(Ok(None)) => drained = true,
@@ -181,13 +182,16 @@ fn run(
         let s = sender.as_mut().expect("connected above");
         match s.flush(buf) {
             Ok(()) => {
+                stats.connected.store(true, Ordering::Relaxed);
                 stats.confirmed.fetch_add(rows as u64, Ordering::Relaxed);
                 let now = crate::metrics::LatencyHistogram::now_nanos();
                 for ts in pending_ts.drain(..) {
                     stats.latency.observe_since(ts, now);
                 }
-                if let Err(e) = reader.ack_blocking(last_seq) {
-                    error!(error = %e, "QuestDB sink cannot record its outbox position; values may be written again");
+                if let Some(end) = last_end.take() {
+                    if let Err(e) = reader.ack_blocking(end) {
+                        error!(error = %e, "QuestDB sink cannot record its outbox position; values may be written again");
+                    }
                 }
                 if !logged_ok {
                     info!("writing to QuestDB/ILP");
@@ -200,6 +204,7 @@ fn run(
             Err(e) => {
                 // The buffer is kept on failure; retry it as it is.
                 stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats.connected.store(false, Ordering::Relaxed);
                 let wait = backoff.next_delay();
                 warn!(error = %e, rows, retry_in_ms = wait.as_millis() as u64, "QuestDB/ILP flush failed; retrying");
                 if s.must_close() {

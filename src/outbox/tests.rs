@@ -1,0 +1,425 @@
+use super::*;
+use crate::aas::XsType;
+use crate::model::TypedValue;
+
+fn target(path: &str) -> Arc<ElementTarget> {
+    Arc::new(ElementTarget {
+        submodel_id: "urn:sm".into(),
+        submodel_id_short: "Op".into(),
+        shell_id_short: "M1".into(),
+        id_short_path: path.into(),
+        value_type: XsType::Double,
+        topic: format!("aas/M1/Op/{path}"),
+        unit: None,
+        semantic_id: None,
+        outbox_id: Default::default(),
+    })
+}
+
+fn batch(t: &Arc<ElementTarget>, from: i64, n: i64) -> Vec<SubmodelUpdate> {
+    (from..from + n)
+        .map(|i| SubmodelUpdate {
+            target: t.clone(),
+            value: TypedValue::Float(i as f64),
+            status: 0,
+            source_ts_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap() + i,
+            server_ts_nanos: 0,
+        })
+        .collect()
+}
+
+fn values(d: &Delivery) -> Vec<f64> {
+    d.values
+        .iter()
+        .map(|u| match u.value {
+            TypedValue::Float(f) => f,
+            _ => panic!(),
+        })
+        .collect()
+}
+
+fn spec(name: &str, buffer: SinkBuffer) -> SinkSpec {
+    SinkSpec {
+        name: name.into(),
+        destination: format!("{name}://here"),
+        buffer,
+    }
+}
+
+fn specs(names: &[&str]) -> Vec<SinkSpec> {
+    names
+        .iter()
+        .map(|n| spec(n, SinkBuffer::default()))
+        .collect()
+}
+
+/// Everything `r` can read now, following every record (the outbox is closed first).
+async fn drain(r: &mut OutboxReader) -> Vec<f64> {
+    let mut out = Vec::new();
+    while let Some(d) = r.next_batch(1000).await.unwrap() {
+        out.extend(values(&d));
+        r.ack(d.end).await.unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sink_reads_in_order_and_records_go_once_all_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &specs(&["a", "b"]),
+        None,
+    )
+    .unwrap();
+    let t = target("X");
+    ob.append(&batch(&t, 0, 10)).await.unwrap();
+    ob.append(&batch(&t, 10, 5)).await.unwrap();
+    assert_eq!(
+        ob.stats.records.load(Ordering::Relaxed),
+        2,
+        "one record per append"
+    );
+    let mut a = ob.reader("a");
+    let mut b = ob.reader("b");
+    let got = a.next_batch(4).await.unwrap().unwrap();
+    assert_eq!(values(&got), vec![0.0, 1.0, 2.0, 3.0]);
+    a.ack(got.end).await.unwrap();
+    let rest = a.next_batch(100).await.unwrap().unwrap();
+    assert_eq!(values(&rest).len(), 6, "the rest of the first record");
+    a.ack(rest.end).await.unwrap();
+    assert_eq!(
+        ob.stats.depth.load(Ordering::Relaxed),
+        15,
+        "b has acked nothing yet"
+    );
+    let got_b = b.next_batch(100).await.unwrap().unwrap();
+    assert_eq!(got_b.values.len(), 10);
+    b.ack(got_b.end).await.unwrap();
+    assert_eq!(
+        ob.stats.depth.load(Ordering::Relaxed),
+        5,
+        "the record both passed is gone"
+    );
+    assert_eq!(ob.lag("a"), 5);
+    assert_eq!(ob.lag("b"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_values_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("X");
+    {
+        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+        ob.append(&batch(&t, 0, 5)).await.unwrap();
+        let mut r = ob.reader("a");
+        let got = r.next_batch(2).await.unwrap().unwrap();
+        r.ack(got.end).await.unwrap();
+        // Read but not confirmed: must come again.
+        let _ = r.next_batch(2).await.unwrap().unwrap();
+        ob.close();
+    }
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    ob.close();
+    let mut r = ob.reader("a");
+    let got = r.next_batch(100).await.unwrap().unwrap();
+    assert_eq!(values(&got), vec![2.0, 3.0, 4.0]);
+    assert_eq!(
+        got.values[0].target.id_short_path, "X",
+        "the element target is restored"
+    );
+    drop(r);
+    drop(ob);
+    // New values after the restart continue the log.
+    let ob2 = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    ob2.append(&batch(&target("Y"), 100, 1)).await.unwrap();
+    ob2.close();
+    assert_eq!(
+        drain(&mut ob2.reader("a")).await,
+        vec![2.0, 3.0, 4.0, 100.0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_past_its_bound_loses_its_oldest_values_alone_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = SinkBuffer {
+        max_bytes: 4096,
+        ..Default::default()
+    };
+    let episodes = Arc::new(Mutex::new(Vec::new()));
+    let seen = episodes.clone();
+    let hook: EventHook = Arc::new(move |event, _| seen.lock().unwrap().push(event));
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &[spec("slow", small), spec("fast", SinkBuffer::default())],
+        Some(hook),
+    )
+    .unwrap();
+    let t = target("X");
+    // 20 records of 50 values (~1.9 kB each): "slow" can hold about two.
+    for i in 0..20 {
+        ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+    }
+    let status = ob.sink_status("slow").unwrap();
+    assert!(status.dropping);
+    assert!(status.dropped >= 900, "{status:?}");
+    assert_eq!(
+        status.lag + status.dropped,
+        1000,
+        "every value is delivered or counted"
+    );
+    assert_eq!(ob.sink_status("fast").unwrap().dropped, 0);
+    assert_eq!(
+        *episodes.lock().unwrap(),
+        vec!["sink_buffer_overflow"],
+        "logged once per episode"
+    );
+    ob.close();
+    let slow = drain(&mut ob.reader("slow")).await;
+    assert_eq!(slow.len() as u64, 1000 - status.dropped);
+    assert_eq!(*slow.last().unwrap(), 999.0, "the newest values are kept");
+    assert_eq!(
+        drain(&mut ob.reader("fast")).await.len(),
+        1000,
+        "the other sink keeps all"
+    );
+    assert_eq!(episodes.lock().unwrap().len(), 2, "the episode ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_in_flight_are_not_skipped_and_the_count_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = SinkBuffer {
+        max_bytes: 4096,
+        ..Default::default()
+    };
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &[spec("a", small)],
+        None,
+    )
+    .unwrap();
+    let t = target("X");
+    ob.append(&batch(&t, 0, 50)).await.unwrap();
+    let mut r = ob.reader("a");
+    let in_flight = r.next_batch(10).await.unwrap().unwrap();
+    for i in 1..10 {
+        ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+    }
+    let dropped = ob.sink_status("a").unwrap().dropped;
+    assert!(dropped > 0);
+    // The values in flight are confirmed late: the cursor passes the skipped stretch too.
+    r.ack(in_flight.end).await.unwrap();
+    ob.close();
+    let mut rest = Vec::new();
+    while let Some(d) = r.next_batch(1000).await.unwrap() {
+        rest.extend(values(&d));
+        r.ack(d.end).await.unwrap();
+    }
+    assert_eq!(10 + rest.len() as u64 + dropped, 500);
+    assert!(!rest.contains(&10.0), "skipped values are not read");
+    assert_eq!(ob.lag("a"), 0);
+    assert_eq!(
+        ob.stats.depth.load(Ordering::Relaxed),
+        0,
+        "skipped records are deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_policy_waits_until_the_sink_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocking = SinkBuffer {
+        max_bytes: 4096,
+        when_full: FullPolicy::Block,
+        ..Default::default()
+    };
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &[spec("a", blocking)],
+        None,
+    )
+    .unwrap();
+    let t = target("X");
+    ob.append(&batch(&t, 0, 50)).await.unwrap();
+    ob.append(&batch(&t, 50, 50)).await.unwrap();
+    let blocked = tokio::spawn({
+        let ob = ob.clone();
+        let b = batch(&t, 100, 50);
+        async move { ob.append(&b).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !blocked.is_finished(),
+        "append must wait while the sink is full"
+    );
+    let mut r = ob.reader("a");
+    let got = r.next_batch(100).await.unwrap().unwrap();
+    r.ack(got.end).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
+        .await
+        .expect("append resumes after the ack")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ob.sink_status("a").unwrap().dropped, 0);
+    assert_eq!(ob.lag("a"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_older_than_max_age_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let aged = SinkBuffer {
+        max_age_s: 60,
+        ..Default::default()
+    };
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &[spec("a", aged)],
+        None,
+    )
+    .unwrap();
+    let t = target("X");
+    let mut old = batch(&t, 0, 3);
+    for u in &mut old {
+        u.source_ts_nanos -= 3_600_000_000_000;
+    }
+    ob.append(&old).await.unwrap();
+    ob.append(&batch(&t, 3, 2)).await.unwrap();
+    assert_eq!(ob.sink_status("a").unwrap().dropped, 3);
+    ob.close();
+    assert_eq!(drain(&mut ob.reader("a")).await, vec![3.0, 4.0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_pointed_elsewhere_does_not_inherit_the_old_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("X");
+    {
+        let ob = Outbox::open(
+            dir.path(),
+            OutboxConfig::default(),
+            &specs(&["a", "b"]),
+            None,
+        )
+        .unwrap();
+        ob.append(&batch(&t, 0, 5)).await.unwrap();
+        ob.close();
+    }
+    let mut moved = specs(&["a", "b"]);
+    moved[0].destination = "a://elsewhere".into();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let hook: EventHook = Arc::new(move |event, d| seen.lock().unwrap().push((event, d)));
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &moved, Some(hook)).unwrap();
+    ob.append(&batch(&t, 5, 1)).await.unwrap();
+    ob.close();
+    assert_eq!(
+        drain(&mut ob.reader("a")).await,
+        vec![5.0],
+        "only values written since"
+    );
+    assert_eq!(
+        drain(&mut ob.reader("b")).await.len(),
+        6,
+        "b still gets its backlog"
+    );
+    let events = events.lock().unwrap();
+    assert_eq!(events[0].0, "outbox_cursor_dropped");
+    assert_eq!(events[0].1["values"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_file_is_told_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    let err = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("another gateway uses") && msg.contains("[outbox] dir"),
+        "{msg}"
+    );
+    assert!(msg.contains("outbox.redb"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_cap_bounds_the_file_for_every_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig {
+        max_entries: 120,
+        ..Default::default()
+    };
+    let ob = Outbox::open(dir.path(), cfg, &specs(&["a", "b"]), None).unwrap();
+    let t = target("X");
+    for i in 0..10 {
+        ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+    }
+    assert!(ob.stats.depth.load(Ordering::Relaxed) <= 120);
+    for sink in ["a", "b"] {
+        let st = ob.sink_status(sink).unwrap();
+        assert_eq!(st.lag + st.dropped, 500, "{sink}: {st:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_given_up_to_the_global_cap_leave_the_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig {
+        max_entries: 120,
+        ..Default::default()
+    };
+    let t = target("X");
+    {
+        let ob = Outbox::open(dir.path(), cfg.clone(), &specs(&["a"]), None).unwrap();
+        for i in 0..10 {
+            ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+        }
+        ob.close();
+    }
+    let ob = Outbox::open(dir.path(), cfg, &specs(&["a"]), None).unwrap();
+    let depth = ob.stats.depth.load(Ordering::Relaxed);
+    assert!(depth <= 120, "{depth} values still in the file");
+    ob.close();
+    assert_eq!(drain(&mut ob.reader("a")).await.len() as u64, depth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_sink_never_loses_values_to_the_global_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig {
+        max_entries: 120,
+        ..Default::default()
+    };
+    let blocking = SinkBuffer {
+        when_full: FullPolicy::Block,
+        ..Default::default()
+    };
+    let ob = Outbox::open(dir.path(), cfg, &[spec("a", blocking)], None).unwrap();
+    let t = target("X");
+    ob.append(&batch(&t, 0, 50)).await.unwrap();
+    ob.append(&batch(&t, 50, 50)).await.unwrap();
+    let blocked = tokio::spawn({
+        let ob = ob.clone();
+        let b = batch(&t, 100, 50);
+        async move { ob.append(&b).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !blocked.is_finished(),
+        "150 values would pass max_entries = 120"
+    );
+    let mut r = ob.reader("a");
+    let got = r.next_batch(100).await.unwrap().unwrap();
+    r.ack(got.end).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ob.sink_status("a").unwrap().dropped, 0);
+}

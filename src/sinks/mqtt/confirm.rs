@@ -1,0 +1,126 @@
+//! PUBACKs matched to the messages they confirm, by packet id.
+//!
+//! Counting PUBACKs drifts: after a reconnect rumqttc sends the unconfirmed messages again, and
+//! a PUBACK that never comes shifts every count after it. Instead each QoS 1 message gets an
+//! *ordinal* (the n-th message this session published): rumqttc takes requests in order and
+//! reports `Outgoing::Publish(pkid)` when it assigns a packet id, so the n-th *new* packet id is
+//! the n-th message. A packet id already in flight that is reported again is a re-send
+//! (counted, not a new message); `Incoming::PubAck { pkid }` confirms exactly that message.
+//! The watermark is the lowest ordinal not confirmed: every message below it was confirmed, so
+//! the outbox can be acknowledged in order up to there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// What a `Outgoing::Publish(pkid)` meant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// A new message got this packet id.
+    New,
+    /// A message in flight was sent again (after a reconnect or a PUBACK timeout).
+    Again,
+    /// QoS 0 (packet id 0): nothing to confirm.
+    Unconfirmed,
+}
+
+/// Messages in flight of one MQTT session.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Packet id → (ordinal, last sent).
+    in_flight: HashMap<u16, (u64, Instant)>,
+    /// Ordinals not yet confirmed.
+    outstanding: BTreeSet<u64>,
+    /// Ordinal of the next new message.
+    next: u64,
+}
+
+impl Tracker {
+    /// rumqttc wrote a PUBLISH with `pkid`.
+    pub fn sent(&mut self, pkid: u16, now: Instant) -> Sent {
+        if pkid == 0 {
+            return Sent::Unconfirmed;
+        }
+        if let Some(entry) = self.in_flight.get_mut(&pkid) {
+            entry.1 = now;
+            return Sent::Again;
+        }
+        self.in_flight.insert(pkid, (self.next, now));
+        self.outstanding.insert(self.next);
+        self.next += 1;
+        Sent::New
+    }
+
+    /// The broker confirmed `pkid`; true when it was a message in flight.
+    pub fn acked(&mut self, pkid: u16) -> bool {
+        match self.in_flight.remove(&pkid) {
+            Some((ordinal, _)) => {
+                self.outstanding.remove(&ordinal);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every message with an ordinal below this was confirmed.
+    pub fn watermark(&self) -> u64 {
+        self.outstanding.first().copied().unwrap_or(self.next)
+    }
+
+    /// True when a message has waited longer than `timeout` for its PUBACK.
+    pub fn overdue(&self, now: Instant, timeout: Duration) -> bool {
+        self.in_flight
+            .values()
+            .any(|(_, sent)| now.duration_since(*sent) > timeout)
+    }
+
+    /// The broker started a new session: rumqttc dropped its in-flight messages, so their
+    /// packet ids mean nothing any more. Returns true when unconfirmed messages were lost with
+    /// them (they must be published again from the outbox).
+    pub fn session_lost(&mut self) -> bool {
+        self.in_flight.clear();
+        !self.outstanding.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pubacks_confirm_their_own_message_and_resends_are_not_new() {
+        let now = Instant::now();
+        let mut t = Tracker::default();
+        assert_eq!(t.sent(1, now), Sent::New);
+        assert_eq!(t.sent(2, now), Sent::New);
+        assert_eq!(t.sent(3, now), Sent::New);
+        assert_eq!(t.sent(0, now), Sent::Unconfirmed);
+        // PUBACK for 2 first: the watermark stays at message 0 (pkid 1).
+        assert!(t.acked(2));
+        assert_eq!(t.watermark(), 0);
+        // pkid 1 sent again after a reconnect: a re-send, not a fourth message.
+        assert_eq!(t.sent(1, now), Sent::Again);
+        assert!(t.acked(1));
+        assert_eq!(
+            t.watermark(),
+            2,
+            "messages 0 and 1 confirmed, 2 (pkid 3) not"
+        );
+        assert!(!t.acked(7), "an unknown PUBACK confirms nothing");
+        assert!(t.acked(3));
+        assert_eq!(t.watermark(), 3);
+        // Packet ids are reused once confirmed: a new message.
+        assert_eq!(t.sent(1, now), Sent::New);
+        assert_eq!(t.watermark(), 3);
+    }
+
+    #[test]
+    fn a_puback_that_never_comes_is_overdue_and_a_lost_session_is_told() {
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        t.sent(5, t0);
+        assert!(!t.overdue(t0 + Duration::from_secs(1), Duration::from_secs(2)));
+        assert!(t.overdue(t0 + Duration::from_secs(3), Duration::from_secs(2)));
+        assert!(t.session_lost());
+        assert_eq!(t.watermark(), 0, "still unconfirmed");
+    }
+}

@@ -1,0 +1,242 @@
+//! Message bodies and topics of the MQTT sink: per value, per submodel, BaSyx events.
+
+use serde::Serialize;
+
+use crate::model::{format_timestamp, SubmodelUpdate};
+
+/// The JSON body of a value message (also an item of a submodel message, without
+/// `submodelId`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload<'a> {
+    #[serde(rename = "idShortPath", skip_serializing_if = "Option::is_none")]
+    id_short_path_first: Option<&'a str>,
+    value: serde_json::Value,
+    value_type: &'static str,
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_timestamp: Option<String>,
+    quality: &'static str,
+    status_code: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    submodel_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_short_path: Option<&'a str>,
+}
+
+/// The payload of a value message.
+pub fn payload(u: &SubmodelUpdate) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_payload(u, false, &mut out);
+    out
+}
+
+/// Appends the JSON of `u`: the value message's payload, or (`in_submodel`) an item of a
+/// submodel message, which starts with its `idShortPath` and leaves out `submodelId`.
+fn write_payload(u: &SubmodelUpdate, in_submodel: bool, out: &mut Vec<u8>) {
+    let path = u.target.id_short_path.as_str();
+    let p = Payload {
+        id_short_path_first: in_submodel.then_some(path),
+        value: u.target.value_type.json(&u.value),
+        value_type: u.target.value_type.as_str(),
+        timestamp: format_timestamp(u.source_ts_nanos),
+        server_timestamp: (u.server_ts_nanos != 0).then(|| format_timestamp(u.server_ts_nanos)),
+        quality: u.quality().as_str(),
+        status_code: u.status,
+        submodel_id: (!in_submodel).then_some(u.target.submodel_id.as_str()),
+        id_short_path: (!in_submodel).then_some(path),
+    };
+    serde_json::to_writer(out, &p).expect("payload serialises");
+}
+
+/// Largest submodel message body before the rest of its values go in the next one.
+const SUBMODEL_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The submodel messages of a window, `(topic, payload)`: one per submodel (more when one grows
+/// past [`SUBMODEL_MESSAGE_BYTES`]), each keeping the window's order of its values.
+pub fn submodel_messages<'a>(
+    topic_prefix: &str,
+    updates: impl IntoIterator<Item = &'a SubmodelUpdate>,
+) -> Vec<(String, Vec<u8>)> {
+    // Open messages: the first value's target names the submodel; few per window.
+    let mut open: Vec<(&'a SubmodelUpdate, Vec<u8>)> = Vec::new();
+    let mut done = Vec::new();
+    let finish = |first: &SubmodelUpdate, mut body: Vec<u8>| {
+        body.extend_from_slice(b"]}");
+        let t = &first.target;
+        let topic =
+            crate::mapping::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
+        (topic, body)
+    };
+    for u in updates {
+        let same_submodel = |first: &SubmodelUpdate| {
+            first.target.submodel_id == u.target.submodel_id
+                && first.target.shell_id_short == u.target.shell_id_short
+        };
+        let at = match open.iter().position(|(first, _)| same_submodel(first)) {
+            Some(at) => {
+                open[at].1.push(b',');
+                at
+            }
+            None => {
+                let mut body = Vec::with_capacity(16 * 1024);
+                body.extend_from_slice(b"{\"submodelId\":");
+                serde_json::to_writer(&mut body, &u.target.submodel_id).expect("string");
+                body.extend_from_slice(b",\"values\":[");
+                open.push((u, body));
+                open.len() - 1
+            }
+        };
+        write_payload(u, true, &mut open[at].1);
+        if open[at].1.len() >= SUBMODEL_MESSAGE_BYTES {
+            let (first, body) = open.swap_remove(at);
+            done.push(finish(first, body));
+        }
+    }
+    done.extend(open.into_iter().map(|(first, body)| finish(first, body)));
+    done
+}
+
+/// BaSyx-compatible event topic of an element.
+pub fn basyx_topic(repo_id: &str, u: &SubmodelUpdate) -> String {
+    format!(
+        "sm-repository/{repo_id}/submodels/{}/submodelElements/{}/updated",
+        crate::api::encode_id(&u.target.submodel_id),
+        u.target.id_short_path
+    )
+}
+
+/// BaSyx-compatible event payload: the element as AAS JSON with its new value.
+pub fn basyx_payload(u: &SubmodelUpdate) -> Vec<u8> {
+    let t = &u.target;
+    let id_short = t
+        .id_short_path
+        .rsplit('.')
+        .next()
+        .unwrap_or(&t.id_short_path);
+    let value_type = t.value_type.as_str();
+    let element = match &u.value {
+        crate::model::TypedValue::List(items) => serde_json::json!({
+            "modelType": "SubmodelElementList",
+            "idShort": id_short,
+            "typeValueListElement": "Property",
+            "valueTypeListElement": value_type,
+            "value": items.iter().map(|v| serde_json::json!({
+                "modelType": "Property", "valueType": value_type, "value": t.value_type.lexical(v)
+            })).collect::<Vec<_>>(),
+        }),
+        v => serde_json::json!({
+            "modelType": "Property",
+            "idShort": id_short,
+            "valueType": value_type,
+            "value": t.value_type.lexical(v),
+        }),
+    };
+    serde_json::to_vec(&element).expect("element serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aas::XsType;
+    use crate::model::{ElementTarget, TypedValue};
+    use std::sync::Arc;
+
+    fn target(submodel: &str, path: &str) -> Arc<ElementTarget> {
+        Arc::new(ElementTarget {
+            submodel_id: format!("urn:sm:{submodel}"),
+            submodel_id_short: submodel.into(),
+            shell_id_short: "Cnc1".into(),
+            id_short_path: path.into(),
+            value_type: XsType::Double,
+            topic: format!("aas/Cnc1/{submodel}/{path}"),
+            unit: None,
+            semantic_id: None,
+            outbox_id: Default::default(),
+        })
+    }
+
+    fn update(t: &Arc<ElementTarget>, v: f64, ts: i64) -> SubmodelUpdate {
+        SubmodelUpdate {
+            target: t.clone(),
+            value: TypedValue::Float(v),
+            status: 0,
+            source_ts_nanos: ts,
+            server_ts_nanos: 0,
+        }
+    }
+
+    #[test]
+    fn value_payload_names_its_submodel_and_element() {
+        let p = payload(&update(
+            &target("Op", "Speed"),
+            1.5,
+            1_700_000_000_000_000_000,
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"value": 1.5, "valueType": "xs:double",
+                "timestamp": "2023-11-14T22:13:20Z", "quality": "good", "statusCode": 0,
+                "submodelId": "urn:sm:Op", "idShortPath": "Speed"})
+        );
+    }
+
+    #[test]
+    fn submodel_messages_group_by_submodel_and_keep_order() {
+        let (speed, temp, energy) = (
+            target("Op", "Speed"),
+            target("Op", "Axes.Temp"),
+            target("Energy", "Power"),
+        );
+        let window = [
+            update(&speed, 1.0, 1),
+            update(&energy, 10.0, 1),
+            update(&temp, 2.0, 1),
+            update(&speed, 3.0, 2),
+        ];
+        let msgs = submodel_messages("aas", &window);
+        let topics: Vec<_> = msgs.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["aas/Cnc1/Op", "aas/Cnc1/Energy"]);
+        let op: serde_json::Value = serde_json::from_slice(&msgs[0].1).unwrap();
+        assert_eq!(op["submodelId"], "urn:sm:Op");
+        let items = op["values"].as_array().unwrap();
+        let seen: Vec<_> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["idShortPath"].as_str().unwrap(),
+                    i["value"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(seen, [("Speed", 1.0), ("Axes.Temp", 2.0), ("Speed", 3.0)]);
+        // An item is the value payload without the submodel id.
+        assert!(items[0].get("submodelId").is_none());
+        assert_eq!(items[0]["valueType"], "xs:double");
+        let energy: serde_json::Value = serde_json::from_slice(&msgs[1].1).unwrap();
+        assert_eq!(energy["values"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_large_submodel_window_is_split_into_several_messages() {
+        let t = target("Op", "Speed");
+        let window: Vec<_> = (0..5000).map(|i| update(&t, i as f64, i)).collect();
+        let msgs = submodel_messages("aas", &window);
+        assert!(msgs.len() > 1, "5000 values exceed one message");
+        let mut values = Vec::new();
+        for (topic, body) in &msgs {
+            assert_eq!(topic, "aas/Cnc1/Op");
+            assert!(body.len() <= SUBMODEL_MESSAGE_BYTES + 1024);
+            let doc: serde_json::Value = serde_json::from_slice(body).unwrap();
+            values.extend(
+                doc["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["value"].as_f64().unwrap()),
+            );
+        }
+        assert_eq!(values, (0..5000).map(|i| i as f64).collect::<Vec<_>>());
+    }
+}
