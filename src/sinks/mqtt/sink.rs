@@ -25,9 +25,9 @@ use tracing::{error, info, warn};
 use super::confirm::{Sent, Tracker};
 use super::payload::{basyx_payload, basyx_topic, payload, submodel_messages};
 use super::{MessagePer, MqttConfig};
+use crate::core::Backoff;
 use crate::outbox::{OutboxAcker, OutboxReader, Pos};
 use crate::sinks::{SinkContext, SinkStats};
-use crate::sources::opcua::Backoff;
 
 /// Builds the TLS settings from the config (files already resolved against the config dir).
 /// Errors name the file that could not be read.

@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::QuestDbConfig;
+use crate::core::Backoff;
 use crate::model::{SubmodelUpdate, TypedValue};
 use crate::outbox::{OutboxReader, Pos};
 use crate::sinks::{SinkContext, SinkStats};
-use crate::sources::opcua::Backoff;
 
 /// Appends one update as one ILP row.
 pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> questdb::Result<()> {

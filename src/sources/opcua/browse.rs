@@ -27,10 +27,11 @@ use opcua::types::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::limits;
 use super::node_ref::NodeRef;
 use super::session::{self, SessionEvent};
-use super::{limits, Backoff};
 use crate::config::OpcUaSourceConfig;
+use crate::core::Backoff;
 
 /// What to browse and how to connect.
 #[derive(Debug, Clone)]

@@ -51,7 +51,7 @@ use tracing::{error, info, warn};
 use crate::config::{
     AcquisitionMode, DataChangeTriggerKind, DeadbandKind, MappingRule, OpcUaSourceConfig,
 };
-use crate::core::{Reading, ReadingBatch};
+use crate::core::{Backoff, Reading, ReadingBatch};
 use node_ref::NodeRef;
 use session::{Connection, SessionEvent};
 
@@ -577,7 +577,3 @@ fn same_namespaces(a: &NamespaceMap, b: &NamespaceMap) -> bool {
 fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
-
-/// Retry delays with jitter; in [`crate::core`] (re-exported here for the modules that still
-/// name it through the source).
-pub use crate::core::Backoff;

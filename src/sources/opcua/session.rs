@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Backoff;
 use crate::config::OpcUaSourceConfig;
+use crate::core::Backoff;
 
 /// Maps a config name to the security policy URI, `None` if unknown.
 pub fn security_policy_uri(name: &str) -> Option<&'static str> {
