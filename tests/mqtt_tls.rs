@@ -1,5 +1,6 @@
 //! MQTT over TLS against a real mosquitto TLS listener: values arrive when the broker's CA is
-//! configured; with a CA that did not sign the broker, nothing is sent and the log says why.
+//! configured; with a CA that did not sign the broker, nothing is sent and the refused handshake
+//! is counted as a sink error.
 
 mod common;
 
@@ -78,7 +79,23 @@ async fn values_flow_over_tls_and_a_wrong_ca_is_refused() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The refused handshake is counted as a sink error (and the sink never reports connected).
+    let mqtt = gateway
+        .stats
+        .sinks
+        .iter()
+        .find(|(name, _)| name == "mqtt")
+        .map(|(_, stats)| stats.clone())
+        .expect("the mqtt sink's counters");
+    let t1 = std::time::Instant::now();
+    while mqtt.errors.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "the refused TLS handshake was not counted as an MQTT sink error"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!mqtt.connected.load(std::sync::atomic::Ordering::Relaxed));
     assert_eq!(
         collector.len(),
         over_tls,
