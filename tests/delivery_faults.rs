@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use aas_gateway::config::Config;
@@ -174,37 +173,11 @@ async fn ilp_server_down_for_30_s_loses_nothing() {
     s.sim.stop().await;
 }
 
-/// Starts `aas-gateway run` and waits for its API URL on stdout.
-fn spawn_gateway(cfg: &std::path::Path, log: &std::path::Path) -> KillOnDrop {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
-        .args(["run", "-c"])
-        .arg(cfg)
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("http://127.0.0.1:"),
-        "first stdout line: {line:?}"
-    );
-    KillOnDrop(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_resumes_from_the_outbox() {
     let mut s = setup().await;
     let log = s.cfg_path.with_extension("log");
-    let mut gateway = spawn_gateway(&s.cfg_path, &log);
+    let (mut gateway, _api) = spawn_gateway(&s.cfg_path, &log);
     s.collector
         .wait_for("t/CNC1/", 0, Duration::from_secs(30))
         .await;
@@ -220,7 +193,7 @@ async fn sigkill_and_restart_resumes_from_the_outbox() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let before_restart = s.collector.len();
-    let mut gateway = spawn_gateway(&s.cfg_path, &log);
+    let (mut gateway, _api) = spawn_gateway(&s.cfg_path, &log);
     s.collector
         .wait_for("t/CNC1/", before_restart, Duration::from_secs(30))
         .await;

@@ -17,8 +17,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aas_gateway::config::Config;
@@ -460,34 +459,6 @@ async fn ilp_down_past_its_bound_stops_nothing_else_and_loses_exactly_the_counte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_past_its_bound_stops_nothing_else_and_loses_exactly_the_counted_values() {
     outage_case(Down::Broker).await;
-}
-
-/// Starts `aas-gateway run` and waits for its API address on stdout.
-fn spawn_gateway(cfg: &std::path::Path, log: &std::path::Path) -> (KillOnDrop, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
-        .args(["run", "-c"])
-        .arg(cfg)
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let api = line
-        .trim()
-        .strip_prefix("http://")
-        .and_then(|l| l.strip_suffix("/api/v3.0"))
-        .unwrap_or_else(|| panic!("first stdout line: {line:?}"))
-        .to_string();
-    (KillOnDrop(child), api)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,7 @@ impl XsType {
     }
 
     /// Inclusive range of the integer types, `None` for the others.
-    fn int_range(self) -> Option<(i128, i128)> {
+    pub fn int_range(self) -> Option<(i128, i128)> {
         Some(match self {
             XsType::Byte => (i8::MIN as i128, i8::MAX as i128),
             XsType::Short => (i16::MIN as i128, i16::MAX as i128),

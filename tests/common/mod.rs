@@ -873,3 +873,34 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Starts `aas-gateway run -c cfg` with its log appended to `log`, waits for the API URL on
+/// stdout and returns the process with the API address (`127.0.0.1:port`).
+pub fn spawn_gateway(cfg: &std::path::Path, log: &std::path::Path) -> (KillOnDrop, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let api = line
+        .trim()
+        .strip_prefix("http://")
+        .and_then(|l| l.strip_suffix("/api/v3.0"))
+        .unwrap_or_else(|| panic!("first stdout line: {line:?}"))
+        .to_string();
+    (KillOnDrop(child), api)
+}

@@ -49,20 +49,6 @@ fn node_values(dt: DataTypeId) -> Option<NodeValues> {
     })
 }
 
-fn xs_range(t: XsType) -> Option<(i128, i128)> {
-    Some(match t {
-        XsType::Byte => (i8::MIN as i128, i8::MAX as i128),
-        XsType::Short => (i16::MIN as i128, i16::MAX as i128),
-        XsType::Int => (i32::MIN as i128, i32::MAX as i128),
-        XsType::Long | XsType::Integer => (i64::MIN as i128, i64::MAX as i128),
-        XsType::UnsignedByte => (0, u8::MAX as i128),
-        XsType::UnsignedShort => (0, u16::MAX as i128),
-        XsType::UnsignedInt => (0, u32::MAX as i128),
-        XsType::UnsignedLong => (0, u64::MAX as i128),
-        _ => return None,
-    })
-}
-
 /// Checks that every value a node of OPC UA DataType `data_type` can send fits the element
 /// `target` describes, e.g. `Double node mapped to xs:boolean` is an error, `UInt16` into
 /// `xs:int` is fine, `Int64` into `xs:int` is not (values beyond ±2³¹ would be rejected at run
@@ -103,13 +89,13 @@ pub fn check_data_type(target: &RuleTarget, data_type: &NodeId) -> Result<(), St
         // xs:string takes the text form of anything.
         (_, XsType::String) => true,
         (V::Boolean, XsType::Boolean) => true,
-        (V::Boolean, t) => xs_range(t).is_some(),
-        (V::Signed(lo, hi), t) if xs_range(t).is_some() => {
-            let (tlo, thi) = xs_range(t).expect("checked");
+        (V::Boolean, t) => t.int_range().is_some(),
+        (V::Signed(lo, hi), t) if t.int_range().is_some() => {
+            let (tlo, thi) = t.int_range().expect("checked");
             tlo <= lo && hi <= thi
         }
-        (V::Unsigned(hi), t) if xs_range(t).is_some() => {
-            let (_, thi) = xs_range(t).expect("checked");
+        (V::Unsigned(hi), t) if t.int_range().is_some() => {
+            let (_, thi) = t.int_range().expect("checked");
             hi <= thi
         }
         (V::Signed(..) | V::Unsigned(_), XsType::Float | XsType::Double | XsType::Decimal) => true,
@@ -121,7 +107,7 @@ pub fn check_data_type(target: &RuleTarget, data_type: &NodeId) -> Result<(), St
     };
     if ok {
         Ok(())
-    } else if let (V::Signed(..) | V::Unsigned(_), Some(_)) = (values, xs_range(xs)) {
+    } else if let (V::Signed(..) | V::Unsigned(_), Some(_)) = (values, xs.int_range()) {
         fail(": the element's range is smaller than the node's")
     } else {
         fail("")
