@@ -34,10 +34,12 @@ async fn main() -> anyhow::Result<()> {
     let interval_ms: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let seconds: u64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(30);
 
+    // The client's own PKI (no key pair is created): a folder of this run, removed at exit.
+    let pki = tempfile::tempdir()?;
     let mut client = ClientBuilder::new()
         .application_name("opcua-sim-scale-client")
         .application_uri("urn:opcua-sim-scale-client")
-        .pki_dir(std::env::temp_dir().join("opcua-sim-scale-client-pki"))
+        .pki_dir(pki.path())
         .create_sample_keypair(false)
         .trust_server_certs(true)
         .session_retry_limit(0)

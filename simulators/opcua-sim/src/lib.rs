@@ -90,7 +90,7 @@ impl Default for SimOptions {
             tick_ms: 1000,
             scale: 0,
             scale_interval_ms: 1000,
-            pki_dir: std::env::temp_dir().join("opcua-sim").join("pki"),
+            pki_dir: default_pki_dir(),
             users: Vec::new(),
             allow_anonymous: true,
         }
@@ -217,6 +217,19 @@ impl MachineRt {
 
 /// A client write of a setpoint: (machine index, variable index, value).
 type WriteReq = (usize, usize, f64);
+
+/// The simulator's PKI under the user's data directory (the XDG base directory rule):
+/// `$XDG_DATA_HOME/opcua-sim/pki`, else `~/.local/share/opcua-sim/pki`. Persistent, so the
+/// server certificate that clients trusted stays the same across restarts; never a fixed
+/// folder under the temp dir (tests pass their own folder).
+pub fn default_pki_dir() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from(".opcua-sim"));
+    data.join("opcua-sim").join("pki")
+}
 
 impl Simulator {
     /// Start the simulator; returns once the server listens.

@@ -49,16 +49,6 @@ struct Args {
     no_anonymous: bool,
 }
 
-/// The simulator's PKI under the user's data directory (the XDG base directory rule).
-fn default_pki_dir() -> PathBuf {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir);
-    data.join("opcua-sim").join("pki")
-}
-
 fn parse_user(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((u, p)) if !u.is_empty() => Ok((u.to_owned(), p.to_owned())),
@@ -85,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         tick_ms: args.tick_ms,
         scale: args.scale,
         scale_interval_ms: args.interval_ms,
-        pki_dir: args.pki_dir.unwrap_or_else(default_pki_dir),
+        pki_dir: args.pki_dir.unwrap_or_else(opcua_sim::default_pki_dir),
         users: args.users,
         allow_anonymous: !args.no_anonymous,
     })
