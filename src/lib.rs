@@ -12,13 +12,18 @@
 //!                                                                                          └─▶ sinks::questdb (questdb-rs, ILP/HTTP)
 //! ```
 //!
-//! Module map:
-//! - [`config`]: typed TOML config with env overrides; `validate()` lists every error with its path.
-//! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`.
+//! Module map (arrows point down only, checked by `tests/module_graph.rs`; bottom to top:
+//! `core` → `aas`, `model` → `audit`, `outbox`, `sources` → `sinks` → `mapping` → `history` →
+//! `security` → `api` → `writeback` → `config` → `stats` → `metrics` → `ops` → `pipeline` → `demo`):
+//! - [`config`]: aggregates each component's config section (env overrides, `validate()` listing
+//!   every error with its path) and holds the registry that builds sources and sinks.
+//! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`,
+//!   and the config loader's machinery (`core::conf`: `ConfigErrors`, the TOML tree).
 //! - [`model`]: `SubmodelUpdate`, `ElementTarget` (and the core types re-exported): what the stages exchange.
 //! - [`sources`]: the `Source` trait and its registry; [`sources::opcua`]: sessions, subscriptions,
 //!   reconnects, node ids (`nsu=`), value conversion, back-pressure that never blocks a session.
-//! - [`mapping`]: compiles mapping rules against the AAS templates; routes readings to elements.
+//! - [`mapping`]: the `[[mapping]]` rules; compiles them against the AAS templates; routes
+//!   readings to elements.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
 //! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`, with the time-range
@@ -29,8 +34,10 @@
 //!   acknowledge to the outbox what was confirmed.
 //! - [`history`]: IDTA 02008 Time Series submodels: recent values from a bounded in-memory store,
 //!   the full history linked to QuestDB.
+//! - [`stats`]: the running gateway's counters (the pipeline's and each source's and sink's).
 //! - [`pipeline`]: wires the stages with bounded channels; start/stop in order.
-//! - [`security`]: API bearer tokens + roles, HTTPS (rustls), the gatekeeper middleware.
+//! - [`security`]: API bearer tokens + roles, HTTPS (rustls); the API's gatekeeper middleware
+//!   ([`api::gatekeeper`]) applies them.
 //! - [`audit`]: tamper-evident (hash-chained) audit log with rotation, retention, verify, export.
 //! - [`metrics`]: Prometheus `/metrics` and `/ready`.
 //! - [`writeback`]: `PATCH .../$value` → OPC UA Write, through the source's announced session.
@@ -57,6 +64,7 @@ pub mod pipeline;
 pub mod security;
 pub mod sinks;
 pub mod sources;
+pub mod stats;
 pub mod writeback;
 
 pub use logging::init_logging;

@@ -20,11 +20,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::api::gatekeeper::Gatekeeper;
 use crate::outbox::SinkBufferStatus;
-use crate::pipeline::PipelineStats;
-use crate::security::middleware::Gatekeeper;
 use crate::sinks::SinkStats;
 use crate::sources::SourceStats;
+use crate::stats::PipelineStats;
 
 /// A sink that has values waiting but confirmed none for this long is reported as stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);

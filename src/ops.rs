@@ -12,15 +12,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::api::gatekeeper::{gate, Gatekeeper};
 use crate::api::SharedEnvironment;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::mapping::Router as MappingRouter;
 use crate::metrics::Observability;
-use crate::pipeline::PipelineStats;
-use crate::security::middleware::{gate, Gatekeeper};
 use crate::security::tls::{PeerAddr, TlsListener};
 use crate::security::Authenticator;
+use crate::stats::PipelineStats;
 use crate::writeback::{SessionState, WriteBack};
 
 /// Hands memory that was freed back to the operating system.
@@ -101,10 +101,14 @@ pub fn secured_api(
     let active: Vec<_> = all_sources
         .iter()
         .enumerate()
-        .filter(|(i, _)| !mapping.nodes_of_source(*i, cfg).is_empty())
+        .filter(|(i, _)| {
+            !mapping
+                .nodes_of_source(*i, &cfg.opcua[*i], &cfg.mapping)
+                .is_empty()
+        })
         .map(|(_, s)| s.clone())
         .collect();
-    let writeback = WriteBack::new(cfg, mapping, all_sources, env, audit);
+    let writeback = WriteBack::new(&cfg.mapping, mapping, all_sources, env, audit);
     let observability = Observability::new(stats, active, Some(gatekeeper.clone()));
     Ok(writeback
         .layer_onto(api)

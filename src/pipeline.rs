@@ -6,7 +6,8 @@
 //! disk (`[<sink>.buffer]`), never memory, and never holds the dispatcher, the other sinks or
 //! the live values, unless it is configured `when_full = "block"`.
 //!
-//! The pipeline knows sinks only through [`crate::sinks::REGISTRY`] and the [`Sink`] trait.
+//! The pipeline knows sources and sinks only through their traits; the config's registry
+//! ([`Config::build_sources`], [`Config::build_sinks`]) builds them from their sections.
 //!
 //! Shutdown runs front to back and is bounded in every state: the token stops the sources
 //! (abandoned after [`SOURCES_STOP`]), the dispatcher persists what it has (giving up after
@@ -16,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,27 +35,8 @@ use crate::mapping::Router;
 use crate::model::{ReadingBatch, SubmodelUpdate};
 use crate::outbox::{EventHook, Outbox, MAX_RECORD_VALUES};
 use crate::sinks::{self, Sink, SinkContext, SinkStats};
-use crate::sources::SourceStats;
 
-/// Counters of a running gateway.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Readings received from all sources.
-    pub readings: AtomicU64,
-    /// Readings turned into submodel updates.
-    pub updates: AtomicU64,
-    /// Readings whose value did not fit the mapped element (logged once per rule).
-    pub conversion_errors: AtomicU64,
-    /// Mapping rules that delivered at least one value since start.
-    pub rules_with_value: AtomicU64,
-    /// Values the dispatcher could not persist before shutdown (a `block` sink stayed full).
-    pub unpersisted: AtomicU64,
-    pub sources: Vec<Arc<SourceStats>>,
-    /// Each enabled sink's counters, by name.
-    pub sinks: Vec<(String, Arc<SinkStats>)>,
-    /// The durable outbox (set once started).
-    pub outbox: Option<Arc<Outbox>>,
-}
+pub use crate::stats::PipelineStats;
 
 /// How long stopping sources may take before they are abandoned.
 pub const SOURCES_STOP: Duration = Duration::from_secs(5);
@@ -102,7 +84,7 @@ fn check_unlocated(
             return Err(errors);
         }
     };
-    match Router::build(cfg, &env) {
+    match Router::build(&cfg.mapping, &cfg.opcua, &cfg.mqtt.topic_prefix, &env) {
         Ok(router) if errors.is_empty() => {
             // semantic_id overrides go into the served AAS, so AAS and sinks agree.
             for (rule, route) in cfg.mapping.iter().zip(&router.routes) {
@@ -110,7 +92,14 @@ fn check_unlocated(
                     env.set_semantic_id(&route.location, id);
                 }
             }
-            let history = History::install(cfg, &mut env, &router)?.map(Arc::new);
+            let history = History::install(
+                &cfg.history,
+                &cfg.mapping,
+                &cfg.questdb.table_prefix,
+                &mut env,
+                &router,
+            )?
+            .map(Arc::new);
             Ok((env, router, history))
         }
         Ok(_) => Err(errors),
@@ -136,8 +125,7 @@ pub async fn snapshot_live(
 ) -> anyhow::Result<serde_json::Value> {
     // Only the store is wanted: no port is bound and nothing is sent anywhere.
     cfg.api.enabled = false;
-    cfg.mqtt.enabled = false;
-    cfg.questdb.enabled = false;
+    cfg.disable_sinks();
     let cfg_rules = cfg.mapping.len() as u64;
     let shutdown = CancellationToken::new();
     let gateway = Gateway::start(cfg, shutdown.clone()).await?;
@@ -217,7 +205,7 @@ impl Gateway {
         };
 
         let mut stats = PipelineStats::default();
-        let sinks = sinks::build_all(&cfg)?;
+        let sinks = cfg.build_sinks()?;
         let sink_names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         // Without a sink there is nothing to deliver later: no outbox (and no file lock, so
         // `export --live` works beside a running gateway).
@@ -227,7 +215,7 @@ impl Gateway {
         } else {
             let specs: Vec<_> = sinks
                 .iter()
-                .map(|s| sinks::spec(s.as_ref(), &cfg))
+                .map(|s| sinks::spec(s.as_ref(), &cfg.outbox))
                 .collect();
             let hook: Option<EventHook> = audit.clone().map(|a| {
                 let hook: EventHook = Arc::new(move |event, details| a.record(event, details));
@@ -258,13 +246,9 @@ impl Gateway {
 
         let (reading_tx, reading_rx) = mpsc::channel::<ReadingBatch>(capacity);
         let mut sources = JoinSet::new();
-        // Every configured source of every kind (see `sources::REGISTRY`); their stats stay in
-        // config order, also for sources no rule uses (those are not started).
-        let ctx = crate::sources::SourceContext {
-            config: &cfg,
-            targets: router.rule_targets().into(),
-        };
-        for source in crate::sources::build_all(&ctx)? {
+        // Every configured source of every kind (see the config's registry); their stats stay
+        // in config order, also for sources no rule uses (those are not started).
+        for source in cfg.build_sources(&router)? {
             stats.sources.push(source.stats());
             if source.is_idle() {
                 continue;

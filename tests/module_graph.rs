@@ -158,22 +158,9 @@ fn the_cycle_finder_finds_a_cycle() {
     assert_eq!(cycles(&g), vec![vec!["a", "b", "c"]]);
 }
 
-/// The modules still in one import cycle (components take `&Config`, and `config` aggregates
-/// their structs; `ops` and `pipeline` use each other). Shrinks to empty with the refactor.
-const STILL_TANGLED: &[&str] = &[
-    "api",
-    "config",
-    "history",
-    "mapping",
-    "metrics",
-    "ops",
-    "outbox",
-    "pipeline",
-    "security",
-    "sinks",
-    "sources",
-    "writeback",
-];
+/// The modules still in one import cycle, all through one edge: the sinks read the latency
+/// histogram from `metrics` (it moves to `core`), which sits above them. Shrinks to empty.
+const STILL_TANGLED: &[&str] = &["api", "history", "mapping", "metrics", "sinks", "stats"];
 
 #[test]
 fn no_import_cycle_beyond_the_known_tangle() {

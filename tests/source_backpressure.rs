@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use aas_gateway::config::Config;
 use aas_gateway::core::{ReadingBatch, TypedValue};
 use aas_gateway::sources::opcua::convert::{datetime_nanos, variant_to_typed};
-use aas_gateway::sources::{build_all, SourceContext, SourceStats};
+use aas_gateway::sources::SourceStats;
 use common::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -91,11 +91,7 @@ pki_dir = "{pki}"
     let (tx, rx) = mpsc::channel::<ReadingBatch>(1);
     let shutdown = CancellationToken::new();
     // Built and started the way the pipeline does it: through the source registry.
-    let mut built = build_all(&SourceContext {
-        config: &cfg,
-        targets: router.rule_targets().into(),
-    })
-    .unwrap();
+    let mut built = cfg.build_sources(&router).unwrap();
     assert_eq!(built.len(), 1);
     let source = built.remove(0);
     assert_eq!(source.name(), "sim");

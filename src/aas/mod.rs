@@ -26,6 +26,13 @@ use serde_json::Value;
 use crate::core::TypedValue;
 pub use xs::XsType;
 
+/// Encodes an identifier the way the AAS Part 2 API puts it into a path and the MQTT payload
+/// refers to it (base64url without padding).
+pub fn encode_id(id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
 /// Loaded shells and submodels, with live values applied.
 #[derive(Debug, Default)]
 pub struct Environment {

@@ -11,10 +11,12 @@
 //!
 //! [`routes`] parses the path, [`params`] the query, and [`crate::aas::view`] computes the
 //! serialisations; this module only looks objects up and puts the pieces together.
+//! [`gatekeeper`] is the middleware in front of every route (authentication, rate limit, roles).
 
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod gatekeeper;
 pub mod params;
 pub mod routes;
 pub mod time_range;

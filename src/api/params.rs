@@ -19,10 +19,7 @@ pub fn decode_id(encoded: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{encoded:?} does not decode to UTF-8 text")))
 }
 
-/// Encodes an identifier for use in a path (base64url without padding).
-pub fn encode_id(id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
-}
+pub use crate::aas::encode_id;
 
 /// One `assetIds` filter entry: a SpecificAssetId, or `globalAssetId` when `name` says so.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigErrors;
+use crate::core::conf::ConfigErrors;
 
 /// Settings of the Time Series Data submodels (IDTA 02008). History is on for every mapping
 /// rule with `history = true`; without such a rule these settings are unused.

@@ -38,8 +38,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::aas::{ElementKind, Environment, XsType};
-use crate::config::{Config, ConfigErrors};
-use crate::mapping::{Route, Router};
+use crate::core::conf::ConfigErrors;
+use crate::mapping::{MappingRule, Route, Router};
 use crate::model::SubmodelUpdate;
 pub use config::HistoryConfig;
 use store::{Sample, Store};
@@ -116,9 +116,12 @@ fn now_nanos() -> i64 {
 impl History {
     /// Checks every `history = true` rule, adds (or takes over) a Time Series submodel per
     /// asset in `env`, and returns the history, or `None` when no rule asks for history.
-    /// Reports all problems at once, with the rule's path.
+    /// Reports all problems at once, with the rule's path. `rules` are those `router` was built
+    /// from; `table_prefix` is the QuestDB sink's (the full history lives in its tables).
     pub fn install(
-        cfg: &Config,
+        cfg: &HistoryConfig,
+        rules: &[MappingRule],
+        table_prefix: &str,
         env: &mut Environment,
         router: &Router,
     ) -> Result<Option<History>, ConfigErrors> {
@@ -126,7 +129,7 @@ impl History {
         let mut variables = Vec::new();
         let mut assets: Vec<Asset> = Vec::new();
         let mut targets = Vec::new();
-        for (i, (rule, route)) in cfg.mapping.iter().zip(&router.routes).enumerate() {
+        for (i, (rule, route)) in rules.iter().zip(&router.routes).enumerate() {
             if !rule.history {
                 continue;
             }
@@ -185,7 +188,7 @@ impl History {
                 id_short,
                 value_type: route.location.value_type,
                 semantic_id: t.semantic_id.clone(),
-                table: format!("{}{}", cfg.questdb.table_prefix, t.submodel_id_short),
+                table: format!("{table_prefix}{}", t.submodel_id_short),
                 element: t.id_short_path.clone(),
             });
         }
@@ -207,7 +210,7 @@ impl History {
                 group_of[v] = g;
             }
         }
-        let h = &cfg.history;
+        let h = cfg;
         Ok(Some(History {
             store: RwLock::new(Store::new(group_of, h.window_s, h.max_records_per_variable)),
             by_submodel: assets
@@ -218,7 +221,7 @@ impl History {
             by_target: targets.into_iter().zip(0..).collect(),
             variables,
             assets,
-            cfg: cfg.history.clone(),
+            cfg: cfg.clone(),
             started_nanos: now_nanos(),
         }))
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::ConfigErrors;
+use crate::core::conf::ConfigErrors;
 
 /// What a sink's buffer does when the sink falls past its bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

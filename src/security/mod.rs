@@ -1,12 +1,12 @@
 //! API security: bearer tokens and roles ([`tokens`]), HTTPS with optional client certificates
-//! ([`tls`]), and checks on how the config file itself is protected.
+//! ([`tls`]), and checks on how the config file itself is protected. The middleware that
+//! applies them to every request is the API's gatekeeper (`crate::api::gatekeeper`).
 //!
 //! Tokens are random 256-bit strings; the gateway keeps only their SHA-256 (a slow password
 //! hash buys nothing for high-entropy secrets and would cost CPU on every request).
 
 #![warn(missing_docs)]
 
-pub mod middleware;
 pub mod tls;
 pub mod tokens;
 

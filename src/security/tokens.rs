@@ -131,7 +131,7 @@ impl Authenticator {
                 format!("api.auth.tokens_file: cannot read {}: {e}", path.display())
             })?;
             let parsed: TokensFile =
-                crate::config::load::from_toml_str(&text, &path.display().to_string())
+                crate::core::conf::from_toml_str(&text, &path.display().to_string())
                     .map_err(|e| format!("api.auth.tokens_file: {}", e.join("; ")))?;
             entries.extend(
                 parsed

@@ -3,22 +3,24 @@
 //! A sink is one folder (`mqtt/`, `questdb/`): its config section with `validate()`, its code
 //! and its tests. It reads the durable outbox through its own cursor, at its own pace, within
 //! its own bound (`[<sink>.buffer]`), and acknowledges in order only what its far side
-//! confirmed. The pipeline, `/metrics` and `/ready` know sinks only through [`REGISTRY`] and
-//! the [`SinkStats`] each reports under its name: adding a sink is its folder, its config field
-//! and one line in [`REGISTRY`].
+//! confirmed. The pipeline, `/metrics` and `/ready` know sinks only through the [`SinkConfig`]
+//! and [`Sink`] traits and the [`SinkStats`] each reports under its name: adding a sink is its
+//! folder, its section in `crate::config::Config` and one line in `Config::sink_sections`
+//! (the registry; it lives with the sections so that this module never depends on the
+//! aggregate config).
 
 pub mod mqtt;
 pub mod questdb;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::outbox::{BufferConfig, Outbox, SinkSpec};
+use crate::outbox::{BufferConfig, Outbox, OutboxConfig, SinkSpec};
 
 /// Counters and health of one sink, read by `/metrics` and `/ready`.
 #[derive(Debug, Default)]
@@ -67,28 +69,27 @@ pub trait Sink: Send {
     fn start(self: Box<Self>, ctx: SinkContext) -> anyhow::Result<SinkTask>;
 }
 
-/// Builds a sink from the config; `None` when it is disabled.
-pub type SinkFactory = fn(&Config) -> anyhow::Result<Option<Box<dyn Sink>>>;
-
-/// Every sink the gateway knows: one line each.
-pub const REGISTRY: &[SinkFactory] = &[mqtt::build, questdb::build];
-
-/// The enabled sinks of `cfg`, in registry order.
-pub fn build_all(cfg: &Config) -> anyhow::Result<Vec<Box<dyn Sink>>> {
-    let mut sinks = Vec::new();
-    for factory in REGISTRY {
-        if let Some(sink) = factory(cfg)? {
-            sinks.push(sink);
-        }
-    }
-    Ok(sinks)
+/// What building a sink needs besides its own config section.
+pub struct BuildContext<'a> {
+    /// Makes a path from the config absolute (relative paths are relative to the config file).
+    pub resolve: &'a dyn Fn(&Path) -> PathBuf,
 }
 
-/// The outbox's view of a sink: name, destination and effective bound.
-pub fn spec(sink: &dyn Sink, cfg: &Config) -> SinkSpec {
+/// A sink's config section (`[mqtt]`, `[questdb]`): builds the sink it describes.
+pub trait SinkConfig {
+    /// The sink, or `None` when the section disables it (logged, so the operator sees why
+    /// nothing arrives there).
+    fn build(&self, ctx: &BuildContext<'_>) -> anyhow::Result<Option<Box<dyn Sink>>>;
+    /// Turns the sink off (e.g. `export --live`, which only wants the API's store).
+    fn disable(&mut self);
+}
+
+/// The outbox's view of a sink: name, destination and effective bound (its own
+/// `[<sink>.buffer]` over the `[outbox]` defaults).
+pub fn spec(sink: &dyn Sink, defaults: &OutboxConfig) -> SinkSpec {
     SinkSpec {
         name: sink.name().to_string(),
         destination: sink.destination(),
-        buffer: sink.buffer().resolve(&cfg.outbox),
+        buffer: sink.buffer().resolve(defaults),
     }
 }

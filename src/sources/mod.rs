@@ -2,9 +2,11 @@
 //! [`ReadingBatch`]es into the dispatcher's channel, reports its counters and health by name
 //! ([`SourceStats`]) and stops on the cancellation token.
 //!
-//! The pipeline knows no source by name: it calls [`build_all`], which asks every factory in
-//! [`REGISTRY`] for the sources its config section describes. Adding a kind of source is its
-//! folder (config, code, tests) plus one line in [`REGISTRY`].
+//! The pipeline knows no source by name: each config section that describes sources
+//! implements [`SourceConfig`], and `crate::config::Config::build_sources` (the registry; it
+//! lives with the sections so that this module never depends on the aggregate config) asks
+//! each for its sources. Adding a kind of source is its folder (config, code, tests), its
+//! section in the config and one line there.
 //!
 //! Sources hand over protocol-free values: a [`crate::core::Reading`] carries a
 //! [`crate::core::TypedValue`], quality/status and both timestamps, never a protocol type.
@@ -13,6 +15,7 @@
 
 pub mod opcua;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,7 +23,6 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::core::{ReadingBatch, XsType};
 
 /// A running data source.
@@ -60,28 +62,22 @@ pub struct RuleTarget {
     pub linear: bool,
 }
 
-/// What a factory builds its sources from.
+/// What a config section builds its sources from, besides itself.
 pub struct SourceContext<'a> {
-    /// The whole config (each factory reads its own section and the mapping rules).
-    pub config: &'a Config,
+    /// Makes a path from the config absolute (relative paths are relative to the config file).
+    pub resolve: &'a dyn Fn(&Path) -> PathBuf,
     /// Per mapping rule (by index), what its element takes.
     pub targets: Arc<[RuleTarget]>,
+    /// Per `[[opcua]]` entry (by index), the nodes the mapping rules want from it, with their
+    /// acquisition settings.
+    pub opcua_nodes: &'a [Vec<opcua::MonitoredNode>],
 }
 
-/// Builds the sources of one kind from their config section, one per configured entry, in
-/// config order.
-pub type SourceFactory = fn(&SourceContext) -> anyhow::Result<Vec<Box<dyn Source>>>;
-
-/// Every kind of source the gateway has. A new kind: its folder + one line here.
-pub const REGISTRY: &[SourceFactory] = &[opcua::build_sources];
-
-/// Every configured source of every kind, in registry order, then config order.
-pub fn build_all(ctx: &SourceContext) -> anyhow::Result<Vec<Box<dyn Source>>> {
-    let mut all = Vec::new();
-    for factory in REGISTRY {
-        all.extend(factory(ctx)?);
-    }
-    Ok(all)
+/// A config section that describes sources (`[[opcua]]`): builds them, one per configured
+/// entry, in config order.
+pub trait SourceConfig {
+    /// The sources; an entry no mapping rule uses is built idle (listed, not started).
+    fn build(&self, ctx: &SourceContext<'_>) -> anyhow::Result<Vec<Box<dyn Source>>>;
 }
 
 /// Counters of one source, readable while it runs.
@@ -114,7 +110,7 @@ pub struct SourceStats {
     /// mapping rule.
     pub unconvertible: AtomicU64,
     /// The session, announced for write-back, readiness and the audit log.
-    pub session: crate::writeback::SessionSlot,
+    pub session: opcua::slot::SessionSlot,
 }
 
 impl SourceStats {
@@ -127,39 +123,5 @@ impl SourceStats {
     /// Whether publishing is paused by back-pressure now.
     pub fn is_paused(&self) -> bool {
         self.publishing_paused.load(Ordering::Relaxed) == 1
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_registry_builds_one_source_per_configured_entry_idle_when_unmapped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gw.toml");
-        std::fs::write(
-            &path,
-            "[aas]\nenvironments = []\n\
-             [[opcua]]\nname = \"a\"\nendpoint = \"opc.tcp://127.0.0.1:1/\"\n\
-             [[opcua]]\nname = \"b\"\nendpoint = \"opc.tcp://127.0.0.1:2/\"\n\
-             [[mapping]]\nsource = \"b\"\nnode_id = \"ns=2;s=X\"\nsubmodel = \"urn:x\"\npath = \"X\"\n",
-        )
-        .unwrap();
-        let config = Config::load(&path).unwrap();
-        let targets: Arc<[RuleTarget]> = vec![RuleTarget {
-            node: "ns=2;s=X".into(),
-            element: "S/X".into(),
-            value_type: XsType::Double,
-            linear: false,
-        }]
-        .into();
-        let built = build_all(&SourceContext {
-            config: &config,
-            targets,
-        })
-        .unwrap();
-        let names: Vec<_> = built.iter().map(|s| (s.name(), s.is_idle())).collect();
-        assert_eq!(names, [("a", true), ("b", false)]);
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{redact, ConfigErrors};
+use crate::core::conf::{redact, ConfigErrors};
 use crate::outbox::BufferConfig;
 
 /// What one MQTT value message carries (`mqtt.message_per`).
@@ -167,33 +167,5 @@ impl fmt::Debug for MqttConfig {
             .field("password", &redact(&self.password))
             .field("buffer", &self.buffer)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::Config;
-
-    #[test]
-    fn buffer_sections_load_and_bad_values_are_named_with_their_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gw.toml");
-        std::fs::write(
-            &path,
-            "[mqtt.buffer]\nmax_bytes = 100\nwhen_full = \"block\"\n[questdb]\nenabled = true\n[questdb.buffer]\nmax_age_s = 3600\n",
-        )
-        .unwrap();
-        let cfg = Config::load(&path).unwrap();
-        assert_eq!(
-            cfg.mqtt.buffer.when_full,
-            Some(crate::outbox::FullPolicy::Block)
-        );
-        assert_eq!(cfg.questdb.buffer.max_age_s, Some(3600));
-        let errors = cfg.validate().unwrap_err().to_string();
-        assert!(errors.contains("mqtt.buffer.max_bytes"), "{errors}");
-
-        std::fs::write(&path, "[questdb.buffer]\nmax_byte = 1\n").unwrap();
-        let err = Config::load(&path).unwrap_err().to_string();
-        assert!(err.contains("max_byte"), "{err}");
     }
 }

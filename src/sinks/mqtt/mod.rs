@@ -18,12 +18,13 @@ pub mod config;
 pub mod confirm;
 pub mod payload;
 pub mod sink;
+pub mod topic;
 
 pub use config::{MessagePer, MqttConfig};
 pub use payload::{basyx_payload, basyx_topic, payload, submodel_messages};
 pub use sink::{state_topic, tls_configuration};
 
-use super::{Sink, SinkContext, SinkTask};
+use super::{BuildContext, Sink, SinkConfig, SinkContext, SinkTask};
 use crate::outbox::BufferConfig;
 
 /// The MQTT sink, configured.
@@ -32,17 +33,23 @@ pub struct MqttSink {
     tls: Option<rumqttc::TlsConfiguration>,
 }
 
-/// Registry entry: the sink when `[mqtt] enabled`.
-pub fn build(cfg: &crate::config::Config) -> anyhow::Result<Option<Box<dyn Sink>>> {
-    if !cfg.mqtt.enabled {
-        tracing::info!("MQTT sink is off (mqtt.enabled = false)");
-        return Ok(None);
+impl SinkConfig for MqttConfig {
+    /// The sink when `[mqtt] enabled`.
+    fn build(&self, ctx: &BuildContext<'_>) -> anyhow::Result<Option<Box<dyn Sink>>> {
+        if !self.enabled {
+            tracing::info!("MQTT sink is off (mqtt.enabled = false)");
+            return Ok(None);
+        }
+        let tls = tls_configuration(self, ctx.resolve)?;
+        Ok(Some(Box::new(MqttSink {
+            cfg: self.clone(),
+            tls,
+        })))
     }
-    let tls = tls_configuration(&cfg.mqtt, |p| cfg.resolve(p))?;
-    Ok(Some(Box::new(MqttSink {
-        cfg: cfg.mqtt.clone(),
-        tls,
-    })))
+
+    fn disable(&mut self) {
+        self.enabled = false;
+    }
 }
 
 impl Sink for MqttSink {

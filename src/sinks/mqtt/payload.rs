@@ -65,7 +65,7 @@ pub fn submodel_messages<'a>(
         body.extend_from_slice(b"]}");
         let t = &first.target;
         let topic =
-            crate::mapping::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
+            super::topic::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
         (topic, body)
     };
     for u in updates {
@@ -101,7 +101,7 @@ pub fn submodel_messages<'a>(
 pub fn basyx_topic(repo_id: &str, u: &SubmodelUpdate) -> String {
     format!(
         "sm-repository/{repo_id}/submodels/{}/submodelElements/{}/updated",
-        crate::api::encode_id(&u.target.submodel_id),
+        crate::aas::encode_id(&u.target.submodel_id),
         u.target.id_short_path
     )
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{redact_conf, ConfigErrors};
+use crate::core::conf::{redact_conf, ConfigErrors};
 use crate::outbox::BufferConfig;
 
 /// QuestDB (ILP) sink settings. (`Debug` hides `conf`, which may hold credentials.)

@@ -15,7 +15,7 @@ pub mod sink;
 pub use config::QuestDbConfig;
 pub use sink::append_row;
 
-use super::{Sink, SinkContext, SinkTask};
+use super::{BuildContext, Sink, SinkConfig, SinkContext, SinkTask};
 use crate::outbox::BufferConfig;
 
 /// The QuestDB/ILP sink, configured.
@@ -23,17 +23,21 @@ pub struct QuestDbSink {
     cfg: QuestDbConfig,
 }
 
-/// Registry entry: the sink when `[questdb] enabled`.
-pub fn build(cfg: &crate::config::Config) -> anyhow::Result<Option<Box<dyn Sink>>> {
-    if !cfg.questdb.enabled {
-        tracing::info!(
-            "QuestDB sink is off (questdb.enabled = false): values go to MQTT and the API only"
-        );
-        return Ok(None);
+impl SinkConfig for QuestDbConfig {
+    /// The sink when `[questdb] enabled`.
+    fn build(&self, _ctx: &BuildContext<'_>) -> anyhow::Result<Option<Box<dyn Sink>>> {
+        if !self.enabled {
+            tracing::info!(
+                "QuestDB sink is off (questdb.enabled = false): values go to MQTT and the API only"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Box::new(QuestDbSink { cfg: self.clone() })))
     }
-    Ok(Some(Box::new(QuestDbSink {
-        cfg: cfg.questdb.clone(),
-    })))
+
+    fn disable(&mut self) {
+        self.enabled = false;
+    }
 }
 
 impl Sink for QuestDbSink {

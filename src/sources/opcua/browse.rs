@@ -27,10 +27,10 @@ use opcua::types::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::config::OpcUaSourceConfig;
 use super::limits;
 use super::node_ref::NodeRef;
 use super::session::{self, SessionEvent};
-use crate::config::OpcUaSourceConfig;
 use crate::core::Backoff;
 
 /// What to browse and how to connect.

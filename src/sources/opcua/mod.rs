@@ -2,12 +2,14 @@
 //! subscription (monitored items) or read cyclically; every value turned into a [`Reading`].
 //!
 //! Modules, one concern each:
+//! - [`config`]: the `[[opcua]]` section and its `validate()`;
 //! - [`session`]: client set-up (security, PKI, identity tokens), connect, the event-loop driver
 //!   that catches rejected credentials/certificates and kicks publishing after reconnects;
 //! - [`subscription`]: monitored items with per-node sampling/queue/DataChangeFilter, batching,
 //!   the notification handler (sequence gaps, queue overflows), which never blocks;
 //! - [`handoff`]: from the handler to the pipeline; back-pressure by pausing publishing;
 //! - [`reader`]: cyclic-read mode;
+//! - [`slot`]: where the source announces its session (write-back, readiness, audit);
 //! - [`limits`]: the server's OperationLimits, which size every batch;
 //! - [`node_ref`]: node ids in all forms, `nsu=` resolved against the NamespaceArray;
 //! - [`convert`]: every built-in type to a [`crate::core::TypedValue`];
@@ -26,6 +28,7 @@
 //!   paused still sends keep-alives (the watch says so when it fires during a pause).
 
 pub mod browse;
+pub mod config;
 pub mod convert;
 pub mod handoff;
 pub mod limits;
@@ -33,6 +36,7 @@ pub mod node_ref;
 pub mod pki;
 pub mod reader;
 pub mod session;
+pub mod slot;
 pub mod source;
 pub mod subscription;
 pub mod typecheck;
@@ -48,16 +52,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{
-    AcquisitionMode, DataChangeTriggerKind, DeadbandKind, MappingRule, OpcUaSourceConfig,
-};
 use crate::core::{Backoff, Reading, ReadingBatch};
+use config::{
+    AcquisitionMode, DataChangeTriggerKind, DeadbandKind, NodeOverrides, OpcUaSourceConfig,
+};
 use node_ref::NodeRef;
 use session::{Connection, SessionEvent};
 
 pub use super::SourceStats;
 pub use session::{security_mode, security_policy_uri};
-pub use source::{build_sources, OpcUaSource};
+pub use source::OpcUaSource;
 
 /// How one node is acquired: the source's settings with the mapping rule's overrides applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +86,7 @@ pub struct MonitorSettings {
 
 impl MonitorSettings {
     /// The source's settings, overridden by whatever the rule sets.
-    pub fn resolve(src: &OpcUaSourceConfig, rule: &MappingRule) -> MonitorSettings {
+    pub fn resolve(src: &OpcUaSourceConfig, rule: &NodeOverrides) -> MonitorSettings {
         MonitorSettings {
             mode: rule.mode.unwrap_or(src.mode),
             read_interval_ms: rule.read_interval_ms.unwrap_or(src.read_interval_ms),

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::OpcUaSourceConfig;
+use super::config::OpcUaSourceConfig;
 use crate::core::Backoff;
 
 /// Maps a config name to the security policy URI, `None` if unknown.

@@ -8,11 +8,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::node_ref::NodeRef;
-use super::{run_source, MonitorSettings, MonitoredNode, TypeCheck};
-use crate::config::{Config, OpcUaSourceConfig};
+use super::config::OpcUaSourceConfig;
+use super::{run_source, MonitoredNode, TypeCheck};
 use crate::core::ReadingBatch;
-use crate::sources::{RuleTarget, Source, SourceContext, SourceStats};
+use crate::sources::{RuleTarget, Source, SourceConfig, SourceContext, SourceStats};
 
 /// One configured OPC UA server and the nodes the mapping wants from it.
 pub struct OpcUaSource {
@@ -23,46 +22,25 @@ pub struct OpcUaSource {
     stats: Arc<SourceStats>,
 }
 
-/// The factory of the registry: a source per `[[opcua]]` entry, in config order.
-pub fn build_sources(ctx: &SourceContext) -> anyhow::Result<Vec<Box<dyn Source>>> {
-    let cfg = ctx.config;
-    let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(cfg.opcua.len());
-    for (i, src) in cfg.opcua.iter().enumerate() {
-        let nodes = nodes_of_source(cfg, i)?;
-        if nodes.is_empty() {
-            warn!(source = %src.name, "no mapping rule uses this source; not connecting");
+impl SourceConfig for Vec<OpcUaSourceConfig> {
+    /// A source per `[[opcua]]` entry, in config order.
+    fn build(&self, ctx: &SourceContext<'_>) -> anyhow::Result<Vec<Box<dyn Source>>> {
+        let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(self.len());
+        for (i, src) in self.iter().enumerate() {
+            let nodes = ctx.opcua_nodes.get(i).cloned().unwrap_or_default();
+            if nodes.is_empty() {
+                warn!(source = %src.name, "no mapping rule uses this source; not connecting");
+            }
+            out.push(Box::new(OpcUaSource {
+                cfg: src.clone(),
+                pki_dir: (ctx.resolve)(&src.pki_dir),
+                nodes,
+                targets: ctx.targets.clone(),
+                stats: Arc::new(SourceStats::default()),
+            }));
         }
-        out.push(Box::new(OpcUaSource {
-            cfg: src.clone(),
-            pki_dir: cfg.resolve(&src.pki_dir),
-            nodes,
-            targets: ctx.targets.clone(),
-            stats: Arc::new(SourceStats::default()),
-        }));
+        Ok(out)
     }
-    Ok(out)
-}
-
-/// The nodes source `index` must acquire: every mapping rule naming it, with the rule's
-/// acquisition settings over the source's.
-pub fn nodes_of_source(cfg: &Config, index: usize) -> anyhow::Result<Vec<MonitoredNode>> {
-    let source = &cfg.opcua[index];
-    let mut nodes = Vec::new();
-    for (rule, m) in cfg.mapping.iter().enumerate() {
-        if cfg.source_index(m) != Some(index) {
-            continue;
-        }
-        let node: NodeRef = m
-            .node_id
-            .parse()
-            .map_err(|e| anyhow::anyhow!("mapping[{rule}].node_id: {e}"))?;
-        nodes.push(MonitoredNode {
-            rule: rule as u32,
-            node,
-            settings: MonitorSettings::resolve(source, m),
-        });
-    }
-    Ok(nodes)
 }
 
 impl Source for OpcUaSource {

@@ -14,13 +14,13 @@ use opcua::types::{
 };
 use tracing::{error, info, warn};
 
+use super::config::{DataChangeTriggerKind, DeadbandKind, OpcUaSourceConfig};
 use super::handoff::HandOff;
 use super::limits::OperationLimits;
 use super::{
     data_value_reading, report_unconvertible, Heartbeat, MonitorSettings, MonitoredNode,
     SourceStats,
 };
-use crate::config::{DataChangeTriggerKind, DeadbandKind, OpcUaSourceConfig};
 
 /// The DataChangeFilter for these settings; `None` when the OPC UA default (StatusValue, no
 /// deadband) applies, so that servers without filter support still accept the item.
@@ -205,7 +205,7 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AcquisitionMode;
+    use crate::sources::opcua::config::AcquisitionMode;
 
     fn settings() -> MonitorSettings {
         MonitorSettings {

@@ -8,13 +8,19 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
+
+pub use config::MappingRule;
+
 use std::sync::Arc;
 
 use opcua::types::NodeId;
 
 use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
-use crate::config::{Config, ConfigErrors};
+use crate::core::conf::ConfigErrors;
 use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
+use crate::sinks::mqtt::topic::element_topic;
+use crate::sources::opcua::config::OpcUaSourceConfig;
 use crate::sources::opcua::node_ref::NodeRef;
 use crate::sources::opcua::{MonitorSettings, MonitoredNode};
 use crate::sources::RuleTarget;
@@ -70,32 +76,21 @@ pub struct Router {
     pub routes: Vec<Route>,
 }
 
-/// The MQTT topic of an element: `<prefix>/<shell idShort>/<submodel idShort>/<path with / for .>`.
-pub fn element_topic(prefix: &str, shell: &str, submodel: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        submodel_topic(prefix, shell, submodel),
-        path.replace('.', "/")
-    )
-}
-
-/// MQTT topic of a submodel's batched values (`mqtt.message_per = "submodel"`).
-pub fn submodel_topic(prefix: &str, shell: &str, submodel: &str) -> String {
-    if prefix.is_empty() {
-        format!("{shell}/{submodel}")
-    } else {
-        format!("{prefix}/{shell}/{submodel}")
-    }
-}
-
 impl Router {
     /// Compiles every rule against the environment; returns all problems at once.
-    pub fn build(cfg: &Config, env: &Environment) -> Result<Router, ConfigErrors> {
+    /// `sources` are the configured `[[opcua]]` entries the rules name; `topic_prefix` is the
+    /// MQTT sink's (each element's topic is computed once here, not per value).
+    pub fn build(
+        rules: &[MappingRule],
+        sources: &[OpcUaSourceConfig],
+        topic_prefix: &str,
+        env: &Environment,
+    ) -> Result<Router, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let mut routes = Vec::with_capacity(cfg.mapping.len());
+        let mut routes = Vec::with_capacity(rules.len());
         let mut seen = std::collections::HashMap::new();
         let index = env.top_level_index();
-        for (i, rule) in cfg.mapping.iter().enumerate() {
+        for (i, rule) in rules.iter().enumerate() {
             let at = |field: &str| format!("mapping[{i}].{field}");
             let node = match rule.node_id.parse::<NodeRef>() {
                 Ok(n) => n,
@@ -104,7 +99,7 @@ impl Router {
                     continue;
                 }
             };
-            let Some(source) = cfg.source_index(rule) else {
+            let Some(source) = rule.source_index(sources) else {
                 errors.push(at("source"), "does not name a configured [[opcua]] source");
                 continue;
             };
@@ -136,7 +131,7 @@ impl Router {
                 .shell_of_submodel(&rule.submodel)
                 .unwrap_or("unassigned")
                 .to_string();
-            let topic = element_topic(&cfg.mqtt.topic_prefix, &shell, &sm_id_short, &rule.path);
+            let topic = element_topic(topic_prefix, &shell, &sm_id_short, &rule.path);
             let linear = match (rule.scale, rule.offset) {
                 (None, None) => None,
                 (scale, offset) => {
@@ -194,9 +189,15 @@ impl Router {
         Ok(Router { routes })
     }
 
-    /// The nodes each source must monitor, with the rule's acquisition settings applied over
-    /// the source's (`cfg` must be the config this router was built from).
-    pub fn nodes_of_source(&self, source: usize, cfg: &Config) -> Vec<MonitoredNode> {
+    /// The nodes source `source` (its index; `config` is its entry) must monitor, with each
+    /// rule's acquisition settings applied over the source's (`rules` are the rules this
+    /// router was built from).
+    pub fn nodes_of_source(
+        &self,
+        source: usize,
+        config: &OpcUaSourceConfig,
+        rules: &[MappingRule],
+    ) -> Vec<MonitoredNode> {
         self.routes
             .iter()
             .enumerate()
@@ -204,7 +205,7 @@ impl Router {
             .map(|(i, r)| MonitoredNode {
                 rule: i as u32,
                 node: r.node.clone(),
-                settings: MonitorSettings::resolve(&cfg.opcua[source], &cfg.mapping[i]),
+                settings: MonitorSettings::resolve(config, &rules[i].node_overrides()),
             })
             .collect()
     }
@@ -265,19 +266,5 @@ impl Router {
     /// Per rule (by index), what its element takes: for the sources' own type checks.
     pub fn rule_targets(&self) -> Vec<RuleTarget> {
         self.routes.iter().map(Route::rule_target).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topics_use_slashes_for_path_dots() {
-        assert_eq!(
-            element_topic("aas", "CNC1", "OperationalData", "Axes.X"),
-            "aas/CNC1/OperationalData/Axes/X"
-        );
-        assert_eq!(element_topic("", "M", "S", "P"), "M/S/P");
     }
 }

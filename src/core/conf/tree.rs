@@ -1,6 +1,6 @@
 //! The config as a tree of values that remember where they came from: a line of the TOML file
-//! or an environment variable. The loader deserializes the typed [`super::Config`] from this
-//! tree (see [`super::de`]), and error messages use it to say `file:line` or the variable.
+//! or an environment variable. The loader deserializes a typed config from this tree (see
+//! [`super::de`]), and error messages use it to say `file:line` or the variable.
 //!
 //! Why our own tree and not the `config` crate's layered sources (which the loader used
 //! before): the `config` crate forgets line numbers, parses an environment value by guessing

@@ -24,7 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::api::ApiError;
+use super::ApiError;
 use crate::audit::AuditLog;
 use crate::security::tls::PeerAddr;
 use crate::security::tokens::AuthError;
