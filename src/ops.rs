@@ -48,7 +48,7 @@ pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
         return Ok(None);
     }
     let dir = cfg.resolve(&cfg.audit.dir);
-    let audit = AuditLog::open(&dir, cfg.audit.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let audit = AuditLog::open(&dir, cfg.audit.clone())?;
     audit.record(
         "start",
         json!({"gateway": cfg.gateway.name, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}),
@@ -131,9 +131,7 @@ pub fn serve_api(
     let service = app.into_make_service_with_connect_info::<PeerAddr>();
     match &cfg.api.tls {
         Some(tls) => {
-            let config = tls
-                .server_config(&cfg.base_dir)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let config = tls.server_config(&cfg.base_dir)?;
             let listener = TlsListener::new(listener, config)?;
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(listener, service)

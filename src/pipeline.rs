@@ -157,7 +157,7 @@ pub struct Gateway {
     /// Time Series submodels' store (`None` when no rule has `history = true`).
     pub history: Option<Arc<History>>,
     shutdown: CancellationToken,
-    sources: JoinSet<(String, anyhow::Result<()>)>,
+    sources: JoinSet<(String, Result<(), crate::sources::SourceError>)>,
     tasks: JoinSet<()>,
     sink_tasks: JoinSet<()>,
     audit: Option<Arc<crate::audit::AuditLog>>,

@@ -13,6 +13,8 @@
 //!   unconfirmed is delivered after the next start.
 //! - A broker that never answers one PUBACK (a proxy swallows it): the message is sent again,
 //!   counted in `/metrics`, and nothing is lost.
+//! - ILP over `tcp::` (no confirmation): the gateway says at start that delivery is at most
+//!   once, and values still arrive.
 
 mod common;
 
@@ -744,5 +746,39 @@ async fn a_puback_that_never_comes_is_retried_and_counted_and_nothing_is_lost() 
     );
     shutdown.cancel();
     gateway.wait().await.unwrap();
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ilp_over_tcp_is_announced_as_at_most_once_and_still_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = common::start_sim(dir.path(), TICK_MS).await;
+    let broker = Mosquitto::start();
+    let ilp = VictoriaMetrics::start_with_tcp();
+    let tcp_conf = format!("tcp::addr=127.0.0.1:{};", ilp.tcp_port.unwrap());
+    let cfg_path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg_path,
+        config(&sim.endpoint_url(), broker.port, &tcp_conf, dir.path(), ""),
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let (_gateway, _api) = spawn_gateway(&cfg_path, &log);
+
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let warned = text.contains("WARN") && text.contains("at most once");
+        let stored = ilp.export("OperationalData_value_.*").await;
+        if warned && stored.iter().any(|s| !s.values.is_empty()) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "within 60 s: warned = {warned}, series over TCP = {}; log:\n{text}",
+            stored.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     sim.stop().await;
 }

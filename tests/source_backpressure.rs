@@ -43,7 +43,7 @@ struct Harness {
     rx: mpsc::Receiver<ReadingBatch>,
     stats: Arc<SourceStats>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), aas_gateway::sources::SourceError>>,
     /// Node id of each mapping rule.
     rule_node: Vec<String>,
 }

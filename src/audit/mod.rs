@@ -150,20 +150,35 @@ fn chain_hash(prev: &str, body: &str) -> String {
     sha256_hex(format!("{prev}{body}").as_bytes())
 }
 
+/// Why the audit log cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct AuditError {
+    /// What failed (`audit.dir: cannot create`, `audit: cannot read`).
+    pub what: &'static str,
+    /// The folder or file.
+    pub path: std::path::PathBuf,
+    /// The operating system's reason.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl AuditLog {
     /// Opens (or creates) the log in `dir`, continuing the chain of the newest file, deletes
     /// files past retention and starts the writer thread.
-    pub fn open(dir: &Path, cfg: AuditConfig) -> Result<Arc<AuditLog>, String> {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("audit.dir: cannot create {}: {e}", dir.display()))?;
-        let files = list_files(dir).map_err(|e| format!("audit.dir: {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, cfg: AuditConfig) -> Result<Arc<AuditLog>, AuditError> {
+        let failed = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuditError { what, path, source }
+        };
+        fs::create_dir_all(dir).map_err(failed("audit.dir: cannot create", dir))?;
+        let files = list_files(dir).map_err(failed("audit.dir: cannot list", dir))?;
         let today = Utc::now().date_naive();
         let (day, counter, size, prev_hash) = match files.last() {
             None => (today, 0, 0, GENESIS.to_string()),
             Some((day, counter, path)) => {
                 let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                let last =
-                    last_line(path).map_err(|e| format!("audit: {}: {e}", path.display()))?;
+                let last = last_line(path).map_err(failed("audit: cannot read", path))?;
                 let prev = match last {
                     None => GENESIS.to_string(),
                     // A damaged last line (crash mid-write) is chained on as it is; `verify`
@@ -224,7 +239,7 @@ impl AuditLog {
                     let _ = f.sync_all();
                 }
             })
-            .map_err(|e| format!("audit: cannot start the writer thread: {e}"))?;
+            .map_err(failed("audit: cannot start the writer thread for", dir))?;
         Ok(Arc::new(AuditLog {
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),

@@ -234,7 +234,7 @@ impl Config {
             }
             if let Some(tls) = &self.api.tls {
                 if let Err(e) = tls.server_config(&self.base_dir) {
-                    errors.0.push(e); // already names its setting (api.tls.cert...)
+                    errors.0.push(e.to_string()); // names its setting (api.tls.cert...)
                 }
             }
             if self.api.max_body_bytes == 0 {

@@ -23,6 +23,36 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+/// Why the HTTPS set-up failed; each names the setting (and file) to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A configured file cannot be read or parsed.
+    #[error("{setting}: {}: {reason}", path.display())]
+    File {
+        /// The setting that names the file (`api.tls.cert`, `api.tls.key`, `api.tls.client_ca`).
+        setting: &'static str,
+        /// The file, resolved.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The certificate file holds no certificate.
+    #[error("api.tls.cert: {} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file, resolved.
+        path: PathBuf,
+    },
+    /// rustls refused the combination (e.g. a key that does not belong to the certificate).
+    #[error("api.tls: {context}: {source}")]
+    Rustls {
+        /// What was being set up.
+        context: &'static str,
+        /// rustls' reason.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
 /// `[api.tls]`: serve the API over HTTPS. Paths are relative to the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,50 +81,58 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 impl TlsConfig {
     /// Loads the certificate, key and optional client CA into a rustls server config. Errors
     /// name the setting and the file.
-    pub fn server_config(&self, base_dir: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    pub fn server_config(&self, base_dir: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let file = |setting: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |e: &dyn std::fmt::Display| TlsError::File {
+                setting,
+                path,
+                reason: e.to_string(),
+            }
+        };
         let cert_path = resolve(base_dir, &self.cert);
         let key_path = resolve(base_dir, &self.key);
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("api.tls.cert: {}: {e}", cert_path.display()))?;
+            .map_err(|e| file("api.tls.cert", &cert_path)(&e))?;
         if certs.is_empty() {
-            return Err(format!(
-                "api.tls.cert: {} holds no PEM certificate",
-                cert_path.display()
-            ));
+            return Err(TlsError::NoCertificate { path: cert_path });
         }
         let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| format!("api.tls.key: {}: {e}", key_path.display()))?;
+            .map_err(|e| file("api.tls.key", &key_path)(&e))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("api.tls: {e}"))?;
+            .map_err(|source| TlsError::Rustls {
+                context: "protocol versions",
+                source,
+            })?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let ca_path = resolve(base_dir, ca);
+                let ca_error = |e: &dyn std::fmt::Display| file("api.tls.client_ca", &ca_path)(e);
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(&ca_path)
-                    .map_err(|e| format!("api.tls.client_ca: {}: {e}", ca_path.display()))?
-                {
-                    let cert =
-                        cert.map_err(|e| format!("api.tls.client_ca: {}: {e}", ca_path.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("api.tls.client_ca: {}: {e}", ca_path.display()))?;
+                for cert in CertificateDer::pem_file_iter(&ca_path).map_err(|e| ca_error(&e))? {
+                    let cert = cert.map_err(|e| ca_error(&e))?;
+                    roots.add(cert).map_err(|e| ca_error(&e))?;
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     roots.into(),
                     provider,
                 )
                 .build()
-                .map_err(|e| format!("api.tls.client_ca: {}: {e}", ca_path.display()))?;
+                .map_err(|e| ca_error(&e))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("api.tls: certificate and key do not fit: {e}"))?;
+        let mut config =
+            builder
+                .with_single_cert(certs, key)
+                .map_err(|source| TlsError::Rustls {
+                    context: "certificate and key do not fit",
+                    source,
+                })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

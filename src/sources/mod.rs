@@ -45,7 +45,33 @@ pub trait Source: Send {
         self: Box<Self>,
         out: mpsc::Sender<ReadingBatch>,
         shutdown: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<()>>;
+    ) -> BoxFuture<'static, Result<(), SourceError>>;
+}
+
+/// Why a source ended for good (retrying cannot fix it; the operator must).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The server refused the session: credentials, the gateway's certificate, a security
+    /// policy it does not offer.
+    #[error("source {source_name}: the session to {endpoint} ended: {status} ({hint})")]
+    Refused {
+        /// The source's name.
+        source_name: String,
+        /// Where it connects.
+        endpoint: String,
+        /// The server's status code.
+        status: String,
+        /// What to check.
+        hint: String,
+    },
+    /// The source could not be set up (its certificate store, a setting the server rejects).
+    #[error("source {source_name}: {reason:#}")]
+    Setup {
+        /// The source's name.
+        source_name: String,
+        /// What went wrong, with its causes.
+        reason: anyhow::Error,
+    },
 }
 
 /// What a mapping rule's element takes, for a source's own type checks (a source knows its

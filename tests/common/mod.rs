@@ -183,9 +183,12 @@ impl Drop for Mosquitto {
     }
 }
 
-/// VictoriaMetrics, accepting ILP over HTTP on `/write`.
+/// VictoriaMetrics, accepting ILP over HTTP on `/write` (and over TCP when started with
+/// [`VictoriaMetrics::start_with_tcp`]).
 pub struct VictoriaMetrics {
     pub port: u16,
+    /// Port of the plain-TCP line-protocol listener, if started with one.
+    pub tcp_port: Option<u16>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -202,16 +205,34 @@ impl VictoriaMetrics {
     pub fn start() -> VictoriaMetrics {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Self::spawn(dir.path(), port);
+        let child = Self::spawn(dir.path(), port, None);
         VictoriaMetrics {
             port,
+            tcp_port: None,
             child,
             _dir: dir,
         }
     }
 
-    fn spawn(dir: &std::path::Path, port: u16) -> Child {
-        let mut child = Command::new(require("victoria-metrics"))
+    /// Also listens for the line protocol over plain TCP (ILP `tcp::`).
+    pub fn start_with_tcp() -> VictoriaMetrics {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, tcp_port) = (free_port(), free_port());
+        let child = Self::spawn(dir.path(), port, Some(tcp_port));
+        VictoriaMetrics {
+            port,
+            tcp_port: Some(tcp_port),
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16, tcp_port: Option<u16>) -> Child {
+        let mut command = Command::new(require("victoria-metrics"));
+        if let Some(tcp) = tcp_port {
+            command.arg(format!("-influxListenAddr=127.0.0.1:{tcp}"));
+        }
+        let mut child = command
             .arg(format!("-storageDataPath={}", dir.display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg("-retentionPeriod=100y")
@@ -222,6 +243,9 @@ impl VictoriaMetrics {
             .spawn()
             .expect("start victoria-metrics");
         wait_for_port(port, "victoria-metrics", &mut child);
+        if let Some(tcp) = tcp_port {
+            wait_for_port(tcp, "victoria-metrics (line protocol over TCP)", &mut child);
+        }
         child
     }
 
@@ -232,7 +256,7 @@ impl VictoriaMetrics {
 
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(self._dir.path(), self.port);
+        self.child = Self::spawn(self._dir.path(), self.port, self.tcp_port);
     }
 
     /// questdb-rs config string for this server (VictoriaMetrics speaks ILP protocol version 1).

@@ -321,11 +321,12 @@ async fn run_connection(
     let events = &mut conn.events;
     let name = &cfg.name;
     let fatal = |status: StatusCode| {
-        Outcome::Fatal(anyhow::anyhow!(
-            "source {name}: the session to {} ended: {status} ({})",
-            cfg.endpoint,
-            session::describe_fatal(status)
-        ))
+        Outcome::Fatal(anyhow::Error::new(super::SourceError::Refused {
+            source_name: name.clone(),
+            endpoint: cfg.endpoint.clone(),
+            status: status.to_string(),
+            hint: session::describe_fatal(status).to_string(),
+        }))
     };
     // The first connect happens in the event loop: wait for it.
     loop {

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::config::OpcUaSourceConfig;
 use super::{run_source, MonitoredNode, TypeCheck};
 use crate::core::ReadingBatch;
-use crate::sources::{RuleTarget, Source, SourceConfig, SourceContext, SourceStats};
+use crate::sources::{RuleTarget, Source, SourceConfig, SourceContext, SourceError, SourceStats};
 
 /// One configured OPC UA server and the nodes the mapping wants from it.
 pub struct OpcUaSource {
@@ -60,13 +60,14 @@ impl Source for OpcUaSource {
         self: Box<Self>,
         out: mpsc::Sender<ReadingBatch>,
         shutdown: CancellationToken,
-    ) -> BoxFuture<'static, anyhow::Result<()>> {
+    ) -> BoxFuture<'static, Result<(), SourceError>> {
         let targets = self.targets;
         let type_check: TypeCheck =
             Arc::new(move |rule, data_type| match targets.get(rule as usize) {
                 Some(t) => super::typecheck::check_data_type(t, data_type),
                 None => Err(format!("no mapping rule {rule}")),
             });
+        let source_name = self.cfg.name.clone();
         run_source(
             self.cfg,
             self.pki_dir,
@@ -76,6 +77,16 @@ impl Source for OpcUaSource {
             self.stats,
             shutdown,
         )
+        .map(move |result| {
+            // A refusal is typed where it happens; anything else is a set-up problem.
+            result.map_err(|e| match e.downcast::<SourceError>() {
+                Ok(typed) => typed,
+                Err(reason) => SourceError::Setup {
+                    source_name,
+                    reason,
+                },
+            })
+        })
         .boxed()
     }
 }
