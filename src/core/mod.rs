@@ -7,14 +7,17 @@
 //! - [`TypedValue`], [`Quality`]: a value in the gateway's protocol-free form and its quality;
 //! - [`Reading`], [`ReadingBatch`]: what a source emits;
 //! - [`XsType`]: the `xs:*` types of AAS elements and the coercion of values to them;
-//! - [`Backoff`]: retry delays with jitter.
+//! - [`Backoff`]: retry delays with jitter;
+//! - [`LatencyHistogram`]: the end-to-end latency each sink records (read by `/metrics`).
 
 pub mod backoff;
+pub mod latency;
 pub mod reading;
 pub mod value;
 pub mod xs;
 
 pub use backoff::Backoff;
+pub use latency::{LatencyHistogram, LatencySnapshot, LATENCY_BUCKETS_S};
 pub use reading::{Reading, ReadingBatch};
 pub use value::{format_timestamp, Quality, TypedValue};
 pub use xs::XsType;
