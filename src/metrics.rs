@@ -6,9 +6,12 @@
 //! [`crate::core::LatencyHistogram`]) when a scrape comes. The data path keeps its plain atomics,
 //! and a scrape costs a few atomic loads and never takes a lock on the data path.
 //!
-//! The format follows the scraper's `Accept` header: OpenMetrics 1.0 for a client that asks for
-//! it (Prometheus does by default), the Prometheus text format 0.0.4 otherwise (curl, older
-//! scrapers). Both carry the same sample names (`…_total` for counters) and labels.
+//! Every scraper that accepts the Prometheus text format 0.0.4 gets it, Prometheus included
+//! (it accepts both and would prefer OpenMetrics): that is what the Go client does by default,
+//! and it keeps every series exactly as before (OpenMetrics writes histogram bounds as
+//! `le="1.0"` where the text format writes `le="1"`, which a Prometheus before 3.0 would store as
+//! new series). A client that accepts only OpenMetrics gets OpenMetrics 1.0. Both carry the same
+//! sample names (`…_total` for counters) and labels.
 
 #![warn(missing_docs)]
 
@@ -49,27 +52,36 @@ pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str =
 /// The exposition formats `/metrics` speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// Prometheus text format 0.0.4 (`text/plain; version=0.0.4`): the default.
+    /// Prometheus text format 0.0.4 (`text/plain; version=0.0.4`): for every client that
+    /// accepts it.
     PrometheusText,
-    /// OpenMetrics 1.0 text (`application/openmetrics-text`), for clients that ask for it.
+    /// OpenMetrics 1.0 text (`application/openmetrics-text`): for a client that accepts only it.
     OpenMetrics,
 }
 
 impl Format {
-    /// The format a request's `Accept` header values ask for: OpenMetrics when it is listed
-    /// (with a quality above 0), the Prometheus text format otherwise.
+    /// The format for a request's `Accept` header values: the Prometheus text format when the
+    /// client accepts it (`text/plain`, `text/*`, `*/*` or no `Accept` at all), else OpenMetrics
+    /// when it accepts that, else the Prometheus text format anyway (as the Go client does,
+    /// rather than a 406). A media range with `q=0` is refused, as HTTP says.
     pub fn negotiate<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
-        let openmetrics = accept.into_iter().flat_map(|v| v.split(',')).any(|range| {
+        let mut ranges = Vec::new();
+        for range in accept.into_iter().flat_map(|v| v.split(',')) {
             let mut params = range.split(';').map(str::trim);
-            let kind = params.next().unwrap_or_default();
+            let kind = params.next().unwrap_or_default().to_ascii_lowercase();
             let refused = params.any(|p| {
                 p.strip_prefix("q=")
                     .and_then(|q| q.parse::<f32>().ok())
                     .is_some_and(|q| q <= 0.0)
             });
-            kind.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-        });
-        if openmetrics {
+            if !kind.is_empty() && !refused {
+                ranges.push(kind);
+            }
+        }
+        let accepts = |kinds: &[&str]| ranges.iter().any(|r| kinds.contains(&r.as_str()));
+        if ranges.is_empty() || accepts(&["text/plain", "text/*", "*/*"]) {
+            Format::PrometheusText
+        } else if accepts(&["application/openmetrics-text", "application/*"]) {
             Format::OpenMetrics
         } else {
             Format::PrometheusText
@@ -707,25 +719,32 @@ mod tests {
 
     #[test]
     fn accept_header_chooses_the_format() {
-        // What Prometheus 2.x/3.x sends by default.
+        use Format::{OpenMetrics, PrometheusText};
+        // What Prometheus 2.x/3.x sends by default: it accepts the text format, so it gets it
+        // (its series stay as they were).
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::negotiate([prometheus]), Format::OpenMetrics);
-        assert_eq!(
-            Format::negotiate(["text/plain", "application/OpenMetrics-Text"]),
-            Format::OpenMetrics
-        );
-        for accept in [
-            "",
-            "*/*",
-            "text/plain;version=0.0.4",
-            "application/openmetrics-text;q=0",
+        for (accept, format) in [
+            (vec![prometheus], PrometheusText),
+            (vec![], PrometheusText),
+            (vec![""], PrometheusText),
+            (vec!["*/*"], PrometheusText),
+            (vec!["text/plain;version=0.0.4"], PrometheusText),
+            (vec!["application/json"], PrometheusText),
+            (
+                vec!["application/openmetrics-text; version=1.0.0"],
+                OpenMetrics,
+            ),
+            (
+                vec!["application/json", "Application/OpenMetrics-Text"],
+                OpenMetrics,
+            ),
+            (
+                vec!["application/openmetrics-text, text/plain;q=0"],
+                OpenMetrics,
+            ),
+            (vec!["application/openmetrics-text;q=0"], PrometheusText),
         ] {
-            assert_eq!(
-                Format::negotiate([accept]),
-                Format::PrometheusText,
-                "{accept}"
-            );
+            assert_eq!(Format::negotiate(accept.clone()), format, "{accept:?}");
         }
-        assert_eq!(Format::negotiate([]), Format::PrometheusText);
     }
 }
