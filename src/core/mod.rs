@@ -9,15 +9,18 @@
 //! - [`XsType`]: the `xs:*` types of AAS elements and the coercion of values to them;
 //! - [`Backoff`]: retry delays with jitter;
 //! - [`conf`]: the config loader's machinery and [`conf::ConfigErrors`], so each component's
-//!   config section validates itself without depending on the aggregate config module.
+//!   config section validates itself without depending on the aggregate config module;
+//! - [`LatencyHistogram`]: the end-to-end latency each sink records (read by `/metrics`).
 
 pub mod backoff;
 pub mod conf;
+pub mod latency;
 pub mod reading;
 pub mod value;
 pub mod xs;
 
 pub use backoff::Backoff;
+pub use latency::{LatencyHistogram, LatencySnapshot, LATENCY_BUCKETS_S};
 pub use reading::{Reading, ReadingBatch};
 pub use value::{format_timestamp, Quality, TypedValue};
 pub use xs::XsType;

@@ -38,7 +38,7 @@ pub struct SinkStats {
     /// True while the sink is connected to its far side.
     pub connected: AtomicBool,
     /// Source timestamp → confirmation latency of the confirmed values.
-    pub latency: crate::metrics::LatencyHistogram,
+    pub latency: crate::core::LatencyHistogram,
 }
 
 /// A started sink: completes once it stopped (outbox closed and drained, or its drain time

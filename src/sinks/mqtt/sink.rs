@@ -374,7 +374,7 @@ async fn confirm_windows(
         stats
             .confirmed
             .fetch_add(window.source_ts.len() as u64, Ordering::Relaxed);
-        let now = crate::metrics::LatencyHistogram::now_nanos();
+        let now = crate::core::LatencyHistogram::now_nanos();
         for ts in &window.source_ts {
             stats.latency.observe_since(*ts, now);
         }

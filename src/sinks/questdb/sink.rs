@@ -184,7 +184,7 @@ fn run(
             Ok(()) => {
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.confirmed.fetch_add(rows as u64, Ordering::Relaxed);
-                let now = crate::metrics::LatencyHistogram::now_nanos();
+                let now = crate::core::LatencyHistogram::now_nanos();
                 for ts in pending_ts.drain(..) {
                     stats.latency.observe_since(ts, now);
                 }

@@ -1,0 +1,103 @@
+//! The end-to-end latency histogram every sink keeps: from a value's source timestamp to its
+//! confirmation by the sink's far side.
+//!
+//! It lives in the core, not in `metrics`, because the sinks write it on their data path and
+//! must not depend on the module that exposes it; `metrics` only reads it at scrape time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds (seconds) of the end-to-end latency buckets.
+pub const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Latency from a value's source timestamp to the sink's confirmation, as a Prometheus-style
+/// histogram. Lock-free (one atomic add per bucket hit), fixed size.
+///
+/// The source timestamp comes from the device's clock: a device clock that runs ahead or behind
+/// shows up here too (values "from the future" count as 0).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per finite bucket (not cumulative); above the last bound only `count` grows.
+    buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`LatencyHistogram`] taken at scrape time, in the form Prometheus encoders take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySnapshot {
+    /// (upper bound in seconds, observations in this bucket alone: not cumulative). The last
+    /// bound is `f64::INFINITY`, so the counts add up to `count`.
+    pub buckets: [(f64, u64); LATENCY_BUCKETS_S.len() + 1],
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of all observed latencies, seconds.
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    /// Records one value confirmed now whose source timestamp is `source_ts_nanos`.
+    pub fn observe_since(&self, source_ts_nanos: i64, now_nanos: i64) {
+        let micros = (now_nanos.saturating_sub(source_ts_nanos) / 1000).max(0) as u64;
+        let secs = micros as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The current time in the nanoseconds `observe_since` expects.
+    pub fn now_nanos() -> i64 {
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Reads the counters (a few atomic loads, no lock). An observation that runs concurrently
+    /// may be seen in its bucket but not yet in `count`: the count is then raised to the sum of
+    /// the buckets, so the `+Inf` bucket always equals the count, as the format requires.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut buckets = [(f64::INFINITY, 0); LATENCY_BUCKETS_S.len() + 1];
+        let mut finite = 0u64;
+        for ((slot, counter), bound) in buckets.iter_mut().zip(&self.buckets).zip(LATENCY_BUCKETS_S)
+        {
+            let n = counter.load(Ordering::Relaxed);
+            *slot = (bound, n);
+            finite += n;
+        }
+        let count = self.count().max(finite);
+        buckets[LATENCY_BUCKETS_S.len()].1 = count - finite;
+        LatencySnapshot {
+            buckets,
+            count,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_counts_every_observation_in_one_bucket() {
+        let h = LatencyHistogram::default();
+        let now = 1_000_000_000_000;
+        h.observe_since(now - 3_000_000, now); // 3 ms
+        h.observe_since(now - 2_000_000_000, now); // 2 s
+        h.observe_since(now - 1_000_000_000_000, now); // 1000 s: only +Inf
+        h.observe_since(now + 5_000_000, now); // from the future: 0
+        let s = h.snapshot();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.buckets[0], (0.005, 2), "{s:?}");
+        assert_eq!(s.buckets[8], (2.5, 1), "{s:?}");
+        assert_eq!(s.buckets[LATENCY_BUCKETS_S.len()], (f64::INFINITY, 1));
+        assert_eq!(s.buckets.iter().map(|b| b.1).sum::<u64>(), 4);
+        assert!((s.sum_seconds - 1002.003).abs() < 1e-6, "{}", s.sum_seconds);
+    }
+}
