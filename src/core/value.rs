@@ -84,8 +84,74 @@ impl Quality {
 /// Formats nanoseconds since the epoch as RFC 3339 UTC (`2026-11-25T17:03:25.123Z`), keeping every
 /// non-zero sub-second digit so that timestamps round-trip exactly.
 pub fn format_timestamp(nanos: i64) -> String {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    DateTime::<Utc>::from_timestamp_nanos(nanos).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let mut out = Vec::with_capacity(30);
+    write_timestamp(nanos, &mut out);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// Appends [`format_timestamp`]'s text to `out` without allocating: 0, 3, 6 or 9 fractional
+/// digits (the fewest that keep the value exact, chrono's `SecondsFormat::AutoSi`), `Z`.
+/// Every value a payload carries has two timestamps; formatting them through chrono cost more
+/// than the rest of the payload.
+pub fn write_timestamp(nanos: i64, out: &mut Vec<u8>) {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+    let (year, month, day) = civil_from_days(days);
+    let two = |out: &mut Vec<u8>, v: u32| {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
+    };
+    if (0..=9999).contains(&year) {
+        let y = year as u32;
+        two(out, y / 100);
+        two(out, y % 100);
+    } else {
+        // Outside 0000–9999 (i64 nanoseconds reach 1677–2262, so never from a real clock).
+        out.extend_from_slice(format!("{year:+}").as_bytes());
+    }
+    out.push(b'-');
+    two(out, month);
+    out.push(b'-');
+    two(out, day);
+    out.push(b'T');
+    two(out, sod / 3600);
+    out.push(b':');
+    two(out, sod / 60 % 60);
+    out.push(b':');
+    two(out, sod % 60);
+    if frac != 0 {
+        let (value, digits) = if frac.is_multiple_of(1_000_000) {
+            (frac / 1_000_000, 3)
+        } else if frac.is_multiple_of(1_000) {
+            (frac / 1_000, 6)
+        } else {
+            (frac, 9)
+        };
+        out.push(b'.');
+        let mut buf = [b'0'; 9];
+        let mut v = value;
+        for i in (0..digits).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&buf[..digits]);
+    }
+    out.push(b'Z');
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -97,6 +163,45 @@ mod tests {
         assert_eq!(Quality::from_status(0), Quality::Good);
         assert_eq!(Quality::from_status(0x4000_0000), Quality::Uncertain);
         assert_eq!(Quality::from_status(0x808B_0000), Quality::Bad);
+    }
+
+    #[test]
+    fn timestamps_are_written_exactly_as_chrono_formats_them() {
+        use chrono::{DateTime, SecondsFormat, Utc};
+        let chrono_text = |n: i64| {
+            DateTime::<Utc>::from_timestamp_nanos(n).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        };
+        // Edges (epoch, before it, leap days, centuries, the i64 range) and a spread of
+        // pseudo-random instants with every kind of fraction.
+        let mut cases = vec![
+            0,
+            -1,
+            1,
+            999_999_999,
+            -1_000_000_000,
+            951_782_400_000_000_000,    // 2000-02-29
+            4_107_542_400_000_000_000,  // 2100-03-01
+            -2_208_988_800_000_000_000, // 1900-01-01
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = x as i64;
+            // Every fourth case with a whole-millisecond or whole-microsecond fraction.
+            cases.push(match i % 4 {
+                0 => n - n.rem_euclid(1_000_000),
+                1 => n - n.rem_euclid(1_000),
+                2 => n - n.rem_euclid(1_000_000_000),
+                _ => n,
+            });
+        }
+        for n in cases {
+            assert_eq!(format_timestamp(n), chrono_text(n), "nanos {n}");
+        }
     }
 
     #[test]

@@ -189,6 +189,38 @@ impl XsType {
         }
     }
 
+    /// Appends [`XsType::json`]'s JSON text to `out` without building a `serde_json::Value`
+    /// (the MQTT sink writes every value this way). Same value as `json()` once parsed; an
+    /// xs:float is printed from its `f32` (`0.1`, not `0.10000000149011612`).
+    pub fn write_json(self, value: &TypedValue, out: &mut Vec<u8>) {
+        match value {
+            TypedValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            // serde_json's own number formatting (itoa, and its shortest float form), so the
+            // bytes are what serialising `json()` gave.
+            TypedValue::Int(i) => write_json_number(i, out),
+            TypedValue::UInt(u) => write_json_number(u, out),
+            TypedValue::Float(f) if f.is_finite() && self == XsType::Float => {
+                write_json_number(&(*f as f32), out)
+            }
+            TypedValue::Float(f) if f.is_finite() => write_json_number(f, out),
+            TypedValue::Float(f) => write_json_str(&format_double(*f), out),
+            TypedValue::Text(s) => write_json_str(s, out),
+            TypedValue::DateTime(t) => write_json_str(&TypedValue::datetime_text(t), out),
+            TypedValue::Bytes(b) => write_json_str(&TypedValue::bytes_text(b), out),
+            TypedValue::Null => out.extend_from_slice(b"null"),
+            TypedValue::List(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.write_json(item, out);
+                }
+                out.push(b']');
+            }
+        }
+    }
+
     /// Parses a lexical value of this type (template values, write-back input).
     pub fn parse_lexical(self, s: &str) -> Result<TypedValue, String> {
         let bad = || format!("{s:?} is not a valid {}", self.as_str());
@@ -218,6 +250,15 @@ impl XsType {
             _ => Ok(TypedValue::Text(s.to_string())),
         }
     }
+}
+
+fn write_json_number<N: serde::Serialize>(n: &N, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, n).expect("writing a number to a Vec cannot fail");
+}
+
+/// Appends `s` as a JSON string (quoted, escaped).
+pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
 fn format_double(f: f64) -> String {
@@ -288,6 +329,68 @@ impl FromStr for XsType {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn written_json_is_the_json_value_for_every_type() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut values = vec![
+            TypedValue::Bool(true),
+            TypedValue::Bool(false),
+            TypedValue::Int(i64::MIN),
+            TypedValue::UInt(u64::MAX),
+            TypedValue::Float(f64::NAN),
+            TypedValue::Float(f64::NEG_INFINITY),
+            TypedValue::Float(0.1),
+            TypedValue::Float(1e300),
+            TypedValue::Float(-0.0),
+            TypedValue::Text("quote \" backslash \\ newline \n tab \t \u{1} é 漢".into()),
+            TypedValue::Null,
+            TypedValue::List(vec![TypedValue::Float(1.5), TypedValue::Null]),
+            TypedValue::Bytes(vec![0, 255, 7]),
+        ];
+        for _ in 0..5000 {
+            let bits = next();
+            values.push(TypedValue::Float(f64::from_bits(bits)));
+            values.push(TypedValue::Float(f32::from_bits(bits as u32) as f64));
+            values.push(TypedValue::Float((bits % 1_000_000) as f64 / 1000.0));
+            values.push(TypedValue::Int(bits as i64));
+        }
+        for xs in [XsType::Double, XsType::Long, XsType::String] {
+            for v in &values {
+                let mut out = Vec::new();
+                xs.write_json(v, &mut out);
+                let expected = serde_json::to_vec(&xs.json(v)).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&expected),
+                    "{xs} {v:?}"
+                );
+            }
+        }
+        // xs:float: text that reads back as the same f32 (Rust's exact parser; serde_json's
+        // default one may be an ulp off, which is why `json()` is not the reference here).
+        for v in &values {
+            let mut out = Vec::new();
+            XsType::Float.write_json(v, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            match v {
+                TypedValue::Float(f) if (*f as f32).is_finite() => {
+                    assert_eq!(text.parse::<f32>().unwrap(), *f as f32, "{v:?} → {text}");
+                }
+                _ => assert_eq!(
+                    text,
+                    serde_json::to_string(&XsType::Float.json(v)).unwrap(),
+                    "{v:?}"
+                ),
+            }
+        }
+    }
+
     use super::*;
     use TypedValue::*;
 

@@ -1,28 +1,8 @@
 //! Message bodies and topics of the MQTT sink: per value, per submodel, BaSyx events.
 
-use serde::Serialize;
-
-use crate::model::{format_timestamp, SubmodelUpdate};
-
-/// The JSON body of a value message (also an item of a submodel message, without
-/// `submodelId`).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Payload<'a> {
-    #[serde(rename = "idShortPath", skip_serializing_if = "Option::is_none")]
-    id_short_path_first: Option<&'a str>,
-    value: serde_json::Value,
-    value_type: &'static str,
-    timestamp: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server_timestamp: Option<String>,
-    quality: &'static str,
-    status_code: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    submodel_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id_short_path: Option<&'a str>,
-}
+use crate::core::value::write_timestamp;
+use crate::core::xs::write_json_str;
+use crate::model::SubmodelUpdate;
 
 /// The payload of a value message.
 pub fn payload(u: &SubmodelUpdate) -> Vec<u8> {
@@ -33,20 +13,41 @@ pub fn payload(u: &SubmodelUpdate) -> Vec<u8> {
 
 /// Appends the JSON of `u`: the value message's payload, or (`in_submodel`) an item of a
 /// submodel message, which starts with its `idShortPath` and leaves out `submodelId`.
+///
+/// Written field by field from the typed value into the caller's buffer: no
+/// `serde_json::Value`, no `String` per timestamp (this ran for every value; the key order and
+/// bytes are those the serde-derived struct produced before, see the test).
 fn write_payload(u: &SubmodelUpdate, in_submodel: bool, out: &mut Vec<u8>) {
     let path = u.target.id_short_path.as_str();
-    let p = Payload {
-        id_short_path_first: in_submodel.then_some(path),
-        value: u.target.value_type.json(&u.value),
-        value_type: u.target.value_type.as_str(),
-        timestamp: format_timestamp(u.source_ts_nanos),
-        server_timestamp: (u.server_ts_nanos != 0).then(|| format_timestamp(u.server_ts_nanos)),
-        quality: u.quality().as_str(),
-        status_code: u.status,
-        submodel_id: (!in_submodel).then_some(u.target.submodel_id.as_str()),
-        id_short_path: (!in_submodel).then_some(path),
-    };
-    serde_json::to_writer(out, &p).expect("payload serialises");
+    out.push(b'{');
+    if in_submodel {
+        out.extend_from_slice(b"\"idShortPath\":");
+        write_json_str(path, out);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"value\":");
+    u.target.value_type.write_json(&u.value, out);
+    out.extend_from_slice(b",\"valueType\":\"");
+    out.extend_from_slice(u.target.value_type.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    write_timestamp(u.source_ts_nanos, out);
+    out.push(b'"');
+    if u.server_ts_nanos != 0 {
+        out.extend_from_slice(b",\"serverTimestamp\":\"");
+        write_timestamp(u.server_ts_nanos, out);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"quality\":\"");
+    out.extend_from_slice(u.quality().as_str().as_bytes());
+    out.extend_from_slice(b"\",\"statusCode\":");
+    serde_json::to_writer(&mut *out, &u.status).expect("writing to a Vec cannot fail");
+    if !in_submodel {
+        out.extend_from_slice(b",\"submodelId\":");
+        write_json_str(&u.target.submodel_id, out);
+        out.extend_from_slice(b",\"idShortPath\":");
+        write_json_str(path, out);
+    }
+    out.push(b'}');
 }
 
 /// Largest submodel message body before the rest of its values go in the next one.
@@ -81,7 +82,7 @@ pub fn submodel_messages<'a>(
             None => {
                 let mut body = Vec::with_capacity(16 * 1024);
                 body.extend_from_slice(b"{\"submodelId\":");
-                serde_json::to_writer(&mut body, &u.target.submodel_id).expect("string");
+                write_json_str(&u.target.submodel_id, &mut body);
                 body.extend_from_slice(b",\"values\":[");
                 open.push((u, body));
                 open.len() - 1
@@ -163,6 +164,87 @@ mod tests {
             status: 0,
             source_ts_nanos: ts,
             server_ts_nanos: 0,
+        }
+    }
+
+    /// The serde-derived payload the hand-written one replaced: the reference for its bytes.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Reference<'a> {
+        #[serde(rename = "idShortPath", skip_serializing_if = "Option::is_none")]
+        id_short_path_first: Option<&'a str>,
+        value: serde_json::Value,
+        value_type: &'static str,
+        timestamp: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server_timestamp: Option<String>,
+        quality: &'static str,
+        status_code: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        submodel_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id_short_path: Option<&'a str>,
+    }
+
+    fn reference(u: &SubmodelUpdate, in_submodel: bool) -> Vec<u8> {
+        let path = u.target.id_short_path.as_str();
+        serde_json::to_vec(&Reference {
+            id_short_path_first: in_submodel.then_some(path),
+            value: u.target.value_type.json(&u.value),
+            value_type: u.target.value_type.as_str(),
+            timestamp: crate::model::format_timestamp(u.source_ts_nanos),
+            server_timestamp: (u.server_ts_nanos != 0)
+                .then(|| crate::model::format_timestamp(u.server_ts_nanos)),
+            quality: u.quality().as_str(),
+            status_code: u.status,
+            submodel_id: (!in_submodel).then_some(u.target.submodel_id.as_str()),
+            id_short_path: (!in_submodel).then_some(path),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn payload_bytes_are_those_of_the_serde_struct() {
+        for (value_type, value) in [
+            (XsType::Double, TypedValue::Float(-1.25e-7)),
+            (XsType::Double, TypedValue::Float(f64::NAN)),
+            (XsType::Int, TypedValue::Int(-42)),
+            (XsType::UnsignedLong, TypedValue::UInt(u64::MAX)),
+            (XsType::Boolean, TypedValue::Bool(true)),
+            (XsType::String, TypedValue::Text("line\nbreak \u{7}".into())),
+            (XsType::String, TypedValue::Null),
+            (
+                XsType::Double,
+                TypedValue::List(vec![TypedValue::Float(1.0), TypedValue::Float(2.5)]),
+            ),
+        ] {
+            let t = Arc::new(ElementTarget {
+                value_type,
+                submodel_id: "urn:sm:Op \"quoted\" ü".into(),
+                id_short_path: "Axes.X\\1".into(),
+                ..Arc::into_inner(target("Op", "X")).unwrap()
+            });
+            for (status, server_ts) in [
+                (0, 0),
+                (0x4000_0000, 1_700_000_000_000_123_456),
+                (0x8000_0000, -5),
+            ] {
+                let u = SubmodelUpdate {
+                    target: t.clone(),
+                    value: value.clone(),
+                    status,
+                    source_ts_nanos: 1_700_000_000_123_000_000,
+                    server_ts_nanos: server_ts,
+                };
+                for in_submodel in [false, true] {
+                    let mut ours = Vec::new();
+                    write_payload(&u, in_submodel, &mut ours);
+                    assert_eq!(
+                        String::from_utf8(ours).unwrap(),
+                        String::from_utf8(reference(&u, in_submodel)).unwrap()
+                    );
+                }
+            }
         }
     }
 
