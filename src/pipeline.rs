@@ -138,6 +138,7 @@ pub async fn snapshot_live(
     cfg.api.enabled = false;
     cfg.mqtt.enabled = false;
     cfg.questdb.enabled = false;
+    cfg.sparkplug.enabled = false;
     let cfg_rules = cfg.mapping.len() as u64;
     let shutdown = CancellationToken::new();
     let gateway = Gateway::start(cfg, shutdown.clone()).await?;
@@ -242,6 +243,14 @@ impl Gateway {
         };
         stats.outbox = outbox.clone();
         let mut sink_tasks = JoinSet::new();
+        let elements: Arc<[sinks::SinkElement]> = router
+            .routes
+            .iter()
+            .map(|r| sinks::SinkElement {
+                target: r.target.clone(),
+                list: r.location.kind == crate::aas::ElementKind::PropertyList,
+            })
+            .collect();
         for sink in sinks {
             let sink_stats = Arc::new(SinkStats::default());
             stats
@@ -252,6 +261,7 @@ impl Gateway {
                 stats: sink_stats,
                 shutdown: shutdown.clone(),
                 gateway_name: cfg.gateway.name.clone(),
+                elements: elements.clone(),
             };
             sink_tasks.spawn(Sink::start(sink, ctx)?);
         }

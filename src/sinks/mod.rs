@@ -9,6 +9,7 @@
 
 pub mod mqtt;
 pub mod questdb;
+pub mod sparkplug;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,6 +54,18 @@ pub struct SinkContext {
     pub shutdown: CancellationToken,
     /// The gateway's name (`[gateway] name`).
     pub gateway_name: String,
+    /// Every element the mapping writes (once each, in rule order), for sinks that declare
+    /// their data up front (Sparkplug births).
+    pub elements: Arc<[SinkElement]>,
+}
+
+/// An element the mapping writes, as a sink that declares its data up front sees it.
+#[derive(Debug, Clone)]
+pub struct SinkElement {
+    /// Where its values go (the same target its updates carry).
+    pub target: Arc<crate::model::ElementTarget>,
+    /// The element is a SubmodelElementList (its values are arrays).
+    pub list: bool,
 }
 
 /// A configured sink, before it starts.
@@ -71,7 +84,7 @@ pub trait Sink: Send {
 pub type SinkFactory = fn(&Config) -> anyhow::Result<Option<Box<dyn Sink>>>;
 
 /// Every sink the gateway knows: one line each.
-pub const REGISTRY: &[SinkFactory] = &[mqtt::build, questdb::build];
+pub const REGISTRY: &[SinkFactory] = &[mqtt::build, questdb::build, sparkplug::build];
 
 /// The enabled sinks of `cfg`, in registry order.
 pub fn build_all(cfg: &Config) -> anyhow::Result<Vec<Box<dyn Sink>>> {

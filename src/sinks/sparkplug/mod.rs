@@ -1,0 +1,80 @@
+//! Sparkplug B sink: the gateway as a Sparkplug B 3.0 Edge Node, each shell a Device.
+//!
+//! Topics `spBv1.0/<group_id>/{NBIRTH,NDEATH,NCMD}/<edge_node_id>` and
+//! `spBv1.0/<group_id>/{DBIRTH,DDATA}/<edge_node_id>/<shell idShort>`; metric names
+//! `<submodel idShort>/<idShortPath with />` (see [`payload`]). What it promises, and where:
+//! - NBIRTH, then one DBIRTH per shell with every metric (alias, datatype, current value),
+//!   then DDATA by alias; `seq` 0–255 wrapping over every message of a session ([`sink`]).
+//! - NDEATH is the MQTT will and is also sent before a deliberate disconnect; its `bdSeq`
+//!   continues across restarts and crashes ([`bdseq`]).
+//! - `NCMD` `Node Control/Rebirth` = true: births again.
+//! - With `primary_host_id`, the node publishes only while that host's `STATE` says online;
+//!   meanwhile values stay in the outbox and are sent, `is_historical`, when it is back.
+//! - A value leaves the outbox only once the broker confirmed it (QoS 1 PUBACK).
+//!
+//! Why not the `srad` crate: it is a framework that owns the MQTT client, the publishing and the
+//! node's state (metrics are pushed into its managers, it publishes when it decides), so a sink
+//! could not publish from its outbox cursor, match PUBACKs to values, hold values while the
+//! host is offline, or keep `bdSeq` on disk; it also brings its own rumqttc. `prost` with the
+//! payload messages in [`proto`] is all the protocol needs.
+//!
+//! Files: [`config`] (`[sparkplug]` and its checks), [`proto`] (the protobuf messages),
+//! [`payload`] (topics, names, datatypes, bodies), [`node`] (devices, aliases, newest values),
+//! [`bdseq`] (the durable `bdSeq`), [`sink`] (sessions and delivery).
+
+pub mod bdseq;
+pub mod config;
+pub mod node;
+pub mod payload;
+pub mod proto;
+pub mod sink;
+
+pub use config::SparkplugConfig;
+
+use super::{Sink, SinkContext, SinkTask};
+use crate::outbox::BufferConfig;
+
+/// The Sparkplug sink, configured.
+pub struct SparkplugSink {
+    cfg: SparkplugConfig,
+    edge_node_id: String,
+}
+
+/// Registry entry: the sink when `[sparkplug] enabled`.
+pub fn build(cfg: &crate::config::Config) -> anyhow::Result<Option<Box<dyn Sink>>> {
+    if !cfg.sparkplug.enabled {
+        return Ok(None);
+    }
+    let edge_node_id = cfg
+        .sparkplug
+        .edge_node_id
+        .clone()
+        .unwrap_or_else(|| cfg.gateway.name.clone());
+    if let Some(problem) = config::id_problem(&edge_node_id) {
+        anyhow::bail!(
+            "sparkplug.edge_node_id (the gateway name {edge_node_id:?} when unset): {problem}"
+        );
+    }
+    Ok(Some(Box::new(SparkplugSink {
+        cfg: cfg.sparkplug.clone(),
+        edge_node_id,
+    })))
+}
+
+impl Sink for SparkplugSink {
+    fn name(&self) -> &'static str {
+        sink::NAME
+    }
+
+    fn destination(&self) -> String {
+        self.cfg.destination()
+    }
+
+    fn buffer(&self) -> &BufferConfig {
+        &self.cfg.buffer
+    }
+
+    fn start(self: Box<Self>, ctx: SinkContext) -> anyhow::Result<SinkTask> {
+        Ok(Box::pin(sink::run(self.cfg, self.edge_node_id, ctx)))
+    }
+}
