@@ -76,13 +76,16 @@ def main():
     client = mqtt.Client(client_id=f"sparkplug-test-host-{args.port}", clean_session=True)
     state_topic = f"{NS}/STATE/{args.host_id}" if args.host_id else None
 
-    def state(online):
-        body = json.dumps({"online": online, "timestamp": now_ms()})
+    def state(online, timestamp=None):
+        body = json.dumps({"online": online, "timestamp": timestamp or now_ms()})
         client.publish(state_topic, body, qos=1, retain=True).wait_for_publish()
 
+    # Sparkplug 3.0: the will and the first online STATE carry the same timestamp, so that an
+    # edge node takes the will (a crash) as news, not as an older message.
+    born = now_ms()
     if state_topic:
         client.will_set(
-            state_topic, json.dumps({"online": False, "timestamp": now_ms()}), qos=1, retain=True
+            state_topic, json.dumps({"online": False, "timestamp": born}), qos=1, retain=True
         )
     subscribed = threading.Event()
 
@@ -151,7 +154,7 @@ def main():
         emit({"type": "ERROR", "error": "not subscribed within 15 s"})
         sys.exit(1)
     if state_topic:
-        state(True)
+        state(True, born)
     emit({"type": "ready"})
 
     for cmd in sys.stdin:
