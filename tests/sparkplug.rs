@@ -6,6 +6,7 @@
 //! - NBIRTH, one DBIRTH per shell with every metric, then DDATA equal to the simulator's values
 //!   with consecutive `seq` across the 255 wrap; a rebirth request gives fresh births.
 //! - SIGKILL and restart: NDEATH (the will) with the old `bdSeq`, then NBIRTH with the next.
+//! - The OPC UA server stops: DDEATH per shell; it is back: DBIRTH per shell, then DDATA.
 //! - The primary host offline for `SPARKPLUG_HOST_OFFLINE_S` seconds (default 30): afterwards
 //!   it gets every value of that window, historical, in order, then live values again.
 
@@ -677,6 +678,72 @@ async fn primary_host_offline_window_arrives_historical_in_order() {
         }
     }
     assert!(window > 50, "only {window} values in the offline window");
+    sim.stop().await;
+}
+
+/// The OPC UA server stops: DDEATH for each shell it feeds (their values are no longer
+/// current); it is back: DBIRTH for each, then DDATA again; `seq` stays consecutive throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_source_gives_ddeath_and_its_return_dbirth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, broker, _produced) = start_machines(dir.path()).await;
+    let (port, endpoint) = (sim.port(), sim.endpoint_url());
+    let group = format!("g{}", broker.port);
+    let host = Host::start(broker.port, &group, None);
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, gateway_config(&endpoint, dir.path(), broker.port, "")).unwrap();
+    let (_gw, _api) = spawn_gateway(&cfg, &dir.path().join("gw.log"));
+    let count = |l: &[Value], t: &str| l.iter().filter(|m| m["type"] == t).count();
+    host.wait_for("live DDATA", Duration::from_secs(60), |l| {
+        count(l, "DDATA") >= 10
+    });
+
+    sim.stop().await;
+    host.wait_for("DDEATH of both shells", Duration::from_secs(60), |l| {
+        count(l, "DDEATH") >= 2
+    });
+    let died = host.snapshot().len();
+    let sim = opcua_sim::Simulator::start(opcua_sim::SimOptions {
+        port,
+        tick_ms: TICK_MS,
+        pki_dir: dir.path().join("sim-pki"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    host.wait_for("DBIRTHs and data again", Duration::from_secs(90), |l| {
+        count(&l[died..], "DBIRTH") >= 2 && count(&l[died..], "DDATA") >= 5
+    });
+
+    let lines = host.snapshot();
+    let first = find(&lines, 0, "NBIRTH").unwrap();
+    let msgs = sparkplug_messages(&lines, first);
+    assert_eq!(
+        count(&msgs, "NBIRTH"),
+        1,
+        "no new session: only the devices died"
+    );
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m["seq"].as_i64().unwrap(), i as i64 % 256, "seq of {m}");
+    }
+    let ddeaths: Vec<_> = msgs
+        .iter()
+        .filter(|m| m["type"] == "DDEATH")
+        .map(|m| m["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(ddeaths, ["CNC1", "Meter1"]);
+    // After its DDEATH a shell has no DDATA until its DBIRTH.
+    for shell in ["CNC1", "Meter1"] {
+        let death = msgs
+            .iter()
+            .position(|m| m["type"] == "DDEATH" && m["device"] == shell)
+            .unwrap();
+        let next = msgs[death + 1..]
+            .iter()
+            .find(|m| m["device"] == shell)
+            .expect("the shell comes back");
+        assert_eq!(next["type"], "DBIRTH", "{shell}: {next}");
+    }
     sim.stop().await;
 }
 

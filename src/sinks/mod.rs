@@ -57,6 +57,9 @@ pub struct SinkContext {
     /// Every element the mapping writes (once each, in rule order), for sinks that declare
     /// their data up front (Sparkplug births).
     pub elements: Arc<[SinkElement]>,
+    /// Per source (index = [`SinkElement::source`]): false while its connection is lost, so a
+    /// sink can tell that the values of that source's elements are no longer current.
+    pub sources_up: tokio::sync::watch::Receiver<Vec<bool>>,
 }
 
 /// An element the mapping writes, as a sink that declares its data up front sees it.
@@ -66,6 +69,8 @@ pub struct SinkElement {
     pub target: Arc<crate::model::ElementTarget>,
     /// The element is a SubmodelElementList (its values are arrays).
     pub list: bool,
+    /// Index of the source its values come from (`[[opcua]]` order).
+    pub source: usize,
 }
 
 /// A configured sink, before it starts.

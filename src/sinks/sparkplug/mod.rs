@@ -8,6 +8,8 @@
 //! - NDEATH is the MQTT will and is also sent before a deliberate disconnect; its `bdSeq`
 //!   continues across restarts and crashes ([`bdseq`]).
 //! - `NCMD` `Node Control/Rebirth` = true: births again.
+//! - DDEATH for a shell whose sources' connections are all lost, DBIRTH when one is back
+//!   (source health from [`crate::sinks::SinkContext::sources_up`]).
 //! - With `primary_host_id`, the node publishes only while that host's `STATE` says online;
 //!   meanwhile values stay in the outbox and are sent, `is_historical`, when it is back.
 //! - A value leaves the outbox only once the broker confirmed it (QoS 1 PUBACK).

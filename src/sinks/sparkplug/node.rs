@@ -16,6 +16,10 @@ pub struct Device {
     pub metrics: Vec<MetricDef>,
     /// Newest value per metric (by source timestamp), `None` until one arrived.
     pub newest: Vec<Option<Sample>>,
+    /// The sources its values come from.
+    pub sources: Vec<usize>,
+    /// A DBIRTH of it went out this session and no DDEATH since.
+    pub born: bool,
 }
 
 /// Every device and metric of the node. Memory: one definition and one value per element.
@@ -46,12 +50,17 @@ impl Node {
                         id: t.shell_id_short.clone(),
                         metrics: Vec::new(),
                         newest: Vec::new(),
+                        sources: Vec::new(),
+                        born: false,
                     });
                     node.devices.len() - 1
                 }
             };
             alias += 1;
             let dev = &mut node.devices[d];
+            if !dev.sources.contains(&e.source) {
+                dev.sources.push(e.source);
+            }
             dev.metrics.push(MetricDef {
                 name,
                 alias,
@@ -84,6 +93,14 @@ impl Node {
             return;
         }
         *slot = Some(sample(u));
+    }
+
+    /// True when device `d` has a source that is not known to be lost (`up[i]`: source `i`).
+    pub fn alive(&self, d: usize, up: &[bool]) -> bool {
+        self.devices[d]
+            .sources
+            .iter()
+            .any(|s| up.get(*s).copied().unwrap_or(true))
     }
 
     /// The DBIRTH metrics of device `d`: every metric with its newest value (null if none yet).

@@ -188,25 +188,78 @@ impl Publisher {
         s
     }
 
-    /// NBIRTH (`seq` 0) and one DBIRTH per device with every metric and its newest value.
+    /// NBIRTH (`seq` 0) and one DBIRTH per device with every metric and its newest value;
+    /// then DDEATH for the devices whose sources are lost.
     async fn births(
         &mut self,
         ids: &Ids,
         bd_seq: u8,
-        node: &Node,
+        node: &mut Node,
+        up: &[bool],
     ) -> Result<(), rumqttc::ClientError> {
         self.seq = 0;
         let seq = self.next_seq();
         debug_assert_eq!(seq, 0);
         let topic = payload::node_topic(&ids.group, "NBIRTH", &ids.node);
         self.send(topic, payload::nbirth(bd_seq)).await?;
-        for (d, dev) in node.devices.iter().enumerate() {
-            let seq = self.next_seq();
-            let body = payload::device_payload(seq, node.birth_metrics(d));
-            let topic = payload::device_topic(&ids.group, "DBIRTH", &ids.node, &dev.id);
-            self.send(topic, body).await?;
+        for d in 0..node.devices.len() {
+            self.dbirth(ids, node, d).await?;
+        }
+        self.deaths(ids, node, up).await
+    }
+
+    /// DBIRTH of device `d` with every metric and its newest value.
+    async fn dbirth(
+        &mut self,
+        ids: &Ids,
+        node: &mut Node,
+        d: usize,
+    ) -> Result<(), rumqttc::ClientError> {
+        let seq = self.next_seq();
+        let body = payload::device_payload(seq, node.birth_metrics(d));
+        let topic = payload::device_topic(&ids.group, "DBIRTH", &ids.node, &node.devices[d].id);
+        self.send(topic, body).await?;
+        node.devices[d].born = true;
+        Ok(())
+    }
+
+    /// DDEATH for every born device whose sources are all lost (its values are no longer
+    /// current). It is born again when a source is back, or when a value of it still comes
+    /// from the outbox (values read before the loss are never held back).
+    async fn deaths(
+        &mut self,
+        ids: &Ids,
+        node: &mut Node,
+        up: &[bool],
+    ) -> Result<(), rumqttc::ClientError> {
+        for d in 0..node.devices.len() {
+            if node.devices[d].born && !node.alive(d, up) {
+                let seq = self.next_seq();
+                let topic =
+                    payload::device_topic(&ids.group, "DDEATH", &ids.node, &node.devices[d].id);
+                self.send(topic, payload::device_payload(seq, Vec::new()))
+                    .await?;
+                node.devices[d].born = false;
+                info!(device = %node.devices[d].id, "Sparkplug DDEATH: its source is lost");
+            }
         }
         Ok(())
+    }
+
+    /// Follows a change of source health: DDEATH for devices whose sources are lost, DBIRTH
+    /// for dead devices whose source is back.
+    async fn follow_sources(
+        &mut self,
+        ids: &Ids,
+        node: &mut Node,
+        up: &[bool],
+    ) -> Result<(), rumqttc::ClientError> {
+        for d in 0..node.devices.len() {
+            if !node.devices[d].born && node.alive(d, up) {
+                self.dbirth(ids, node, d).await?;
+            }
+        }
+        self.deaths(ids, node, up).await
     }
 }
 
@@ -369,7 +422,12 @@ async fn session(
         published: 0,
         seq: 0,
     };
-    if out.births(ids, bd_seq, node).await.is_err() {
+    let mut sources_up = ctx.sources_up.clone();
+    let up = sources_up.borrow_and_update().clone();
+    for dev in &mut node.devices {
+        dev.born = false;
+    }
+    if out.births(ids, bd_seq, node, &up).await.is_err() {
         return end(Outcome::Again { now: false }).await;
     }
     info!(
@@ -392,6 +450,7 @@ async fn session(
         session_over.clone(),
     );
     let mut unknown_reported = std::collections::HashSet::new();
+    let mut sources_watched = true;
     let publisher = async {
         let outcome = 'deliver: loop {
             let next = tokio::select! {
@@ -401,7 +460,8 @@ async fn session(
                         Some(Incoming::Message(t, body)) => {
                             if t == ncmd && payload::is_rebirth_request(&body) {
                                 info!("Sparkplug rebirth requested (NCMD Node Control/Rebirth)");
-                                if out.births(ids, bd_seq, node).await.is_err() {
+                                let up = sources_up.borrow().clone();
+                                if out.births(ids, bd_seq, node, &up).await.is_err() {
                                     break 'deliver Outcome::Again { now: false };
                                 }
                             } else if ids.state_topic.as_deref() == Some(t.as_str())
@@ -413,6 +473,17 @@ async fn session(
                         }
                         Some(Incoming::Connected) => {}
                         None => break 'deliver Outcome::Again { now: false },
+                    }
+                    continue;
+                }
+                r = sources_up.changed(), if sources_watched => {
+                    if r.is_err() {
+                        sources_watched = false; // the gateway is stopping
+                    } else {
+                        let up = sources_up.borrow_and_update().clone();
+                        if out.follow_sources(ids, node, &up).await.is_err() {
+                            break 'deliver Outcome::Again { now: false };
+                        }
                     }
                     continue;
                 }
@@ -452,6 +523,13 @@ async fn session(
                 }
             }
             for (d, metrics) in per_device {
+                if !node.devices[d].born {
+                    // A value read from the outbox for a device that died since: born again
+                    // for it (and dead again after the window if its sources still are lost).
+                    if out.dbirth(ids, node, d).await.is_err() {
+                        break 'deliver Outcome::Again { now: false };
+                    }
+                }
                 let seq = out.next_seq();
                 let topic =
                     payload::device_topic(&ids.group, "DDATA", &ids.node, &node.devices[d].id);
@@ -461,6 +539,10 @@ async fn session(
                     _ = lost.cancelled() => break 'deliver Outcome::Again { now: false },
                     _ = out_of_time.cancelled() => break 'deliver Outcome::Finished,
                 }
+            }
+            let up = sources_up.borrow().clone();
+            if out.deaths(ids, node, &up).await.is_err() {
+                break 'deliver Outcome::Again { now: false };
             }
             let window = Window {
                 published_after: out.published,
