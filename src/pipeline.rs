@@ -254,6 +254,7 @@ impl Gateway {
             .collect();
         // Source health for the sinks; fed from each source's session once sources exist.
         let (sources_up_tx, sources_up) = tokio::sync::watch::channel(vec![true; cfg.opcua.len()]);
+        let writer: Arc<std::sync::OnceLock<Arc<dyn sinks::ElementWriter>>> = Default::default();
         for sink in sinks {
             let sink_stats = Arc::new(SinkStats::default());
             stats
@@ -266,6 +267,7 @@ impl Gateway {
                 gateway_name: cfg.gateway.name.clone(),
                 elements: elements.clone(),
                 sources_up: sources_up.clone(),
+                writer: writer.clone(),
             };
             sink_tasks.spawn(Sink::start(sink, ctx)?);
         }
@@ -289,6 +291,19 @@ impl Gateway {
         }
         drop(reading_tx);
         follow_source_health(&stats.sources, sources_up_tx, &shutdown, &mut tasks);
+        // Sinks that take commands write through the same checks and audit as the API.
+        let sink_writer: Arc<dyn sinks::ElementWriter> = crate::writeback::WriteBack::new(
+            &cfg,
+            &router,
+            cfg.opcua
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(stats.sources.iter().cloned())
+                .collect(),
+            environment.clone(),
+            audit.clone(),
+        );
+        let _ = writer.set(sink_writer);
 
         let stats = Arc::new(stats);
         if let Some(listener) = api_listener {

@@ -9,6 +9,8 @@
 //! - The OPC UA server stops: DDEATH per shell; it is back: DBIRTH per shell, then DDATA.
 //! - The primary host offline for `SPARKPLUG_HOST_OFFLINE_S` seconds (default 30): afterwards
 //!   it gets every value of that window, historical, in order, then live values again.
+//! - A DCMD write reaches the simulator and is in the audit log; one to a read-only element
+//!   is refused, and audited too.
 
 mod common;
 
@@ -262,18 +264,14 @@ impl Host {
                     return;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not seen within {within:?}; the host saw {} messages, last: {:?}",
-                self.lines.lock().unwrap().len(),
-                self.lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-            );
+            if Instant::now() >= deadline {
+                let lines = self.snapshot();
+                panic!(
+                    "{what}: not seen within {within:?}; the host saw {} messages, last: {:?}",
+                    lines.len(),
+                    lines.iter().rev().take(3).collect::<Vec<_>>()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -744,6 +742,85 @@ async fn a_lost_source_gives_ddeath_and_its_return_dbirth() {
             .expect("the shell comes back");
         assert_eq!(next["type"], "DBIRTH", "{shell}: {next}");
     }
+    sim.stop().await;
+}
+
+/// DCMD: a write to a `writable` element reaches the simulator (its new value comes back as
+/// DDATA) and is in the audit log; a write to a read-only element is refused and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmd_writes_reach_the_simulator_and_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, broker, _produced) = start_machines(dir.path()).await;
+    let group = format!("g{}", broker.port);
+    let mut host = Host::start(broker.port, &group, None);
+    let cfg = dir.path().join("gw.toml");
+    let text = gateway_config(
+        &sim.endpoint_url(),
+        dir.path(),
+        broker.port,
+        "accept_writes = true",
+    ) + &format!(
+        "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeedSetpoint\"\n\
+             submodel = \"{CNC_SUBMODEL}\"\npath = \"SpindleSpeedSetpoint\"\nwritable = true\n\
+             [audit]\ndir = \"audit\"\n"
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (_gw, _api) = spawn_gateway(&cfg, &dir.path().join("gw.log"));
+    let setpoint = "OperationalData/SpindleSpeedSetpoint";
+    host.wait_for("DBIRTH of CNC1", Duration::from_secs(60), |l| {
+        l.iter()
+            .any(|m| m["type"] == "DBIRTH" && metric_names(m).contains(&setpoint.to_string()))
+    });
+    // Data flows: the OPC UA session is up (a write before it is refused, and audited).
+    host.wait_for("DDATA of CNC1", Duration::from_secs(60), |l| {
+        l.iter()
+            .any(|m| m["type"] == "DDATA" && m["device"] == "CNC1")
+    });
+
+    host.command(&format!("dcmd CNC1 {setpoint} DOUBLE 12345.5"));
+    host.wait_for(
+        "the written setpoint as DDATA",
+        Duration::from_secs(30),
+        |l| {
+            l.iter().any(|m| {
+                m["type"] == "DDATA"
+                    && m["metrics"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x["name"] == setpoint && x["value"] == json!(12345.5))
+            })
+        },
+    );
+    host.command("dcmd CNC1 OperationalData/SpindleSpeed DOUBLE 1.0");
+
+    let audit_dir = dir.path().join("audit");
+    let writes = || -> Vec<Value> {
+        let mut out = Vec::new();
+        for (_, _, path) in aas_gateway::audit::list_files(&audit_dir).unwrap_or_default() {
+            for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(line) {
+                    if v["event"] == "write" {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writes().len() < 2 {
+        assert!(Instant::now() < deadline, "audit: {:?}", writes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let w = writes();
+    assert_eq!(w[0]["user"], "sparkplug:CNC1");
+    assert_eq!(w[0]["via"], "sparkplug");
+    assert_eq!(w[0]["path"], "SpindleSpeedSetpoint");
+    assert_eq!(w[0]["new"], json!(12345.5));
+    assert_eq!(w[0]["result"], "Good");
+    assert_eq!(w[1]["path"], "SpindleSpeed");
+    assert_eq!(w[1]["http_status"], 403, "{}", w[1]);
     sim.stop().await;
 }
 

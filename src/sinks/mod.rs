@@ -60,6 +60,26 @@ pub struct SinkContext {
     /// Per source (index = [`SinkElement::source`]): false while its connection is lost, so a
     /// sink can tell that the values of that source's elements are no longer current.
     pub sources_up: tokio::sync::watch::Receiver<Vec<bool>>,
+    /// Writes to OPC UA nodes; set once the sources run (empty before, and when the gateway
+    /// has no write-back).
+    pub writer: Arc<std::sync::OnceLock<Arc<dyn ElementWriter>>>,
+}
+
+/// What [`ElementWriter::write`] returns: `Err` with the reason when nothing was written.
+pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Writes a value to the OPC UA node an element is mapped from, for sinks that take commands
+/// (Sparkplug DCMD). The gateway's write-back implements it with the API's checks and audit.
+pub trait ElementWriter: Send + Sync {
+    /// Writes `value` (JSON, as the API's `$value`) to element `path` of `submodel_id`;
+    /// `who` names the requester in the audit log.
+    fn write<'a>(
+        &'a self,
+        who: &'a str,
+        submodel_id: &'a str,
+        path: &'a str,
+        value: serde_json::Value,
+    ) -> WriteFuture<'a>;
 }
 
 /// An element the mapping writes, as a sink that declares its data up front sees it.

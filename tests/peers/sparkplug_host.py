@@ -11,7 +11,8 @@ decoded itself, and prints one JSON line per message on stdout:
 It also acts as the primary host: with --host-id it publishes its retained STATE
 (`spBv1.0/STATE/<id>`, Sparkplug 3.0 JSON) online at start, with an offline STATE as its will.
 Commands on stdin, one per line: `offline`, `online` (publish that STATE), `rebirth` (NCMD
-Node Control/Rebirth to --node), `quit`. Prints {"type": "ready"} once subscribed.
+Node Control/Rebirth to --node), `dcmd <device> <metric name> <DATATYPE> <JSON value>` (a DCMD
+writing one metric; metric names have no spaces), `quit`. Prints {"type": "ready"} once subscribed.
 """
 
 import argparse
@@ -177,6 +178,22 @@ def main():
             )
             topic = f"{NS}/{args.group}/NCMD/{args.node}"
             client.publish(topic, ncmd.encode(include_dtypes=True), qos=0).wait_for_publish()
+        elif cmd.startswith("dcmd "):
+            # dcmd <device> <metric name> <DATATYPE> <JSON value>
+            _, device, name, dtype, value = cmd.split(" ", 4)
+            dcmd = spb.DCmd(
+                timestamp=now_ms(),
+                metrics=(
+                    spb.Metric(
+                        timestamp=now_ms(),
+                        name=name,
+                        datatype=spb.DataType[dtype],
+                        value=json.loads(value),
+                    ),
+                ),
+            )
+            topic = f"{NS}/{args.group}/DCMD/{args.node}/{device}"
+            client.publish(topic, dcmd.encode(include_dtypes=True), qos=0).wait_for_publish()
         elif cmd == "quit":
             break
         emit({"type": "done", "cmd": cmd})

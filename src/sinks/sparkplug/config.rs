@@ -33,6 +33,12 @@ pub struct SparkplugConfig {
     /// leaves the outbox only once the broker confirmed it (PUBACK), so a broken connection
     /// never loses one. With 0 a value counts as delivered once written to the connection.
     pub qos: u8,
+    /// Accept device writes: a `DCMD` to `spBv1.0/<group_id>/DCMD/<edge_node_id>/<shell>`
+    /// naming a metric (by name or alias) is written to the OPC UA node of that element, with
+    /// the same checks (its mapping rule must say `writable = true`) and the same audit-log line
+    /// as the API's write-back (`user` = `sparkplug:<shell>`, `via` = `sparkplug`). Off by
+    /// default: anyone who may publish on the broker could otherwise write.
+    pub accept_writes: bool,
     /// User name, if the broker requires one.
     pub username: Option<String>,
     /// Password for `username`.
@@ -60,6 +66,7 @@ impl Default for SparkplugConfig {
             edge_node_id: None,
             primary_host_id: None,
             qos: 1,
+            accept_writes: false,
             username: None,
             password: None,
             keep_alive_s: 30,
@@ -126,6 +133,7 @@ impl fmt::Debug for SparkplugConfig {
             .field("edge_node_id", &self.edge_node_id)
             .field("primary_host_id", &self.primary_host_id)
             .field("qos", &self.qos)
+            .field("accept_writes", &self.accept_writes)
             .field("username", &self.username)
             .field("password", &redact(&self.password))
             .field("buffer", &self.buffer)

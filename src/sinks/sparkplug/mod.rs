@@ -13,6 +13,8 @@
 //! - With `primary_host_id`, the node publishes only while that host's `STATE` says online;
 //!   meanwhile values stay in the outbox and are sent, `is_historical`, when it is back.
 //! - A value leaves the outbox only once the broker confirmed it (QoS 1 PUBACK).
+//! - With `accept_writes`, a DCMD is written to OPC UA through the gateway's write-back
+//!   ([`crate::sinks::ElementWriter`]: its checks and audit log).
 //!
 //! Why not the `srad` crate: it is a framework that owns the MQTT client, the publishing and the
 //! node's state (metrics are pushed into its managers, it publishes when it decides), so a sink

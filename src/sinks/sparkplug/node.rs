@@ -29,6 +29,8 @@ pub struct Node {
     pub devices: Vec<Device>,
     /// (shell idShort, metric name) → (device, metric) index.
     index: HashMap<(String, String), (usize, usize)>,
+    /// Alias → (device, metric) index.
+    by_alias: HashMap<u64, (usize, usize)>,
 }
 
 impl Node {
@@ -67,9 +69,12 @@ impl Node {
                 datatype: DataType::of(t.value_type, e.list),
                 unit: t.unit.clone(),
                 semantic_id: t.semantic_id.clone(),
+                submodel_id: t.submodel_id.clone(),
+                path: t.id_short_path.clone(),
             });
             dev.newest.push(None);
             node.index.insert(key, (d, dev.metrics.len() - 1));
+            node.by_alias.insert(alias, (d, dev.metrics.len() - 1));
         }
         node
     }
@@ -80,6 +85,15 @@ impl Node {
         self.index
             .get(&(t.shell_id_short.clone(), metric_name(t)))
             .copied()
+    }
+
+    /// The metric a command names on device `device` (by name, else by alias).
+    pub fn find_command(&self, device: &str, m: &super::proto::Metric) -> Option<(usize, usize)> {
+        let at = match &m.name {
+            Some(name) => self.index.get(&(device.to_string(), name.clone())).copied(),
+            None => m.alias.and_then(|a| self.by_alias.get(&a).copied()),
+        }?;
+        (self.devices[at.0].id == device).then_some(at)
     }
 
     /// Remembers `u` as the metric's newest value unless a newer one is known (a replay of

@@ -305,6 +305,10 @@ pub struct MetricDef {
     pub unit: Option<String>,
     /// semanticId of the element (`semanticId` property).
     pub semantic_id: Option<String>,
+    /// The element: its submodel's id and idShortPath (where a DCMD writes).
+    pub submodel_id: String,
+    /// idShortPath of the element.
+    pub path: String,
 }
 
 /// A value of a metric, as the node last had it.
@@ -449,6 +453,44 @@ pub fn device_payload(seq: u8, metrics: Vec<Metric>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The JSON value (as the API's `$value` takes it) a DCMD metric writes to an element of
+/// datatype `dt`; an error says why it cannot be written.
+pub fn command_value(dt: DataType, m: &Metric) -> Result<serde_json::Value, String> {
+    use serde_json::json;
+    use DataType as D;
+    use MetricValue as M;
+    if m.is_null == Some(true) {
+        return Err("a null value cannot be written".into());
+    }
+    let v = m.value.as_ref().ok_or("the metric has no value")?;
+    Ok(match (dt, v) {
+        (D::Boolean, M::BooleanValue(b)) => json!(b),
+        (D::Int8, M::IntValue(u)) => json!(*u as u8 as i8),
+        (D::Int16, M::IntValue(u)) => json!(*u as u16 as i16),
+        (D::Int32, M::IntValue(u)) => json!(*u as i32),
+        (D::UInt8 | D::UInt16 | D::UInt32, M::IntValue(u)) => json!(u),
+        (D::Int64, M::LongValue(u)) => json!(*u as i64),
+        (D::UInt64, M::LongValue(u)) => json!(u),
+        (D::Float, M::FloatValue(f)) => json!(*f as f64),
+        (D::Float | D::Double, M::DoubleValue(f)) => json!(f),
+        (D::Double, M::FloatValue(f)) => json!(*f as f64),
+        (D::String, M::StringValue(s)) => json!(s),
+        (D::DateTime, M::LongValue(ms)) => {
+            let t = i64::try_from(*ms)
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .ok_or("the DateTime is out of range")?;
+            json!(TypedValue::datetime_text(&t))
+        }
+        (D::Bytes, M::BytesValue(b)) => json!(TypedValue::bytes_text(b)),
+        (dt, _) => {
+            return Err(format!(
+                "a {dt:?} metric cannot be written with this value (arrays are not written)"
+            ))
+        }
+    })
+}
+
 /// True when an NCMD body asks for a rebirth (`Node Control/Rebirth` = true, by name or alias).
 pub fn is_rebirth_request(body: &[u8]) -> bool {
     let Ok(p) = Payload::decode(body) else {
@@ -575,6 +617,8 @@ mod tests {
             datatype: DataType::Double,
             unit: Some("rpm".into()),
             semantic_id: None,
+            submodel_id: "urn:sm".into(),
+            path: "V".into(),
         };
         let bad = Sample {
             value: TypedValue::Null,
@@ -593,6 +637,36 @@ mod tests {
         let birth = metric(&def, None, true, false);
         assert_eq!(birth.name.as_deref(), Some("S/V"));
         assert_eq!(birth.properties.unwrap().keys, ["engUnit"]);
+    }
+
+    #[test]
+    fn command_values_follow_the_birth_datatype() {
+        let m = |v| Metric {
+            value: Some(v),
+            ..Default::default()
+        };
+        assert_eq!(
+            command_value(DataType::Int8, &m(MetricValue::IntValue(255))),
+            Ok(serde_json::json!(-1))
+        );
+        assert_eq!(
+            command_value(DataType::Double, &m(MetricValue::DoubleValue(1.5))),
+            Ok(serde_json::json!(1.5))
+        );
+        assert_eq!(
+            command_value(
+                DataType::DateTime,
+                &m(MetricValue::LongValue(1_700_000_000_123))
+            ),
+            Ok(serde_json::json!("2023-11-14T22:13:20.123Z"))
+        );
+        assert!(command_value(DataType::Boolean, &m(MetricValue::IntValue(1))).is_err());
+        assert!(command_value(DataType::DoubleArray, &m(MetricValue::BytesValue(vec![]))).is_err());
+        let null = Metric {
+            is_null: Some(true),
+            ..Default::default()
+        };
+        assert!(command_value(DataType::Double, &null).is_err());
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub async fn run(cfg: SparkplugConfig, edge_node_id: String, ctx: SinkContext) {
     let bd = BdSeq::in_dir(&dir);
     let mut node = Node::new(&ctx.elements);
     let mut host = HostWatch::default();
+    let writes = spawn_writer(ctx.writer.clone());
     let mut backoff = Backoff::new();
     loop {
         let bd_seq = match bd.next() {
@@ -108,7 +109,12 @@ pub async fn run(cfg: SparkplugConfig, edge_node_id: String, ctx: SinkContext) {
                 continue;
             }
         };
-        match session(&cfg, &ids, bd_seq, &ctx, &mut node, &mut host, &out_of_time).await {
+        let state = Session {
+            node: &mut node,
+            host: &mut host,
+            writes: &writes,
+        };
+        match session(&cfg, &ids, bd_seq, &ctx, state, &out_of_time).await {
             Outcome::Finished => break,
             Outcome::Again { now: true } => backoff.reset(),
             Outcome::Again { now: false } => {
@@ -263,16 +269,92 @@ impl Publisher {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a session works on that outlives it.
+struct Session<'a> {
+    node: &'a mut Node,
+    host: &'a mut HostWatch,
+    /// Queue of DCMD writes (see [`spawn_writer`]).
+    writes: &'a mpsc::Sender<Write>,
+}
+
+/// One DCMD write: element and JSON value.
+struct Write {
+    who: String,
+    submodel_id: String,
+    path: String,
+    value: serde_json::Value,
+}
+
+/// DCMD writes queued at most; more at once are refused (logged).
+const WRITES_QUEUED: usize = 64;
+
+/// The task that performs DCMD writes one after the other (in the order they came), through
+/// the gateway's write-back (its checks and audit log).
+fn spawn_writer(
+    writer: Arc<std::sync::OnceLock<Arc<dyn crate::sinks::ElementWriter>>>,
+) -> mpsc::Sender<Write> {
+    let (tx, mut rx) = mpsc::channel::<Write>(WRITES_QUEUED);
+    tokio::spawn(async move {
+        while let Some(w) = rx.recv().await {
+            let Some(writer) = writer.get() else {
+                warn!(path = %w.path, "Sparkplug DCMD before the sources started; not written");
+                continue;
+            };
+            match writer.write(&w.who, &w.submodel_id, &w.path, w.value).await {
+                Ok(()) => info!(path = %w.path, by = %w.who, "Sparkplug DCMD written"),
+                Err(e) => {
+                    warn!(path = %w.path, by = %w.who, error = %e, "Sparkplug DCMD not written")
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// Queues the writes of a DCMD to `device`. Metrics the device does not have, values that do
+/// not fit and a full queue are logged and skipped; the write-back checks the rest.
+fn device_command(node: &Node, device: &str, body: &[u8], writes: &mpsc::Sender<Write>) {
+    let p = match <super::proto::Payload as prost::Message>::decode(body) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(device, error = %e, "Sparkplug DCMD is no Sparkplug payload; ignored");
+            return;
+        }
+    };
+    for m in &p.metrics {
+        let Some(at) = node.find_command(device, m) else {
+            warn!(device, metric = ?m.name, alias = ?m.alias, "Sparkplug DCMD names no metric of this device; ignored");
+            continue;
+        };
+        let def = &node.devices[at.0].metrics[at.1];
+        let value = match payload::command_value(def.datatype, m) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(device, metric = %def.name, error = %e, "Sparkplug DCMD not written");
+                continue;
+            }
+        };
+        let w = Write {
+            who: format!("sparkplug:{device}"),
+            submodel_id: def.submodel_id.clone(),
+            path: def.path.clone(),
+            value,
+        };
+        if writes.try_send(w).is_err() {
+            warn!(device, metric = %def.name, "too many Sparkplug DCMD writes waiting; this one is refused");
+        }
+    }
+}
+
 async fn session(
     cfg: &SparkplugConfig,
     ids: &Ids,
     bd_seq: u8,
     ctx: &SinkContext,
-    node: &mut Node,
-    host: &mut HostWatch,
+    state: Session<'_>,
     out_of_time: &CancellationToken,
 ) -> Outcome {
+    let Session { node, host, writes } = state;
     let stats = &ctx.stats;
     let client_id = cfg
         .client_id
@@ -384,8 +466,12 @@ async fn session(
     }
     info!(broker = %format!("{}:{}", cfg.host, cfg.port), group = %ids.group, node = %ids.node, bd_seq, "Sparkplug node connected");
     let ncmd = payload::node_topic(&ids.group, "NCMD", &ids.node);
+    let dcmd_prefix = format!("{}/", payload::node_topic(&ids.group, "DCMD", &ids.node));
     let mut subscriptions = vec![ncmd.clone()];
     subscriptions.extend(ids.state_topic.clone());
+    if cfg.accept_writes {
+        subscriptions.push(format!("{dcmd_prefix}+"));
+    }
     for t in &subscriptions {
         if client.subscribe(t, QoS::AtLeastOnce).await.is_err() {
             return end(Outcome::Again { now: false }).await;
@@ -464,6 +550,8 @@ async fn session(
                                 if out.births(ids, bd_seq, node, &up).await.is_err() {
                                     break 'deliver Outcome::Again { now: false };
                                 }
+                            } else if let Some(device) = t.strip_prefix(&dcmd_prefix) {
+                                device_command(node, device, &body, writes);
                             } else if ids.state_topic.as_deref() == Some(t.as_str())
                                 && host.update(&body) == Some(false)
                             {
