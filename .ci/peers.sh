@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), PostgreSQL (runs the LinkedSegment SQL),
 # plus the tools the tests call (mosquitto_pub/sub, curl, openssl, python3 -m venv),
-# Python venv (asyncua, AAS validators, Prometheus parsers), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
+# Python venv (asyncua, AAS validators, Prometheus parsers, pysparkplug), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
 #   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
 #   .ci/peers.sh install-bench   also Node-RED + node-red-contrib-opcua (npm ci into benches/node-red/,
@@ -102,9 +102,9 @@ install() {
     run_logged "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
     echo "$want" >"$VENV/.requirements.sha256"
   fi
-  "$VENV/bin/python" -c 'import asyncua, aas_core3, basyx.aas, aas_test_engines, prometheus_client.openmetrics.parser' ||
+  "$VENV/bin/python" -c 'import asyncua, aas_core3, basyx.aas, aas_test_engines, prometheus_client.openmetrics.parser, pysparkplug' ||
     die "venv: imports failed"
-  say "venv: asyncua, aas_core3, basyx.aas, aas_test_engines, prometheus_client import"
+  say "venv: asyncua, aas_core3, basyx.aas, aas_test_engines, prometheus_client, pysparkplug import"
   install_node_peer
 }
 

@@ -230,6 +230,18 @@ impl Gateway {
         };
         stats.outbox = outbox.clone();
         let mut sink_tasks = JoinSet::new();
+        let elements: Arc<[sinks::SinkElement]> = router
+            .routes
+            .iter()
+            .map(|r| sinks::SinkElement {
+                target: r.target.clone(),
+                list: r.location.kind == crate::aas::ElementKind::PropertyList,
+                source: r.source,
+            })
+            .collect();
+        // Source health for the sinks; fed from each source's session once sources exist.
+        let (sources_up_tx, sources_up) = tokio::sync::watch::channel(vec![true; cfg.opcua.len()]);
+        let writer: Arc<std::sync::OnceLock<Arc<dyn sinks::ElementWriter>>> = Default::default();
         for sink in sinks {
             let sink_stats = Arc::new(SinkStats::default());
             stats
@@ -240,6 +252,9 @@ impl Gateway {
                 stats: sink_stats,
                 shutdown: shutdown.clone(),
                 gateway_name: cfg.gateway.name.clone(),
+                elements: elements.clone(),
+                sources_up: sources_up.clone(),
+                writer: writer.clone(),
             };
             sink_tasks.spawn(Sink::start(sink, ctx)?);
         }
@@ -258,6 +273,20 @@ impl Gateway {
             sources.spawn(async move { (name, fut.await) });
         }
         drop(reading_tx);
+        follow_source_health(&stats.sources, sources_up_tx, &shutdown, &mut tasks);
+        // Sinks that take commands write through the same checks and audit as the API.
+        let sink_writer: Arc<dyn sinks::ElementWriter> = crate::writeback::WriteBack::new(
+            &cfg.mapping,
+            &router,
+            cfg.opcua
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(stats.sources.iter().cloned())
+                .collect(),
+            environment.clone(),
+            audit.clone(),
+        );
+        let _ = writer.set(sink_writer);
 
         let stats = Arc::new(stats);
         if let Some(listener) = api_listener {
@@ -468,6 +497,47 @@ async fn dispatch(
     }
     if let Some(outbox) = outbox {
         outbox.close();
+    }
+}
+
+/// Keeps `up[i]` = "source `i` is not known to be lost": false while its session is lost, or
+/// once it ended after having been connected. A source still connecting for the first time
+/// counts as up (nothing it sent can be stale yet).
+fn follow_source_health(
+    sources: &[Arc<crate::sources::SourceStats>],
+    up: tokio::sync::watch::Sender<Vec<bool>>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    use crate::writeback::SessionState;
+    for (i, st) in sources.iter().enumerate() {
+        let mut rx = st.session.subscribe();
+        let (up, stop) = (up.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut was_connected = false;
+            loop {
+                let now = match &*rx.borrow_and_update() {
+                    SessionState::Connected(_) => {
+                        was_connected = true;
+                        true
+                    }
+                    SessionState::Lost(_) => false,
+                    SessionState::Absent => !was_connected,
+                    SessionState::Connecting(_) => true,
+                };
+                up.send_if_modified(|v| match v.get_mut(i) {
+                    Some(x) if *x != now => {
+                        *x = now;
+                        true
+                    }
+                    _ => false,
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+            }
+        });
     }
 }
 

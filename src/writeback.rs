@@ -199,26 +199,16 @@ async fn patch_value(
         }
         other => other,
     };
-    let mut audit_fields = json!({
+    let audit_fields = json!({
         "user": who.name,
         "role": who.role.map(|r| r.as_str()),
         "submodel": submodel,
         "path": path,
         "new": new_json,
     });
-    let outcome = wb
-        .write(&submodel, path, &new_json, &mut audit_fields)
+    let (status, result) = wb
+        .write_audited(&submodel, path, &new_json, audit_fields)
         .await;
-    let (status, result, old) = match outcome {
-        Ok(o) => (o.status, o.result, o.old),
-        Err(Failure(status, text)) => (status, text, Value::Null),
-    };
-    audit_fields["old"] = old;
-    audit_fields["result"] = result.clone().into();
-    audit_fields["http_status"] = status.as_u16().into();
-    if let Some(audit) = &wb.audit {
-        audit.record("write", audit_fields);
-    }
     if status == StatusCode::NO_CONTENT {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -227,6 +217,31 @@ async fn patch_value(
 }
 
 impl WriteBack {
+    /// Writes and records the attempt in the audit log (`audit_fields` says who and what);
+    /// returns the HTTP status and the result text.
+    async fn write_audited(
+        &self,
+        submodel: &str,
+        path: &str,
+        new_json: &Value,
+        mut audit_fields: Value,
+    ) -> (StatusCode, String) {
+        let outcome = self
+            .write(submodel, path, new_json, &mut audit_fields)
+            .await;
+        let (status, result, old) = match outcome {
+            Ok(o) => (o.status, o.result, o.old),
+            Err(Failure(status, text)) => (status, text, Value::Null),
+        };
+        audit_fields["old"] = old;
+        audit_fields["result"] = result.clone().into();
+        audit_fields["http_status"] = status.as_u16().into();
+        if let Some(audit) = &self.audit {
+            audit.record("write", audit_fields);
+        }
+        (status, result)
+    }
+
     async fn write(
         &self,
         submodel: &str,
@@ -503,6 +518,36 @@ fn to_variant(v: &TypedValue, data_type: Option<&NodeId>, xs: XsType) -> Result<
                 xs.lexical(other)
             )),
         },
+    }
+}
+
+/// Writes for sinks that accept commands (Sparkplug DCMD): the same checks as the API's
+/// write-back (the rule must be `writable = true`, the value must fit) and the same audit line,
+/// with `user` naming the channel and `via` the command.
+impl crate::sinks::ElementWriter for WriteBack {
+    fn write<'a>(
+        &'a self,
+        who: &'a str,
+        submodel_id: &'a str,
+        path: &'a str,
+        value: Value,
+    ) -> crate::sinks::WriteFuture<'a> {
+        Box::pin(async move {
+            let fields = json!({
+                "user": who,
+                "role": null,
+                "via": "sparkplug",
+                "submodel": submodel_id,
+                "path": path,
+                "new": value,
+            });
+            let (status, result) = self.write_audited(submodel_id, path, &value, fields).await;
+            if status == StatusCode::NO_CONTENT {
+                Ok(())
+            } else {
+                Err(result)
+            }
+        })
     }
 }
 

@@ -32,6 +32,7 @@ use serde::Deserialize;
 // The sinks' sections live in their own folders; re-exported so the loader sees one config.
 pub use crate::sinks::mqtt::{MessagePer, MqttConfig};
 pub use crate::sinks::questdb::QuestDbConfig;
+pub use crate::sinks::sparkplug::SparkplugConfig;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +59,9 @@ pub struct Config {
     /// QuestDB sink over the InfluxDB Line Protocol.
     #[serde(default)]
     pub questdb: QuestDbConfig,
+    /// Sparkplug B sink (off by default).
+    #[serde(default)]
+    pub sparkplug: SparkplugConfig,
     /// Durable store-and-forward queue between the pipeline and the sinks.
     #[serde(default)]
     pub outbox: crate::outbox::OutboxConfig,
@@ -199,6 +203,7 @@ impl Config {
     pub fn has_secrets(&self) -> bool {
         self.opcua.iter().any(|s| s.password.is_some())
             || self.mqtt.password.is_some()
+            || self.sparkplug.password.is_some()
             || redact_conf(&self.questdb.conf) != self.questdb.conf
     }
 
@@ -277,6 +282,9 @@ impl Config {
         }
         if self.questdb.enabled {
             self.questdb.validate(&mut errors);
+        }
+        if self.sparkplug.enabled {
+            self.sparkplug.validate(&mut errors);
         }
         self.history.validate(&mut errors);
         self.outbox.validate(&mut errors);

@@ -15,13 +15,13 @@ use super::Config;
 
 impl Config {
     /// Every sink section, in delivery-start order.
-    pub fn sink_sections(&self) -> [&dyn SinkConfig; 2] {
-        [&self.mqtt, &self.questdb]
+    pub fn sink_sections(&self) -> [&dyn SinkConfig; 3] {
+        [&self.mqtt, &self.questdb, &self.sparkplug]
     }
 
     /// Every sink section, to change (e.g. [`Config::disable_sinks`]).
-    pub fn sink_sections_mut(&mut self) -> [&mut dyn SinkConfig; 2] {
-        [&mut self.mqtt, &mut self.questdb]
+    pub fn sink_sections_mut(&mut self) -> [&mut dyn SinkConfig; 3] {
+        [&mut self.mqtt, &mut self.questdb, &mut self.sparkplug]
     }
 
     /// Turns every sink off (values are then served by the API only).
@@ -34,7 +34,10 @@ impl Config {
     /// The enabled sinks, in [`Config::sink_sections`] order.
     pub fn build_sinks(&self) -> anyhow::Result<Vec<Box<dyn Sink>>> {
         let resolve = |p: &std::path::Path| self.resolve(p);
-        let ctx = BuildContext { resolve: &resolve };
+        let ctx = BuildContext {
+            resolve: &resolve,
+            gateway_name: &self.gateway.name,
+        };
         let mut sinks = Vec::new();
         for section in self.sink_sections() {
             if let Some(sink) = section.build(&ctx)? {

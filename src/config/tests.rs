@@ -62,3 +62,34 @@ fn the_registry_builds_one_source_per_configured_entry_idle_when_unmapped() {
     let names: Vec<_> = built.iter().map(|s| (s.name(), s.is_idle())).collect();
     assert_eq!(names, [("a", true), ("b", false)]);
 }
+
+#[test]
+fn off_by_default_and_bad_values_are_named_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, "").unwrap();
+    let cfg = Config::load(&path).unwrap();
+    assert!(!cfg.sparkplug.enabled, "existing configs stay unchanged");
+
+    std::fs::write(
+        &path,
+        "[sparkplug]\nenabled = true\ngroup_id = \"a/b\"\nedge_node_id = \"\"\nqos = 2\n\
+         primary_host_id = \"scada#1\"\n[sparkplug.buffer]\nmax_bytes = 100\n",
+    )
+    .unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let errors = cfg.validate().unwrap_err().to_string();
+    for field in [
+        "sparkplug.group_id",
+        "sparkplug.edge_node_id",
+        "sparkplug.qos",
+        "sparkplug.primary_host_id",
+        "sparkplug.buffer.max_bytes",
+    ] {
+        assert!(errors.contains(field), "{field} missing in: {errors}");
+    }
+
+    std::fs::write(&path, "[sparkplug]\ngroup = \"x\"\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("sparkplug.group"), "{err}");
+}

@@ -11,6 +11,7 @@
 
 pub mod mqtt;
 pub mod questdb;
+pub mod sparkplug;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,43 @@ pub struct SinkContext {
     pub shutdown: CancellationToken,
     /// The gateway's name (`[gateway] name`).
     pub gateway_name: String,
+    /// Every element the mapping writes (once each, in rule order), for sinks that declare
+    /// their data up front (Sparkplug births).
+    pub elements: Arc<[SinkElement]>,
+    /// Per source (index = [`SinkElement::source`]): false while its connection is lost, so a
+    /// sink can tell that the values of that source's elements are no longer current.
+    pub sources_up: tokio::sync::watch::Receiver<Vec<bool>>,
+    /// Writes to OPC UA nodes; set once the sources run (empty before, and when the gateway
+    /// has no write-back).
+    pub writer: Arc<std::sync::OnceLock<Arc<dyn ElementWriter>>>,
+}
+
+/// What [`ElementWriter::write`] returns: `Err` with the reason when nothing was written.
+pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Writes a value to the OPC UA node an element is mapped from, for sinks that take commands
+/// (Sparkplug DCMD). The gateway's write-back implements it with the API's checks and audit.
+pub trait ElementWriter: Send + Sync {
+    /// Writes `value` (JSON, as the API's `$value`) to element `path` of `submodel_id`;
+    /// `who` names the requester in the audit log.
+    fn write<'a>(
+        &'a self,
+        who: &'a str,
+        submodel_id: &'a str,
+        path: &'a str,
+        value: serde_json::Value,
+    ) -> WriteFuture<'a>;
+}
+
+/// An element the mapping writes, as a sink that declares its data up front sees it.
+#[derive(Debug, Clone)]
+pub struct SinkElement {
+    /// Where its values go (the same target its updates carry).
+    pub target: Arc<crate::model::ElementTarget>,
+    /// The element is a SubmodelElementList (its values are arrays).
+    pub list: bool,
+    /// Index of the source its values come from (`[[opcua]]` order).
+    pub source: usize,
 }
 
 /// A configured sink, before it starts.
@@ -73,6 +111,8 @@ pub trait Sink: Send {
 pub struct BuildContext<'a> {
     /// Makes a path from the config absolute (relative paths are relative to the config file).
     pub resolve: &'a dyn Fn(&Path) -> PathBuf,
+    /// The gateway's name (`[gateway] name`), for sinks that name themselves after it.
+    pub gateway_name: &'a str,
 }
 
 /// A sink's config section (`[mqtt]`, `[questdb]`): builds the sink it describes.

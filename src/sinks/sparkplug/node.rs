@@ -1,0 +1,147 @@
+//! The node's model: its devices (shells), their metrics with aliases, and the newest value of
+//! each metric (what a birth reports as current).
+
+use super::payload::{metric, metric_name, DataType, MetricDef, Sample};
+use super::proto::Metric;
+use crate::model::{ElementTarget, SubmodelUpdate};
+use crate::sinks::SinkElement;
+use std::collections::HashMap;
+
+/// One device: a shell and its metrics.
+#[derive(Debug)]
+pub struct Device {
+    /// Device id: the shell's idShort.
+    pub id: String,
+    /// Its metrics, in mapping order.
+    pub metrics: Vec<MetricDef>,
+    /// Newest value per metric (by source timestamp), `None` until one arrived.
+    pub newest: Vec<Option<Sample>>,
+    /// The sources its values come from.
+    pub sources: Vec<usize>,
+    /// A DBIRTH of it went out this session and no DDEATH since.
+    pub born: bool,
+}
+
+/// Every device and metric of the node. Memory: one definition and one value per element.
+#[derive(Debug, Default)]
+pub struct Node {
+    /// Devices in mapping order.
+    pub devices: Vec<Device>,
+    /// (shell idShort, metric name) → (device, metric) index.
+    index: HashMap<(String, String), (usize, usize)>,
+    /// Alias → (device, metric) index.
+    by_alias: HashMap<u64, (usize, usize)>,
+}
+
+impl Node {
+    /// The node for these elements (each element once; aliases 1, 2, ... in this order).
+    pub fn new(elements: &[SinkElement]) -> Node {
+        let mut node = Node::default();
+        let mut alias = super::payload::REBIRTH_ALIAS;
+        for e in elements {
+            let t = &e.target;
+            let name = metric_name(t);
+            let key = (t.shell_id_short.clone(), name.clone());
+            if node.index.contains_key(&key) {
+                continue;
+            }
+            let d = match node.devices.iter().position(|d| d.id == t.shell_id_short) {
+                Some(d) => d,
+                None => {
+                    node.devices.push(Device {
+                        id: t.shell_id_short.clone(),
+                        metrics: Vec::new(),
+                        newest: Vec::new(),
+                        sources: Vec::new(),
+                        born: false,
+                    });
+                    node.devices.len() - 1
+                }
+            };
+            alias += 1;
+            let dev = &mut node.devices[d];
+            if !dev.sources.contains(&e.source) {
+                dev.sources.push(e.source);
+            }
+            dev.metrics.push(MetricDef {
+                name,
+                alias,
+                datatype: DataType::of(t.value_type, e.list),
+                unit: t.unit.clone(),
+                semantic_id: t.semantic_id.clone(),
+                submodel_id: t.submodel_id.clone(),
+                path: t.id_short_path.clone(),
+            });
+            dev.newest.push(None);
+            node.index.insert(key, (d, dev.metrics.len() - 1));
+            node.by_alias.insert(alias, (d, dev.metrics.len() - 1));
+        }
+        node
+    }
+
+    /// Where the metric of `t` is, if the node has it.
+    pub fn find(&self, t: &ElementTarget) -> Option<(usize, usize)> {
+        // The lookup key is built per value; a few short strings, cheap next to protobuf.
+        self.index
+            .get(&(t.shell_id_short.clone(), metric_name(t)))
+            .copied()
+    }
+
+    /// The metric a command names on device `device` (by name, else by alias).
+    pub fn find_command(&self, device: &str, m: &super::proto::Metric) -> Option<(usize, usize)> {
+        let at = match &m.name {
+            Some(name) => self.index.get(&(device.to_string(), name.clone())).copied(),
+            None => m.alias.and_then(|a| self.by_alias.get(&a).copied()),
+        }?;
+        (self.devices[at.0].id == device).then_some(at)
+    }
+
+    /// Remembers `u` as the metric's newest value unless a newer one is known (a replay of
+    /// older, historical values must not turn a birth's "current" value back).
+    pub fn remember(&mut self, at: (usize, usize), u: &SubmodelUpdate) {
+        let slot = &mut self.devices[at.0].newest[at.1];
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.ts_nanos > u.source_ts_nanos)
+        {
+            return;
+        }
+        *slot = Some(sample(u));
+    }
+
+    /// True when device `d` has a source that is not known to be lost (`up[i]`: source `i`).
+    pub fn alive(&self, d: usize, up: &[bool]) -> bool {
+        self.devices[d]
+            .sources
+            .iter()
+            .any(|s| up.get(*s).copied().unwrap_or(true))
+    }
+
+    /// The DBIRTH metrics of device `d`: every metric with its newest value (null if none yet).
+    pub fn birth_metrics(&self, d: usize) -> Vec<Metric> {
+        let dev = &self.devices[d];
+        dev.metrics
+            .iter()
+            .zip(&dev.newest)
+            .map(|(def, v)| metric(def, v.as_ref(), true, false))
+            .collect()
+    }
+
+    /// The DDATA metric of `u` at `at`.
+    pub fn data_metric(&self, at: (usize, usize), u: &SubmodelUpdate, historical: bool) -> Metric {
+        metric(
+            &self.devices[at.0].metrics[at.1],
+            Some(&sample(u)),
+            false,
+            historical,
+        )
+    }
+}
+
+fn sample(u: &SubmodelUpdate) -> Sample {
+    Sample {
+        value: u.value.clone(),
+        status: u.status,
+        ts_nanos: u.source_ts_nanos,
+    }
+}
