@@ -85,7 +85,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         aasx: Option<PathBuf>,
     },
-    /// Walk a server's address space and print a mapping config skeleton (TOML) on stdout.
+    /// Walk a server's address space and print a mapping config skeleton (TOML) on stdout, or
+    /// (with --aas) write a ready-to-run AAS environment and print the config that runs it.
     Browse {
         /// Endpoint URL, e.g. opc.tcp://10.0.0.5:4840/
         endpoint: String,
@@ -120,6 +121,11 @@ enum Command {
         /// submodel and path (repeatable).
         #[arg(long)]
         aas_template: Vec<PathBuf>,
+        /// Write an AAS environment that runs as it is to this file (`.json`, or `.aasx` for a
+        /// package): a shell per machine with operational data, nameplate, and the AID 1.1 +
+        /// AIMC 1.0 submodels that map it; stdout gets the config that runs it.
+        #[arg(long, value_name = "FILE", conflicts_with = "aas_template")]
+        aas: Option<PathBuf>,
     },
     /// The gateway's certificate store (server certificates trusted/rejected).
     Pki {
@@ -325,6 +331,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             root,
             max_nodes,
             aas_template,
+            aas,
         } => {
             let opts = aas_gateway::sources::opcua::browse::BrowseOptions {
                 endpoint,
@@ -341,6 +348,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 aas_templates: aas_template,
             };
             let mut out = std::io::BufWriter::new(QuietStdout);
+            if let Some(file) = aas {
+                let summary =
+                    aas_gateway::sources::opcua::browse_aas::run(&opts, &file, &mut out).await?;
+                std::io::Write::flush(&mut out)?;
+                tracing::info!(
+                    nodes = summary.nodes,
+                    shells = summary.shells,
+                    variables = summary.variables,
+                    truncated = summary.truncated,
+                    file = %file.display(),
+                    "browse finished"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let summary = aas_gateway::sources::opcua::browse::run(&opts, &mut out).await?;
             std::io::Write::flush(&mut out)?;
             tracing::info!(

@@ -58,7 +58,8 @@ pub fn check_with_history(
     cfg: &Config,
 ) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
     // Load problems join these, and every error gets its file:line.
-    cfg.finish_check(check_unlocated(cfg))
+    // Errors of rules and sources from AID + AIMC name the AAS element they came from.
+    cfg.finish_check(check_unlocated(cfg).map_err(|e| cfg.relabel_all(e)))
 }
 
 fn check_unlocated(

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aimc;
 pub mod config;
 
 pub use config::MappingRule;

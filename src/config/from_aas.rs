@@ -1,0 +1,257 @@
+//! Sources and mapping rules from the served AAS: the AID 1.1 interfaces
+//! ([`crate::sources::aid`]) and AIMC 1.0/2.x relations ([`crate::mapping::aimc`]) of the
+//! environments in `[aas] environments` become `[[opcua]]` sources and `[[mapping]]` rules,
+//! appended after the ones written in the TOML. The rest of the gateway cannot tell them apart.
+//!
+//! How the two combine (README "Configuration: AID + AIMC"):
+//! - An AID interface whose `base` equals the `endpoint` of an `[[opcua]]` entry (ignoring a
+//!   trailing `/` and case of scheme and host) is that source: the entry supplies what an AAS
+//!   never holds (username, password, PKI directory, certificates) and the tuning (intervals,
+//!   queue sizes). Its security applies when the entry leaves `security_policy`/`security_mode`
+//!   at `None`; a different non-`None` value in the entry is a contradiction and rejected, as
+//!   is a username when the AID says `Anonymous`.
+//! - Other bases become sources of their own, named `aid:<host:port>`, with the AID's channel
+//!   security and default settings. A base whose AID asks for `UserName`/`Certificate` needs an
+//!   entry (the secrets), else it is rejected.
+//! - Rules from the AIMC come after the `[[mapping]]` rules. An element fed by both, or a node
+//!   mapped twice, is rejected (the router reports a node twice; this module the element twice).
+//! - With AID + AIMC present, `[[opcua]]` and `[[mapping]]` are optional.
+//!
+//! Errors name the JSON path of the AAS element (`m.json: submodels[3]….second: …`) instead
+//! of a `mapping[i]` the user never wrote ([`Config::relabel`]).
+
+use std::collections::HashMap;
+
+use crate::core::conf::ConfigErrors;
+use crate::mapping::aimc;
+use crate::sources::aid::{self, normalize_endpoint};
+
+use super::Config;
+
+/// What the served AAS added to the config.
+#[derive(Debug, Clone, Default)]
+pub struct FromAas {
+    /// `[[opcua]]` entries written in the TOML (those after them came from an AID).
+    pub toml_sources: usize,
+    /// `[[mapping]]` rules written in the TOML (those after them came from an AIMC).
+    pub toml_rules: usize,
+    /// Where each added source came from (the first AID interface with its base).
+    pub source_origins: Vec<String>,
+    /// Where each added rule came from (its AIMC relation or sink).
+    pub rule_origins: Vec<String>,
+    /// What could not be read, each with its JSON path.
+    pub problems: Vec<(String, String)>,
+}
+
+impl FromAas {
+    /// Whether the AAS contributed any source or rule.
+    pub fn is_empty(&self) -> bool {
+        self.source_origins.is_empty() && self.rule_origins.is_empty()
+    }
+}
+
+impl Config {
+    /// Reads AID + AIMC from the environment files and appends their sources and rules (see
+    /// the module docs). Files that cannot be read are left to the environment loader, which
+    /// reports them.
+    pub fn add_from_aas(&mut self) {
+        let mut from = FromAas {
+            toml_sources: self.opcua.len(),
+            toml_rules: self.mapping.len(),
+            ..Default::default()
+        };
+        let mut docs = Vec::new();
+        for path in &self.aas.environments {
+            let file = self.resolve(path);
+            if let Ok(doc) = crate::aas::read_environment_file(&file) {
+                docs.push((path.display().to_string(), doc));
+            }
+        }
+        let mut interfaces = Vec::new();
+        for (name, doc) in &docs {
+            interfaces.extend(aid::interfaces(doc, name, &mut from.problems));
+        }
+        let mut rules = Vec::new();
+        for (name, doc) in &docs {
+            rules.extend(aimc::rules(doc, name, &interfaces, &mut from.problems));
+        }
+        if rules.is_empty() {
+            self.from_aas = from;
+            return;
+        }
+        // Rules of the TOML that rely on "the only source" keep meaning that source.
+        if from.toml_sources == 1 {
+            let only = self.opcua[0].name.clone();
+            for rule in &mut self.mapping {
+                rule.source.get_or_insert_with(|| only.clone());
+            }
+        }
+        let toml_targets: HashMap<(String, String), usize> = self
+            .mapping
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.submodel.clone(), r.path.clone()), i))
+            .collect();
+        // Interface index → source name.
+        let mut source_of: HashMap<usize, String> = HashMap::new();
+        let mut by_base: HashMap<String, String> = HashMap::new();
+        for r in &rules {
+            if source_of.contains_key(&r.interface) {
+                continue;
+            }
+            let iface = &interfaces[r.interface];
+            let base = normalize_endpoint(&iface.base);
+            let name = match by_base.get(&base) {
+                Some(name) => {
+                    let s = self.opcua.iter().find(|s| &s.name == name).expect("added");
+                    if iface
+                        .security_mode
+                        .as_deref()
+                        .is_some_and(|m| m != s.security_mode)
+                        || iface
+                            .security_policy
+                            .as_deref()
+                            .is_some_and(|p| p != s.security_policy)
+                    {
+                        from.problems.push((
+                            format!("{}.EndpointMetadata.securityDefinitions", iface.at),
+                            format!(
+                                "{} asks for other channel security than another AID interface of the same base",
+                                iface.base
+                            ),
+                        ));
+                    }
+                    name.clone()
+                }
+                None => {
+                    let name = self.source_for(r.interface, &interfaces, &mut from);
+                    by_base.insert(base, name.clone());
+                    name
+                }
+            };
+            source_of.insert(r.interface, name);
+        }
+        for r in rules {
+            let mut rule = r.rule;
+            if let Some(&k) = toml_targets.get(&(rule.submodel.clone(), rule.path.clone())) {
+                from.problems.push((
+                    r.at.clone(),
+                    format!(
+                        "element {} of {} is also mapped by mapping[{k}] in the config",
+                        rule.path, rule.submodel
+                    ),
+                ));
+                continue;
+            }
+            rule.source = source_of.get(&r.interface).cloned();
+            self.mapping.push(rule);
+            from.rule_origins.push(r.at);
+        }
+        self.from_aas = from;
+    }
+
+    /// The source of interface `i`: the `[[opcua]]` entry with its base (checked for
+    /// contradictions, given the AID's security where it has none), or a new one.
+    fn source_for(
+        &mut self,
+        i: usize,
+        interfaces: &[aid::AidInterface],
+        from: &mut FromAas,
+    ) -> String {
+        let iface = &interfaces[i];
+        let base = normalize_endpoint(&iface.base);
+        let entry = self.opcua[..from.toml_sources]
+            .iter()
+            .position(|s| normalize_endpoint(&s.endpoint) == base);
+        let token = iface.user_token.as_deref().unwrap_or("Anonymous");
+        if let Some(k) = entry {
+            let s = &mut self.opcua[k];
+            for (field, aid_value, value) in [
+                ("security_mode", &iface.security_mode, &mut s.security_mode),
+                (
+                    "security_policy",
+                    &iface.security_policy,
+                    &mut s.security_policy,
+                ),
+            ] {
+                match aid_value {
+                    Some(a) if value == "None" => *value = a.clone(),
+                    Some(a) if a != value => from.problems.push((
+                        format!("opcua[{k}].{field}"),
+                        format!(
+                            "{value:?} contradicts the AID interface of {} ({}), which says {a:?}",
+                            iface.base, iface.at
+                        ),
+                    )),
+                    _ => {}
+                }
+            }
+            if token == "Anonymous" && s.username.is_some() {
+                from.problems.push((
+                    format!("opcua[{k}].username"),
+                    format!(
+                        "the AID interface of {} ({}) says uav_userIdentityToken Anonymous",
+                        iface.base, iface.at
+                    ),
+                ));
+            }
+            return s.name.clone();
+        }
+        if matches!(token, "UserName" | "Certificate") {
+            from.problems.push((
+                format!("{}.EndpointMetadata.securityDefinitions.opcua_authentication_sc", iface.at),
+                format!(
+                    "{} needs a {token} identity; secrets are never in the AAS: add an [[opcua]] entry with endpoint = {:?} and {}",
+                    iface.base,
+                    iface.base,
+                    if token == "UserName" {
+                        "username (password in AAS_GATEWAY__OPCUA__<i>__PASSWORD)"
+                    } else {
+                        "user_certificate and user_private_key"
+                    }
+                ),
+            ));
+        }
+        let host = iface
+            .base
+            .trim_start_matches("opc.tcp://")
+            .trim_end_matches('/');
+        let mut name = format!("aid:{host}");
+        while self.opcua.iter().any(|s| s.name == name) {
+            name.push('_');
+        }
+        self.opcua.push(iface.source_config(&name));
+        from.source_origins.push(iface.at.clone());
+        name
+    }
+
+    /// Reports what reading AID + AIMC found wrong.
+    pub(super) fn check_from_aas(&self, errors: &mut ConfigErrors) {
+        for (at, e) in &self.from_aas.problems {
+            errors.push(at, e);
+        }
+    }
+
+    /// An error about an added source or rule (`opcua[7].…`, `mapping[42].…`) rewritten to
+    /// name the AAS element it came from; other errors are returned unchanged.
+    pub fn relabel(&self, error: String) -> String {
+        let from = &self.from_aas;
+        let rewrite = |prefix: &str, first: usize, origins: &[String]| -> Option<String> {
+            let rest = error.strip_prefix(prefix)?;
+            let (index, rest) = rest.split_once(']')?;
+            let index: usize = index.parse().ok()?;
+            let origin = origins.get(index.checked_sub(first)?)?;
+            let (field, message) = rest.split_once(": ").unwrap_or(("", rest));
+            let field = field.trim_start_matches('.');
+            let what = if prefix == "mapping[" {
+                "AIMC rule"
+            } else {
+                "source from AID"
+            };
+            Some(format!("{origin}: {message} ({what}, {field})"))
+        };
+        rewrite("mapping[", from.toml_rules, &from.rule_origins)
+            .or_else(|| rewrite("opcua[", from.toml_sources, &from.source_origins))
+            .unwrap_or(error)
+    }
+}
