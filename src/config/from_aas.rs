@@ -255,3 +255,172 @@ impl Config {
             .unwrap_or(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::Config;
+    use crate::aas::aid::{self, global_ref, model_ref};
+    use crate::config::AcquisitionMode;
+
+    fn prop(id_short: &str, value: &str) -> Value {
+        json!({"idShort": id_short, "modelType": "Property", "valueType": "xs:string", "value": value})
+    }
+
+    /// An AID with one OPC UA interface at `base` (channel security and token as given) and
+    /// properties `(name, node id, observable)`.
+    fn aid_submodel(base: &str, mode: &str, token: &str, props: &[(&str, &str, bool)]) -> Value {
+        let properties: Vec<Value> = props
+            .iter()
+            .map(|(name, node, observable)| {
+                json!({"idShort": name, "modelType": "SubmodelElementCollection",
+                    "semanticId": global_ref(aid::AID_PROPERTY_DEFINITION),
+                    "value": [prop("observable", &observable.to_string()),
+                        {"idShort": "forms", "modelType": "SubmodelElementCollection",
+                         "value": [prop("href", &aid::href_for(node))]}]})
+            })
+            .collect();
+        json!({"id": "urn:aid", "idShort": "AID", "modelType": "Submodel",
+            "semanticId": model_ref(&[("Submodel", aid::AID_SUBMODEL)]),
+            "submodelElements": [{"idShort": "InterfaceOPCUA", "modelType": "SubmodelElementCollection",
+                "semanticId": global_ref(aid::AID_INTERFACE),
+                "value": [
+                    {"idShort": "EndpointMetadata", "modelType": "SubmodelElementCollection", "value": [
+                        prop("base", base),
+                        {"idShort": "securityDefinitions", "modelType": "SubmodelElementCollection", "value": [
+                            {"idShort": "opcua_channel_sc", "modelType": "SubmodelElementCollection",
+                             "value": [prop("uav_securityMode", mode), prop("uav_securityPolicy", "Basic256Sha256")]},
+                            {"idShort": "opcua_authentication_sc", "modelType": "SubmodelElementCollection",
+                             "value": [prop("uav_userIdentityToken", token)]}]}]},
+                    {"idShort": "InteractionMetadata", "modelType": "SubmodelElementCollection", "value": [
+                        {"idShort": "properties", "modelType": "SubmodelElementCollection", "value": properties}]}]}]})
+    }
+
+    /// An AIMC 2.0 pairing AID property `name` with element `target` of `urn:op`.
+    fn aimc2(pairs: &[(&str, &str)]) -> Value {
+        let mc = aid::AIMC2_CONFIGURATION;
+        let sources: Vec<Value> = pairs.iter().map(|(name, _)| json!({"modelType": "SubmodelElementCollection", "value": [
+            {"idShort": "Source", "modelType": "ReferenceElement", "value": model_ref(&[
+                ("Submodel", "urn:aid"), ("SubmodelElementCollection", "InterfaceOPCUA"),
+                ("SubmodelElementCollection", "InteractionMetadata"), ("SubmodelElementCollection", "properties"),
+                ("SubmodelElementCollection", name)])},
+            {"idShort": "PollingInterval", "modelType": "Property", "valueType": "xs:double", "value": "0.5"},
+            prop("SourceId", name)]})).collect();
+        let sinks: Vec<Value> = pairs.iter().map(|(name, target)| json!({"modelType": "SubmodelElementCollection", "value": [
+            {"idShort": "Sink", "modelType": "ReferenceElement", "value": model_ref(&[("Submodel", "urn:op"), ("Property", target)])},
+            prop("SinkId", name)]})).collect();
+        json!({"id": "urn:aimc", "idShort": "AIMC", "modelType": "Submodel",
+            "semanticId": global_ref(aid::AIMC_SUBMODEL_2_0),
+            "submodelElements": [{"idShort": "MappingConfigurations", "modelType": "SubmodelElementList",
+                "typeValueListElement": "SubmodelElementCollection",
+                "value": [{"modelType": "SubmodelElementCollection", "semanticId": global_ref(mc), "value": [
+                    {"idShort": "Sources", "modelType": "SubmodelElementList", "typeValueListElement": "SubmodelElementCollection", "value": sources},
+                    {"idShort": "Sinks", "modelType": "SubmodelElementList", "typeValueListElement": "SubmodelElementCollection", "value": sinks}]}]}]})
+    }
+
+    fn load(toml: &str, submodels: Vec<Value>) -> (Config, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = json!({"submodels": submodels});
+        std::fs::write(dir.path().join("m.json"), env.to_string()).unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, format!("[aas]\nenvironments = [\"m.json\"]\n{toml}")).unwrap();
+        (Config::load_lenient(&path).unwrap(), dir)
+    }
+
+    #[test]
+    fn aid_and_aimc2_make_a_source_and_rules_non_observable_ones_read_cyclically() {
+        let (cfg, _dir) = load(
+            "",
+            vec![
+                aid_submodel(
+                    "opc.tcp://PLC:4840/",
+                    "SignAndEncrypt",
+                    "Anonymous",
+                    &[
+                        ("Speed", "nsu=urn:x;s=Speed", true),
+                        ("Temp", "ns=2;i=7", false),
+                    ],
+                ),
+                aimc2(&[("Speed", "Speed"), ("Temp", "Temperature")]),
+            ],
+        );
+        assert!(
+            cfg.from_aas.problems.is_empty(),
+            "{:?}",
+            cfg.from_aas.problems
+        );
+        assert_eq!(cfg.opcua.len(), 1);
+        assert_eq!(cfg.opcua[0].name, "aid:PLC:4840");
+        assert_eq!(cfg.opcua[0].security_mode, "SignAndEncrypt");
+        assert_eq!(cfg.opcua[0].security_policy, "Basic256Sha256");
+        assert_eq!(cfg.mapping.len(), 2);
+        let speed = &cfg.mapping[0];
+        assert_eq!(
+            (
+                speed.node_id.as_str(),
+                speed.submodel.as_str(),
+                speed.path.as_str()
+            ),
+            ("nsu=urn:x;s=Speed", "urn:op", "Speed")
+        );
+        assert_eq!(speed.mode, None);
+        let temp = &cfg.mapping[1];
+        assert_eq!(temp.mode, Some(AcquisitionMode::Read));
+        assert_eq!(temp.read_interval_ms, Some(500));
+        assert_eq!(temp.source.as_deref(), Some("aid:PLC:4840"));
+    }
+
+    #[test]
+    fn contradictions_and_missing_secrets_are_rejected_by_path() {
+        // The entry for the base says Sign where the AID says SignAndEncrypt, and has a user
+        // where the AID says Anonymous; a [[mapping]] feeds an element the AIMC feeds too.
+        let (cfg, _dir) = load(
+            "[[opcua]]\nname = \"plc\"\nendpoint = \"opc.tcp://plc:4840\"\nsecurity_mode = \"Sign\"\n\
+             username = \"u\"\npassword = \"p\"\n\
+             [[mapping]]\nnode_id = \"ns=2;s=Other\"\nsubmodel = \"urn:op\"\npath = \"Speed\"\n",
+            vec![
+                aid_submodel(
+                    "opc.tcp://PLC:4840/",
+                    "SignAndEncrypt",
+                    "Anonymous",
+                    &[("Speed", "nsu=urn:x;s=Speed", true), ("Temp", "ns=2;i=7", true)],
+                ),
+                aimc2(&[("Speed", "Speed"), ("Temp", "Temperature"), ("Nope", "X")]),
+            ],
+        );
+        let errors = cfg.validate().unwrap_err().to_string();
+        for expected in [
+            "opcua[0].security_mode: \"Sign\" contradicts the AID interface",
+            "opcua[0].username: the AID interface",
+            "is also mapped by mapping[0] in the config",
+            "m.json: submodels[1].submodelElements[0].value[0].value[1].value[2].SinkId: no Source has SourceId \"Nope\"",
+            "AID property missing: interface \"InterfaceOPCUA\" of \"urn:aid\" has no property InteractionMetadata.properties.Nope",
+        ] {
+            assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
+        }
+        // The one rule left goes to the TOML's source (no second source for the same base).
+        assert_eq!(cfg.opcua.len(), 1);
+        assert_eq!(cfg.mapping.len(), 2);
+        assert_eq!(cfg.mapping[1].source.as_deref(), Some("plc"));
+
+        // A UserName interface without an [[opcua]] entry: the secrets are missing.
+        let (cfg, _dir) = load(
+            "",
+            vec![
+                aid_submodel(
+                    "opc.tcp://plc2:4840",
+                    "None",
+                    "UserName",
+                    &[("A", "ns=2;i=1", true)],
+                ),
+                aimc2(&[("A", "A")]),
+            ],
+        );
+        let errors = cfg.validate().unwrap_err().to_string();
+        assert!(
+            errors.contains("needs a UserName identity; secrets are never in the AAS"),
+            "{errors}"
+        );
+    }
+}

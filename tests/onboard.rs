@@ -1,0 +1,511 @@
+//! Onboarding a machine in three commands (issue #16), against the bundled simulator:
+//! `browse URL --aas OUT` writes an AAS environment (operational data, nameplate, AID 1.1 +
+//! AIMC 1.0) that the independent validators accept and `validate` passes unedited; `run` with
+//! it serves the exact current value of every variable through the API and MQTT. The same
+//! environment with one machine's mapping rewritten as AIMC 2.x, and its AID carrying the
+//! published template's defects, runs too; broken references are named by JSON path.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use opcua::types::Variant;
+use serde_json::{json, Value};
+
+fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+}
+
+/// `browse URL --aas file`: returns stdout (the config).
+fn browse_aas(url: &str, file: &Path) -> String {
+    let out = gateway()
+        .args(["browse", url, "--pki-dir"])
+        .arg(gateway_pki())
+        .arg("--aas")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browse --aas failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `validate -c cfg`: (success, stdout + stderr).
+fn validate(cfg: &Path) -> (bool, String) {
+    let out = gateway()
+        .args(["validate", "-c"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The value a simulator variant must be served as, written independently of the gateway's
+/// conversion code.
+fn expected(v: &Variant) -> Value {
+    use base64::Engine;
+    match v {
+        Variant::Boolean(b) => json!(b),
+        Variant::SByte(i) => json!(i),
+        Variant::Byte(i) => json!(i),
+        Variant::Int16(i) => json!(i),
+        Variant::UInt16(i) => json!(i),
+        Variant::Int32(i) => json!(i),
+        Variant::UInt32(i) => json!(i),
+        Variant::Int64(i) => json!(i),
+        Variant::UInt64(i) => json!(i),
+        Variant::Float(f) => json!(f),
+        Variant::Double(f) => json!(f),
+        Variant::String(s) => json!(s.as_ref()),
+        Variant::DateTime(dt) => json!(dt.as_chrono().to_rfc3339()),
+        Variant::Guid(g) => json!(g.to_string().to_lowercase()),
+        Variant::ByteString(b) => json!(base64::engine::general_purpose::STANDARD
+            .encode(b.value.as_deref().unwrap_or_default())),
+        Variant::LocalizedText(t) => json!([{"en": t.text.as_ref()}]),
+        Variant::Array(a) => Value::Array(a.values.iter().map(expected).collect()),
+        other => panic!("test does not expect {other:?}"),
+    }
+}
+
+/// Equal, with numbers compared as numbers (a Float may print with more digits) and times as
+/// instants.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                return x == y;
+            }
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                return x == y;
+            }
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-6 * x.abs().max(1.0)
+        }
+        (Value::String(x), Value::String(y)) => {
+            x == y
+                || matches!(
+                    (
+                        chrono::DateTime::parse_from_rfc3339(x),
+                        chrono::DateTime::parse_from_rfc3339(y)
+                    ),
+                    (Ok(p), Ok(q)) if p == q
+                )
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
+        }
+        _ => a == b,
+    }
+}
+
+/// An MLP's value-only form `[{"en": text}]` as the plain text MQTT messages carry.
+fn mlp_text(v: &Value) -> Value {
+    v.pointer("/0/en").cloned().unwrap_or(Value::Null)
+}
+
+/// (submodel id, idShort, expected value) of every Good variable of the simulator's machines,
+/// its submodel found in the generated environment by the machine's name.
+fn expectations(sim: &opcua_sim::Simulator, env: &Value) -> Vec<(String, String, Value)> {
+    let submodels = env["submodels"].as_array().unwrap();
+    let mut out = Vec::new();
+    for c in sim.snapshot() {
+        if !c.status.is_good() || c.node_id.contains(".Identification.") {
+            continue;
+        }
+        let (_, id) = c.node_id.split_once(";s=").unwrap();
+        let (object, var) = id.split_once('.').unwrap();
+        let suffix = format!(":{object}:sm:operational-data");
+        let sm = submodels
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .find(|s| s.ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no operational data of {object}"));
+        out.push((sm.to_string(), var.to_string(), expected(&c.value)));
+    }
+    out
+}
+
+/// Polls the API until every expectation holds (or fails after 30 s naming what differs).
+async fn api_serves(api: &str, want: &[(String, String, Value)]) {
+    let http = reqwest::Client::new();
+    let t0 = Instant::now();
+    loop {
+        let mut wrong = Vec::new();
+        let mut cache: std::collections::HashMap<&str, Value> = Default::default();
+        for (sm, path, value) in want {
+            if !cache.contains_key(sm.as_str()) {
+                let url = format!("{api}/submodels/{}/$value", aas_gateway::aas::encode_id(sm));
+                let v: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+                cache.insert(sm, v);
+            }
+            let got = &cache[sm.as_str()][path];
+            if !same(got, value) {
+                wrong.push(format!("{sm} {path}: served {got}, simulator has {value}"));
+            }
+        }
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} of {} values differ, e.g.:\n{}",
+            wrong.len(),
+            want.len(),
+            wrong[..wrong.len().min(10)].join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `run -c cfg --port 0` with extra environment; returns the child and the API base URL.
+async fn run(cfg: &Path, env: &[(&str, String)], log: &Path) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+        .args(["run", "--port", "0", "-c"])
+        .arg(cfg)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let api = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no API URL within 30 s:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "the gateway ended:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+    (child, api)
+}
+
+/// Rewrites the AIMC 1.0 submodel `aimc_id` as AIMC 2.0 (Sources/Sinks paired by id, one
+/// property made non-observable with a polling interval) and gives the AID it points to the
+/// published templates' defects (MQTT supplemental semanticId on the OPC UA interface,
+/// `td#base`, hrefs without the leading `/`).
+fn to_aimc2_with_defects(env: &mut Value, aimc_id: &str) {
+    let mc =
+        "https://admin-shell.io/idta/AssetInterfacesMappingConfiguration/2/0/MappingConfiguration";
+    let sem = |s: &str| json!({"type": "ExternalReference", "keys": [{"type": "GlobalReference", "value": s}]});
+    let submodels = env["submodels"].as_array_mut().unwrap();
+    let aimc = submodels.iter_mut().find(|s| s["id"] == aimc_id).unwrap();
+    let config = &aimc["submodelElements"][0]["value"][0];
+    let aid_id = config["value"][0]["value"]["keys"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let relations = config["value"][1]["value"].as_array().unwrap().clone();
+    let mut sources = Vec::new();
+    let mut sinks = Vec::new();
+    for (n, r) in relations.iter().enumerate() {
+        let id = format!("S{n}");
+        sources.push(json!({"modelType": "SubmodelElementCollection", "semanticId": sem(&format!("{mc}/Source")), "value": [
+            {"idShort": "Source", "modelType": "ReferenceElement", "semanticId": sem(&format!("{mc}/Source/Source")), "value": r["first"]},
+            {"idShort": "PollingInterval", "modelType": "Property", "valueType": "xs:double", "semanticId": sem(&format!("{mc}/Source/PollingInterval")), "value": "0.5"},
+            {"idShort": "SourceId", "modelType": "Property", "valueType": "xs:string", "semanticId": sem(&format!("{mc}/Source/SourceId")), "value": id},
+        ]}));
+        sinks.push(json!({"modelType": "SubmodelElementCollection", "semanticId": sem(&format!("{mc}/Sink")), "value": [
+            {"idShort": "Sink", "modelType": "ReferenceElement", "semanticId": sem(&format!("{mc}/Sink/Sink")), "value": r["second"]},
+            {"idShort": "SinkId", "modelType": "Property", "valueType": "xs:string", "semanticId": sem(&format!("{mc}/Sink/SinkId")), "value": id},
+        ]}));
+    }
+    aimc["semanticId"] =
+        sem("https://admin-shell.io/idta/AssetInterfacesMappingConfiguration/2/0/Submodel");
+    aimc["submodelElements"][0]["value"] = json!([{
+        "modelType": "SubmodelElementCollection", "semanticId": sem(mc),
+        "value": [
+            {"idShort": "DefaultPollingInterval", "modelType": "Property", "valueType": "xs:double", "semanticId": sem(&format!("{mc}/DefaultPollingInterval")), "value": "1.0"},
+            {"idShort": "Sources", "modelType": "SubmodelElementList", "semanticId": sem(&format!("{mc}/Sources")), "typeValueListElement": "SubmodelElementCollection", "value": sources},
+            {"idShort": "Sinks", "modelType": "SubmodelElementList", "semanticId": sem(&format!("{mc}/Sinks")), "typeValueListElement": "SubmodelElementCollection", "value": sinks},
+        ]
+    }]);
+    let aid = submodels.iter_mut().find(|s| s["id"] == aid_id).unwrap();
+    let iface = &mut aid["submodelElements"][0];
+    iface["supplementalSemanticIds"] = json!([
+        sem("http://www.w3.org/2011/mqtt"),
+        sem("https://www.w3.org/2019/wot/td")
+    ]);
+    iface["value"][1]["value"][0]["semanticId"] = sem("https://www.w3.org/2019/wot/td#base");
+    let props = iface["value"][2]["value"][0]["value"]
+        .as_array_mut()
+        .unwrap();
+    for (n, p) in props.iter_mut().enumerate() {
+        let values = p["value"].as_array_mut().unwrap();
+        if n == 0 {
+            // Not observable: read cyclically at the PollingInterval.
+            for v in values.iter_mut() {
+                if v["idShort"] == "observable" {
+                    v["value"] = json!("false");
+                }
+            }
+        }
+        let forms = values.iter_mut().find(|v| v["idShort"] == "forms").unwrap();
+        let href = &mut forms["value"][0]["value"];
+        *href = json!(href.as_str().unwrap().trim_start_matches('/'));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_aas_validates_and_runs_unedited() {
+    let dir = tempfile::tempdir().unwrap();
+    // Values that stay put (no tick within the test), so "exact final value" is well defined.
+    let sim = start_sim(dir.path(), 3_600_000).await;
+    let url = sim.endpoint_url();
+    let env_file = dir.path().join("machines.json");
+    let (u, f) = (url.clone(), env_file.clone());
+    let toml = tokio::task::spawn_blocking(move || browse_aas(&u, &f))
+        .await
+        .unwrap();
+    assert!(toml.contains("[aas]"), "{toml}");
+    assert!(!toml.contains("[[mapping]]"), "{toml}");
+
+    // The independent validators accept it as written.
+    let checked = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/validators/check_aas.py"))
+        .args(["--check-refs", "--test-engines"])
+        .arg(&env_file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let env: Value = serde_json::from_slice(&std::fs::read(&env_file).unwrap()).unwrap();
+    let shells: Vec<&str> = env["assetAdministrationShells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["idShort"].as_str().unwrap())
+        .collect();
+    for machine in ["CNC1", "IMM1", "Conveyor1", "Meter1", "Types"] {
+        assert!(shells.contains(&machine), "{machine} missing: {shells:?}");
+    }
+    // The nameplate comes from the Identification object.
+    let plate = env["submodels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"].as_str().unwrap().ends_with(":CNC1:sm:nameplate"))
+        .expect("CNC1 nameplate");
+    let serial = plate["submodelElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["idShort"] == "SerialNumber")
+        .unwrap();
+    assert!(
+        serial["value"].as_str().unwrap().starts_with("CNC-"),
+        "{serial}"
+    );
+
+    // validate, unedited.
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let want = expectations(&sim, &env);
+    let (ok, text) = validate(&cfg);
+    assert!(ok, "validate rejected the browse output:\n{text}\n{toml}");
+    // One rule per AIMC relation, none from the TOML; every Good variable is among them.
+    let relations: usize = env["submodels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["idShort"] == "AssetInterfacesMappingConfiguration")
+        .map(|s| {
+            s["submodelElements"][0]["value"][0]["value"][1]["value"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(
+        want.len() >= 45 && relations >= want.len(),
+        "{} {relations}",
+        want.len()
+    );
+    assert!(
+        text.contains(&format!(
+            "1 OPC UA source(s), {relations} mapping rule(s), 5 shell(s)"
+        )),
+        "{text}"
+    );
+
+    // run: exact values through the API and MQTT.
+    let broker = Mosquitto::start();
+    let collector = MqttCollector::start(broker.port, "aas/#").await;
+    let log = dir.path().join("run1.log");
+    let (mut child, api) = run(
+        &cfg,
+        &[("AAS_GATEWAY__MQTT__PORT", broker.port.to_string())],
+        &log,
+    )
+    .await;
+    api_serves(&api, &want).await;
+    let t0 = Instant::now();
+    loop {
+        let messages = collector.snapshot();
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|(sm, path, value)| {
+                let machine = sm
+                    .trim_end_matches(":sm:operational-data")
+                    .rsplit(':')
+                    .next()
+                    .unwrap();
+                let topic = format!("aas/{machine}/OperationalData/{path}");
+                !messages
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t == topic)
+                    .is_some_and(|(_, m)| {
+                        same(&m["value"], value) || same(&m["value"], &mlp_text(value))
+                    })
+            })
+            .map(|(sm, path, _)| format!("{sm} {path}"))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not over MQTT with the simulator's value: {missing:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().await.unwrap();
+
+    // AIMC 2.x and the published templates' AID defects, for CNC1.
+    let mut edited = env.clone();
+    let aimc_id = env["submodels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .find(|s| s.ends_with(":CNC1:sm:aimc"))
+        .unwrap()
+        .to_string();
+    to_aimc2_with_defects(&mut edited, &aimc_id);
+    let edited_file = dir.path().join("edited.json");
+    std::fs::write(&edited_file, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+    let cfg2 = dir.path().join("edited.toml");
+    std::fs::write(
+        &cfg2,
+        toml.replace(
+            &std::fs::canonicalize(&env_file)
+                .unwrap()
+                .display()
+                .to_string(),
+            &edited_file.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (ok, text) = validate(&cfg2);
+    assert!(ok, "{text}");
+    let log2 = dir.path().join("run2.log");
+    let (mut child, api) = run(
+        &cfg2,
+        &[("AAS_GATEWAY__MQTT__ENABLED", "false".into())],
+        &log2,
+    )
+    .await;
+    api_serves(&api, &want).await;
+    child.kill().await.unwrap();
+
+    // Broken references: named by JSON path, every one.
+    let mut broken = env.clone();
+    let aimc = broken["submodels"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["id"] == aimc_id.as_str())
+        .unwrap();
+    let rels = &mut aimc["submodelElements"][0]["value"][0]["value"][1]["value"];
+    let keys = rels[0]["first"]["keys"].as_array_mut().unwrap();
+    keys.last_mut().unwrap()["value"] = json!("NoSuchProperty");
+    let keys = rels[1]["second"]["keys"].as_array_mut().unwrap();
+    keys.last_mut().unwrap()["value"] = json!("NoSuchElement");
+    let broken_file = dir.path().join("broken.json");
+    std::fs::write(&broken_file, serde_json::to_vec_pretty(&broken).unwrap()).unwrap();
+    let cfg3 = dir.path().join("broken.toml");
+    std::fs::write(
+        &cfg3,
+        toml.replace(
+            &std::fs::canonicalize(&env_file)
+                .unwrap()
+                .display()
+                .to_string(),
+            &broken_file.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (ok, text) = validate(&cfg3);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("submodelElements[0].value[0].value[1].value[0].first")
+            && text.contains("AID property missing")
+            && text.contains("NoSuchProperty"),
+        "{text}"
+    );
+    assert!(
+        text.contains("submodelElements[0].value[0].value[1].value[1].second")
+            && text.contains("NoSuchElement"),
+        "{text}"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_aas_writes_an_aasx_that_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), 3_600_000).await;
+    let url = sim.endpoint_url();
+    let file = dir.path().join("machines.aasx");
+    let f = file.clone();
+    let toml = tokio::task::spawn_blocking(move || browse_aas(&url, &f))
+        .await
+        .unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let (ok, text) = validate(&cfg);
+    assert!(ok, "{text}");
+    // The package's JSON is the environment the validators accept.
+    let env = aas_gateway::aas::aasx::read_aasx(&file).unwrap();
+    let json_file = dir.path().join("inside.json");
+    std::fs::write(&json_file, serde_json::to_vec(&env).unwrap()).unwrap();
+    check_aas_file(&json_file);
+    let want = expectations(&sim, &env);
+    let log = dir.path().join("run.log");
+    let (mut child, api) = run(
+        &cfg,
+        &[("AAS_GATEWAY__MQTT__ENABLED", "false".into())],
+        &log,
+    )
+    .await;
+    api_serves(&api, &want).await;
+    child.kill().await.unwrap();
+    sim.stop().await;
+}
