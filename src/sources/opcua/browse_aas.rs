@@ -374,9 +374,11 @@ fn machines(tree: &Tree) -> Vec<usize> {
     found
 }
 
-/// A unique, valid idShort for `name` among `taken`.
+/// A unique, valid idShort for `name` among `taken`. Without `-`: the AAS 3.0 pattern that
+/// aas-core3.0 and aas-test-engines check is `[a-zA-Z][a-zA-Z0-9_]*` (a GUID browse name
+/// would otherwise fail them).
 fn unique_id_short(name: &str, taken: &mut HashSet<String>) -> String {
-    let base = suggest_id_short(name);
+    let base = suggest_id_short(name).replace('-', "_");
     let mut candidate = base.clone();
     let mut n = 2;
     while !taken.insert(candidate.clone()) {
