@@ -632,3 +632,117 @@ async fn browse_aas_against_the_asyncua_peer() {
     }
     child.kill().await.unwrap();
 }
+
+/// AIMC 2.x with Lua transformations next to the generated AIMC 1.0: a unit conversion of two
+/// sources into one sink produces the expected value; a transformation that loops and one that
+/// fails are stopped and reported, and every other mapping keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aimc2_lua_transformations_run_and_faulty_ones_are_contained() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), 3_600_000).await;
+    let env_file = dir.path().join("machines.json");
+    let (u, f) = (sim.endpoint_url(), env_file.clone());
+    let toml = tokio::task::spawn_blocking(move || browse_aas(&u, &f))
+        .await
+        .unwrap();
+    let mut env: Value = serde_json::from_slice(&std::fs::read(&env_file).unwrap()).unwrap();
+    let want = expectations(&sim, &env);
+    let submodels = env["submodels"].as_array_mut().unwrap();
+    let aid_id = submodels
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .find(|s| s.ends_with(":CNC1:sm:aid"))
+        .unwrap()
+        .to_string();
+    let op = submodels
+        .iter_mut()
+        .find(|s| {
+            s["id"]
+                .as_str()
+                .unwrap()
+                .ends_with(":CNC1:sm:operational-data")
+        })
+        .unwrap();
+    let op_id = op["id"].as_str().unwrap().to_string();
+    for name in ["SpeedSum", "Looping", "Failing"] {
+        op["submodelElements"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"idShort": name, "modelType": "Property", "valueType": "xs:double"}));
+    }
+    let mc =
+        "https://admin-shell.io/idta/AssetInterfacesMappingConfiguration/2/0/MappingConfiguration";
+    let prop_ref = |p: &str| {
+        json!({"type": "ModelReference", "keys": [
+            {"type": "Submodel", "value": aid_id},
+            {"type": "SubmodelElementCollection", "value": "InterfaceOPCUA"},
+            {"type": "SubmodelElementCollection", "value": "InteractionMetadata"},
+            {"type": "SubmodelElementCollection", "value": "properties"},
+            {"type": "SubmodelElementCollection", "value": p}]})
+    };
+    let config = |lua: &str, sources: &[(&str, &str)], sink: &str| {
+        json!({"modelType": "SubmodelElementCollection", "value": [
+            {"idShort": "Transformation", "modelType": "Blob", "contentType": "text/plain",
+             "semanticId": {"type": "ExternalReference", "keys": [{"type": "GlobalReference", "value": format!("{mc}/Transformation")}]},
+             "value": base64::engine::general_purpose::STANDARD.encode(lua)},
+            {"idShort": "Sources", "modelType": "SubmodelElementList", "typeValueListElement": "SubmodelElementCollection",
+             "value": sources.iter().map(|(id, p)| json!({"modelType": "SubmodelElementCollection", "value": [
+                {"idShort": "Source", "modelType": "ReferenceElement", "value": prop_ref(p)},
+                {"idShort": "SourceId", "modelType": "Property", "valueType": "xs:string", "value": id}]})).collect::<Vec<_>>()},
+            {"idShort": "Sinks", "modelType": "SubmodelElementList", "typeValueListElement": "SubmodelElementCollection",
+             "value": [{"modelType": "SubmodelElementCollection", "value": [
+                {"idShort": "Sink", "modelType": "ReferenceElement", "value": {"type": "ModelReference", "keys": [
+                    {"type": "Submodel", "value": op_id}, {"type": "Property", "value": sink}]}},
+                {"idShort": "SinkId", "modelType": "Property", "valueType": "xs:string", "value": "Out"}]}]},
+        ]})
+    };
+    submodels.push(json!({
+        "modelType": "Submodel", "id": "urn:test:aimc2", "idShort": "AssetInterfacesMappingConfiguration",
+        "semanticId": {"type": "ExternalReference", "keys": [{"type": "GlobalReference",
+            "value": "https://admin-shell.io/idta/AssetInterfacesMappingConfiguration/2/0/Submodel"}]},
+        "submodelElements": [{"idShort": "MappingConfigurations", "modelType": "SubmodelElementList",
+            "typeValueListElement": "SubmodelElementCollection", "value": [
+                config("function aimc_main(s) return { Out = (s.S + s.F) * 0.001 } end",
+                    &[("S", "SpindleSpeed"), ("F", "FeedRate")], "SpeedSum"),
+                config("function aimc_main(s) while true do end end", &[("S", "SpindleSpeed")], "Looping"),
+                config("function aimc_main(s) error('no conversion for ' .. s.F) end", &[("F", "FeedRate")], "Failing"),
+            ]}],
+    }));
+    std::fs::write(&env_file, serde_json::to_vec_pretty(&env).unwrap()).unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let (ok, text) = validate(&cfg);
+    assert!(ok, "{text}");
+
+    let log = dir.path().join("run.log");
+    let (mut child, api) = run(
+        &cfg,
+        &[("AAS_GATEWAY__MQTT__ENABLED", "false".into())],
+        &log,
+    )
+    .await;
+    let number = |var: &str| {
+        want.iter()
+            .find(|(sm, p, _)| sm == &op_id && p == var)
+            .map(|(_, _, v)| v.as_f64().unwrap())
+            .unwrap()
+    };
+    let sum = (number("SpindleSpeed") + number("FeedRate")) * 0.001;
+    let mut all = want.clone();
+    all.push((op_id.clone(), "SpeedSum".into(), json!(sum)));
+    api_serves(&api, &all).await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{api}/submodels/{}/$value",
+        aas_gateway::aas::encode_id(&op_id)
+    );
+    let served: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    assert!(served.get("Looping").is_none_or(Value::is_null), "{served}");
+    assert!(served.get("Failing").is_none_or(Value::is_null), "{served}");
+    child.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("time limit per call"), "{text}");
+    assert!(text.contains("no conversion for"), "{text}");
+    sim.stop().await;
+}

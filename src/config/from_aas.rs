@@ -72,10 +72,13 @@ impl Config {
             interfaces.extend(aid::interfaces(doc, name, &mut from.problems));
         }
         let mut rules = Vec::new();
+        let mut transforms = Vec::new();
         for (name, doc) in &docs {
-            rules.extend(aimc::rules(doc, name, &interfaces, &mut from.problems));
+            let parsed = aimc::rules(doc, name, &interfaces, &mut from.problems);
+            rules.extend(parsed.rules);
+            transforms.extend(parsed.transforms);
         }
-        if rules.is_empty() {
+        if rules.is_empty() && transforms.is_empty() {
             self.from_aas = from;
             return;
         }
@@ -95,11 +98,16 @@ impl Config {
         // Interface index → source name.
         let mut source_of: HashMap<usize, String> = HashMap::new();
         let mut by_base: HashMap<String, String> = HashMap::new();
-        for r in &rules {
-            if source_of.contains_key(&r.interface) {
+        let used = rules.iter().map(|r| r.interface).chain(
+            transforms
+                .iter()
+                .flat_map(|t| t.sources.iter().map(|s| s.1)),
+        );
+        for interface in used.collect::<Vec<_>>() {
+            if source_of.contains_key(&interface) {
                 continue;
             }
-            let iface = &interfaces[r.interface];
+            let iface = &interfaces[interface];
             let base = normalize_endpoint(&iface.base);
             let name = match by_base.get(&base) {
                 Some(name) => {
@@ -124,12 +132,12 @@ impl Config {
                     name.clone()
                 }
                 None => {
-                    let name = self.source_for(r.interface, &interfaces, &mut from);
+                    let name = self.source_for(interface, &interfaces, &mut from);
                     by_base.insert(base, name.clone());
                     name
                 }
             };
-            source_of.insert(r.interface, name);
+            source_of.insert(interface, name);
         }
         for r in rules {
             let mut rule = r.rule;
@@ -146,6 +154,45 @@ impl Config {
             rule.source = source_of.get(&r.interface).cloned();
             self.mapping.push(rule);
             from.rule_origins.push(r.at);
+        }
+        // Transformations: their sinks become rules whose element takes the output (on the
+        // first input's source, whose node they name without monitoring it).
+        for t in transforms {
+            let inputs: Vec<(String, crate::mapping::MappingRule)> = t
+                .sources
+                .into_iter()
+                .map(|(id, interface, mut rule)| {
+                    rule.source = source_of.get(&interface).cloned();
+                    (id, rule)
+                })
+                .collect();
+            let (first_source, first_node) =
+                (inputs[0].1.source.clone(), inputs[0].1.node_id.clone());
+            let mut outputs = Vec::new();
+            for (id, at, mut rule) in t.sinks {
+                if let Some(&k) = toml_targets.get(&(rule.submodel.clone(), rule.path.clone())) {
+                    from.problems.push((
+                        at,
+                        format!(
+                            "element {} of {} is also mapped by mapping[{k}] in the config",
+                            rule.path, rule.submodel
+                        ),
+                    ));
+                    continue;
+                }
+                rule.source = first_source.clone();
+                rule.node_id = first_node.clone();
+                outputs.push((id, self.mapping.len()));
+                self.mapping.push(rule);
+                from.rule_origins.push(at);
+            }
+            self.transforms
+                .push(crate::mapping::transform::TransformSpec {
+                    at: t.at,
+                    code: t.code,
+                    inputs,
+                    outputs,
+                });
         }
         self.from_aas = from;
     }

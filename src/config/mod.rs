@@ -90,6 +90,10 @@ pub struct Config {
     /// [`Config::add_from_aas`]).
     #[serde(skip)]
     pub from_aas: FromAas,
+    /// AIMC 2.x transformations (Lua) of the AAS environments; their outputs are rules in
+    /// `mapping` (see [`Config::add_from_aas`]).
+    #[serde(skip)]
+    pub transforms: Vec<crate::mapping::transform::TransformSpec>,
 }
 
 /// General settings.

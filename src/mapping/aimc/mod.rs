@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::aas::aid::{self, child, child_value, children, is};
 use crate::mapping::MappingRule;
-use crate::sources::aid::{AidInterface, Problems};
+use crate::sources::aid::{AidInterface, AidProperty, Problems};
 use crate::sources::opcua::config::AcquisitionMode;
 
 /// An AIMC 2.x source: its AID property (interface, property) and polling interval (s).
@@ -36,6 +36,29 @@ pub struct AimcRule {
     pub interface: usize,
     /// The rule; `source` is left empty for the config to fill in.
     pub rule: MappingRule,
+}
+
+/// An AIMC 2.x configuration with a Lua `Transformation`.
+#[derive(Debug, Clone)]
+pub struct AimcTransform {
+    /// JSON path of the MappingConfiguration.
+    pub at: String,
+    /// The Lua code (the Blob's bytes).
+    pub code: String,
+    /// SourceId → (AID interface index, the rule monitoring its node; no element).
+    pub sources: Vec<(String, usize, MappingRule)>,
+    /// SinkId → (JSON path of the sink, the rule of its element, `transform_output` set;
+    /// `source`/`node_id` to be filled in by the config).
+    pub sinks: Vec<(String, String, MappingRule)>,
+}
+
+/// What the AIMC submodels of a document say.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// One rule per relation (1.0) or source/sink pair (2.x).
+    pub rules: Vec<AimcRule>,
+    /// 2.x configurations with a transformation.
+    pub transforms: Vec<AimcTransform>,
 }
 
 /// Whether a submodel is an AIMC (1.0 or 2.x).
@@ -54,8 +77,8 @@ pub fn rules(
     file: &str,
     interfaces: &[AidInterface],
     problems: &mut Problems,
-) -> Vec<AimcRule> {
-    let mut out = Vec::new();
+) -> Parsed {
+    let mut out = Parsed::default();
     let submodels = doc.get("submodels").and_then(Value::as_array);
     for (i, sm) in submodels.into_iter().flatten().enumerate() {
         if !is_aimc_submodel(sm) {
@@ -79,8 +102,9 @@ fn configuration(
     at: &str,
     interfaces: &[AidInterface],
     problems: &mut Problems,
-    out: &mut Vec<AimcRule>,
+    parsed: &mut Parsed,
 ) {
+    let out = &mut parsed.rules;
     let mc = aid::AIMC2_CONFIGURATION;
     let part = |name: &str| format!("{mc}/{name}");
     let relations = children(config)
@@ -127,19 +151,21 @@ fn configuration(
             "a MappingConfiguration needs MappingSourceSinkRelations (AIMC 1.0) or Sources and Sinks (AIMC 2.x)".into(),
         ));
         return;
-    };
+    }; // The Blob's value is base64 of the Lua text; plain text is accepted too.
     let transformation = child(config, &part("Transformation"), &["Transformation"])
         .and_then(|t| t.get("value"))
         .and_then(Value::as_str)
-        .filter(|v| !v.trim().is_empty());
-    if transformation.is_some() {
-        problems.push((
-            format!("{at}.Transformation"),
-            "Lua transformations (AIMC 2.x) are not supported yet; this configuration is not run"
-                .into(),
-        ));
-        return;
-    }
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_else(|| v.to_string())
+        });
+    let mut transform_sources = Vec::new();
+    let mut transform_sinks = Vec::new();
     let default_interval = child_value(
         config,
         &part("DefaultPollingInterval"),
@@ -167,7 +193,10 @@ fn configuration(
             .and_then(|v| v.parse::<f64>().ok())
             .or(default_interval);
         match resolve_property(reference, interfaces) {
-            Ok(p) => by_id.entry(id.to_string()).or_default().push((p, interval)),
+            Ok(p) => {
+                transform_sources.push((id.to_string(), p, interval));
+                by_id.entry(id.to_string()).or_default().push((p, interval))
+            }
             Err(e) => problems.push((format!("{here}.Source"), e)),
         }
     }
@@ -186,6 +215,22 @@ fn configuration(
             ));
             continue;
         };
+        if transformation.is_some() {
+            match target(reference) {
+                Ok((submodel, path)) => transform_sinks.push((
+                    id.to_string(),
+                    format!("{here}.Sink"),
+                    MappingRule {
+                        submodel,
+                        path,
+                        transform_output: true,
+                        ..Default::default()
+                    },
+                )),
+                Err(e) => problems.push((format!("{here}.Sink"), e)),
+            }
+            continue;
+        }
         match by_id.get(id).map(Vec::as_slice) {
             Some([(p, interval)]) => push_rule(
                 &format!("{here}.Sink"),
@@ -201,11 +246,49 @@ fn configuration(
                 format!("{id:?} is the SourceId of {} sources; without a Transformation a sink takes exactly one", more.len()),
             )),
             _ => problems.push((
-                format!("{here}.SinkId"),
-                format!("no Source has SourceId {id:?}"),
+                format!("{here}.SinkId"),                format!("no Source has SourceId {id:?}"),
             )),
         }
     }
+    if let Some(code) = transformation {
+        if transform_sources.is_empty() {
+            problems.push((
+                format!("{at}.Sources"),
+                "a Transformation needs at least one source".into(),
+            ));
+            return;
+        }
+        parsed.transforms.push(AimcTransform {
+            at: at.to_string(),
+            code,
+            sources: transform_sources
+                .into_iter()
+                .map(|(id, (i, p), interval)| {
+                    (id, i, node_rule(&interfaces[i].properties[p], interval))
+                })
+                .collect(),
+            sinks: transform_sinks,
+        });
+    }
+}
+
+/// The rule that acquires an AID property's node: subscribed, or read cyclically (every
+/// `interval_s` when given) when the property is not observable.
+fn node_rule(property: &AidProperty, interval_s: Option<f64>) -> MappingRule {
+    let mut rule = MappingRule {
+        node_id: property
+            .node_id
+            .clone()
+            .expect("checked by resolve_property"),
+        ..Default::default()
+    };
+    if !property.observable {
+        rule.mode = Some(AcquisitionMode::Read);
+        if let Some(s) = interval_s.filter(|s| s.is_finite() && *s > 0.0) {
+            rule.read_interval_ms = Some(((s * 1000.0).round() as u64).max(1));
+        }
+    }
+    rule
 }
 
 /// The AID property a reference names: `(interface index, property index)`.
@@ -294,23 +377,11 @@ fn push_rule(
             return;
         }
     };
-    let property = &interfaces[i].properties[p];
-    let node_id = property
-        .node_id
-        .clone()
-        .expect("checked by resolve_property");
-    let mut rule = MappingRule {
-        node_id,
+    let rule = MappingRule {
         submodel,
         path,
-        ..Default::default()
+        ..node_rule(&interfaces[i].properties[p], interval_s)
     };
-    if !property.observable {
-        rule.mode = Some(AcquisitionMode::Read);
-        if let Some(s) = interval_s.filter(|s| s.is_finite() && *s > 0.0) {
-            rule.read_interval_ms = Some(((s * 1000.0).round() as u64).max(1));
-        }
-    }
     out.push(AimcRule {
         at: at.to_string(),
         interface: i,
