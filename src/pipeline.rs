@@ -91,6 +91,7 @@ fn check_unlocated(
             Ok(router)
         },
     );
+    errors.0.extend(cfg.check_aid_types(&env).0);
     match built {
         Ok(router) if errors.is_empty() => {
             // semantic_id overrides go into the served AAS, so AAS and sinks agree.

@@ -448,6 +448,25 @@ async fn browse_aas_validates_and_runs_unedited() {
     keys.last_mut().unwrap()["value"] = json!("NoSuchProperty");
     let keys = rels[1]["second"]["keys"].as_array_mut().unwrap();
     keys.last_mut().unwrap()["value"] = json!("NoSuchElement");
+    // And a type that cannot fit: CNC1's Running (xs:boolean) said to be a number.
+    let aid_id = aimc_id.replace(":sm:aimc", ":sm:aid");
+    let aid = broken["submodels"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["id"] == aid_id.as_str())
+        .unwrap();
+    let running = aid["submodelElements"][0]["value"][2]["value"][0]["value"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["idShort"] == "Running")
+        .unwrap();
+    for v in running["value"].as_array_mut().unwrap() {
+        if v["idShort"] == "type" {
+            v["value"] = json!("number");
+        }
+    }
     let broken_file = dir.path().join("broken.json");
     std::fs::write(&broken_file, serde_json::to_vec_pretty(&broken).unwrap()).unwrap();
     let cfg3 = dir.path().join("broken.toml");
@@ -473,6 +492,10 @@ async fn browse_aas_validates_and_runs_unedited() {
     assert!(
         text.contains("submodelElements[0].value[0].value[1].value[1].second")
             && text.contains("NoSuchElement"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the AID property's type \"number\" cannot fit the element (xs:boolean)"),
         "{text}"
     );
     sim.stop().await;

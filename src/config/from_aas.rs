@@ -39,6 +39,8 @@ pub struct FromAas {
     pub source_origins: Vec<String>,
     /// Where each added rule came from (its AIMC relation or sink).
     pub rule_origins: Vec<String>,
+    /// The AID `type` of each added rule's property (`None` for transformation outputs).
+    pub rule_aid_types: Vec<Option<String>>,
     /// What could not be read, each with its JSON path.
     pub problems: Vec<(String, String)>,
 }
@@ -154,6 +156,7 @@ impl Config {
             rule.source = source_of.get(&r.interface).cloned();
             self.mapping.push(rule);
             from.rule_origins.push(r.at);
+            from.rule_aid_types.push(r.aid_type);
         }
         // Transformations: their sinks become rules whose element takes the output (on the
         // first input's source, whose node they name without monitoring it).
@@ -185,6 +188,7 @@ impl Config {
                 outputs.push((id, self.mapping.len()));
                 self.mapping.push(rule);
                 from.rule_origins.push(at);
+                from.rule_aid_types.push(None);
             }
             self.transforms
                 .push(crate::mapping::transform::TransformSpec {
@@ -270,6 +274,25 @@ impl Config {
         self.opcua.push(iface.source_config(&name));
         from.source_origins.push(iface.at.clone());
         name
+    }
+
+    /// Checks that each AIMC rule's AID property type fits its element in `env` (missing
+    /// elements are the router's to report).
+    pub fn check_aid_types(&self, env: &crate::aas::Environment) -> ConfigErrors {
+        let mut errors = ConfigErrors::default();
+        let from = &self.from_aas;
+        for (k, aid_type) in from.rule_aid_types.iter().enumerate() {
+            let (Some(t), Some(rule)) = (aid_type, self.mapping.get(from.toml_rules + k)) else {
+                continue;
+            };
+            let Ok(loc) = env.locate(&rule.submodel, &rule.path) else {
+                continue;
+            };
+            if let Err(e) = aimc::type_fits(t, loc.kind, loc.value_type) {
+                errors.push(&from.rule_origins[k], e);
+            }
+        }
+        errors
     }
 
     /// Reports what reading AID + AIMC found wrong.

@@ -22,6 +22,9 @@ use crate::mapping::MappingRule;
 
 /// Longest a call may run before it is stopped.
 pub const CALL_LIMIT: Duration = Duration::from_millis(100);
+/// How long a transformation that ran into [`CALL_LIMIT`] is skipped, so that a loop cannot
+/// take 100 ms of the dispatcher for every value of its sources.
+pub const SUSPEND_AFTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Memory a transformation's Lua state may use.
 pub const MEMORY_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -124,6 +127,8 @@ pub struct Transform {
     source_ids: Vec<String>,
     /// SinkId → the rule (index) whose element takes that output.
     sinks: Vec<(String, u32)>,
+    /// Skipped until then after running into the time limit.
+    suspended_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Transform {
@@ -174,6 +179,7 @@ impl Transform {
             values: HashMap::new(),
             source_ids,
             sinks,
+            suspended_until: None,
         })
     }
 
@@ -185,6 +191,12 @@ impl Transform {
         if self.values.len() < self.source_ids.len() {
             return Ok(Vec::new());
         }
+        if let Some(until) = self.suspended_until {
+            if Instant::now() < until {
+                return Err("suspended after running into the time limit".into());
+            }
+            self.suspended_until = None;
+        }
         let table = self.lua.create_table().map_err(|e| e.to_string())?;
         for (id, v) in &self.values {
             table
@@ -194,8 +206,15 @@ impl Transform {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        let result: LuaValue =
-            with_limit(&self.lua, || self.main.call(table)).map_err(|e| e.to_string())?;
+        let result: LuaValue = with_limit(&self.lua, || self.main.call(table)).map_err(|e| {
+            let e = e.to_string();
+            if e.contains(TIME_LIMIT_TEXT) {
+                self.suspended_until = Some(Instant::now() + SUSPEND_AFTER_TIMEOUT);
+                format!("{e}; skipped for {} s", SUSPEND_AFTER_TIMEOUT.as_secs())
+            } else {
+                e
+            }
+        })?;
         let LuaValue::Table(out) = result else {
             return Err(format!(
                 "aimc_main returned a {}, not a table {{SinkId = value}}",
@@ -221,6 +240,8 @@ impl Transform {
     }
 }
 
+const TIME_LIMIT_TEXT: &str = "time limit per call";
+
 /// Runs `f` with the instruction hook that stops it after [`CALL_LIMIT`].
 fn with_limit<T>(lua: &Lua, f: impl FnOnce() -> mlua::Result<T>) -> mlua::Result<T> {
     let started = Instant::now();
@@ -229,7 +250,7 @@ fn with_limit<T>(lua: &Lua, f: impl FnOnce() -> mlua::Result<T>) -> mlua::Result
         move |_, _| {
             if started.elapsed() > CALL_LIMIT {
                 Err(mlua::Error::runtime(format!(
-                    "stopped after {} ms (time limit per call)",
+                    "stopped after {} ms ({TIME_LIMIT_TEXT})",
                     CALL_LIMIT.as_millis()
                 )))
             } else {
@@ -336,6 +357,10 @@ mod tests {
         let e = t.feed("X", &reading(TypedValue::Int(1))).unwrap_err();
         assert!(e.contains("time limit"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));
+        // Skipped for a while, without running Lua again.
+        let e = t.feed("X", &reading(TypedValue::Int(5))).unwrap_err();
+        assert!(e.contains("suspended"), "{e}");
+        t.suspended_until = None;
         let e = t.feed("X", &reading(TypedValue::Int(2))).unwrap_err();
         assert!(e.contains("bad input"), "{e}");
         for x in [3, 4] {

@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::aas::aid::{self, child, child_value, children, is};
+use crate::aas::ElementKind;
+use crate::core::XsType;
 use crate::mapping::MappingRule;
 use crate::sources::aid::{AidInterface, AidProperty, Problems};
 use crate::sources::opcua::config::AcquisitionMode;
@@ -36,6 +38,8 @@ pub struct AimcRule {
     pub interface: usize,
     /// The rule; `source` is left empty for the config to fill in.
     pub rule: MappingRule,
+    /// The AID property's `type`, to check against the element ([`type_fits`]).
+    pub aid_type: Option<String>,
 }
 
 /// An AIMC 2.x configuration with a Lua `Transformation`.
@@ -386,7 +390,43 @@ fn push_rule(
         at: at.to_string(),
         interface: i,
         rule,
+        aid_type: interfaces[i].properties[p].data_type.clone(),
     });
+}
+
+/// Whether values of an AID property of JSON Schema `aid_type` fit an element of `kind` and
+/// `xs` (the element's value type, for lists their items'): the error says why not. Unknown
+/// types pass; the values are still checked one by one on arrival.
+pub fn type_fits(aid_type: &str, kind: ElementKind, xs: XsType) -> Result<(), String> {
+    let list = kind == ElementKind::PropertyList;
+    let numeric =
+        xs.int_range().is_some() || matches!(xs, XsType::Float | XsType::Double | XsType::Decimal);
+    let fits = match aid_type {
+        "array" => list,
+        _ if list => false,
+        "boolean" => matches!(xs, XsType::Boolean | XsType::String),
+        "integer" => numeric || xs == XsType::String,
+        "number" => {
+            matches!(
+                xs,
+                XsType::Float | XsType::Double | XsType::Decimal | XsType::String
+            )
+        }
+        "string" => !numeric && xs != XsType::Boolean,
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        let element = if list {
+            format!("a SubmodelElementList of {xs}")
+        } else {
+            xs.to_string()
+        };
+        Err(format!(
+            "the AID property's type {aid_type:?} cannot fit the element ({element})"
+        ))
+    }
 }
 
 /// `(type, value)` of a reference's keys.
@@ -418,6 +458,24 @@ fn show(keys: &[(String, String)]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn types_that_cannot_fit_are_named() {
+        let p = ElementKind::Property;
+        assert!(type_fits("number", p, XsType::Double).is_ok());
+        assert!(type_fits("integer", p, XsType::Float).is_ok());
+        assert!(type_fits("string", p, XsType::DateTime).is_ok());
+        assert!(type_fits("array", ElementKind::PropertyList, XsType::Int).is_ok());
+        let e = type_fits("boolean", p, XsType::Double).unwrap_err();
+        assert!(
+            e.contains("\"boolean\" cannot fit the element (xs:double)"),
+            "{e}"
+        );
+        assert!(type_fits("number", p, XsType::Int).is_err());
+        assert!(type_fits("array", p, XsType::Double).is_err());
+        assert!(type_fits("number", ElementKind::PropertyList, XsType::Double).is_err());
+        assert!(type_fits("object", p, XsType::Int).is_ok());
+    }
 
     #[test]
     fn targets_become_id_short_paths() {

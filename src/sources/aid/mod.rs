@@ -52,6 +52,8 @@ pub struct AidProperty {
     pub node_id: Result<String, String>,
     /// `observable` (default true: OPC UA nodes can be monitored); `false` asks for cyclic reads.
     pub observable: bool,
+    /// `type` (JSON Schema: boolean, integer, number, string, array, object, null), if given.
+    pub data_type: Option<String>,
 }
 
 /// Everything wrong with the AIDs of a document, each with its path.
@@ -232,6 +234,9 @@ fn collect_properties(list: &Value, prefix: &[String], at: &str, out: &mut Vec<A
                 path: path.clone(),
                 node_id,
                 observable,
+                data_type: child_value(p, aid::RDF_TYPE, &["type"])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
             });
         }
         // Nested properties of an object-typed property.
