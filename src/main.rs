@@ -84,6 +84,10 @@ enum Command {
         /// Write an AASX package (IDTA-01005, JSON inside) to this file instead of JSON to stdout.
         #[arg(long, value_name = "FILE")]
         aasx: Option<PathBuf>,
+        /// Also write the config's [[mapping]] rules as AID 1.1 + AIMC 1.0 submodels, so that
+        /// the export runs with only the secrets left in the TOML.
+        #[arg(long)]
+        aid: bool,
     },
     /// Walk a server's address space and print a mapping config skeleton (TOML) on stdout, or
     /// (with --aas) write a ready-to-run AAS environment and print the config that runs it.
@@ -284,9 +288,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Export { config, live, aasx } => {
+        Command::Export {
+            config,
+            live,
+            aasx,
+            aid,
+        } => {
             let cfg = Config::load(&config)?;
-            let env = match live {
+            let with_aid = if aid {
+                let (env, _) = pipeline::check(&cfg)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+                let toml_rules = &cfg.mapping[..cfg.from_aas.toml_rules];
+                let (submodels, left_out) = aas_gateway::mapping::aimc::export::export(
+                    &cfg.gateway.name,
+                    &cfg.opcua[..cfg.from_aas.toml_sources],
+                    toml_rules,
+                    &env,
+                );
+                for line in left_out {
+                    eprintln!("warning: {line}");
+                }
+                submodels
+            } else {
+                Vec::new()
+            };
+            let mut env = match live {
                 None => {
                     let (env, _) = pipeline::check(&cfg)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
@@ -296,6 +322,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     pipeline::snapshot_live(cfg, std::time::Duration::from_secs(seconds)).await?
                 }
             };
+            if !with_aid.is_empty() {
+                env["submodels"]
+                    .as_array_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the environment has no submodels"))?
+                    .extend(with_aid);
+            }
             match aasx {
                 Some(path) => {
                     let file = std::fs::File::create(&path)

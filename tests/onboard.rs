@@ -448,7 +448,16 @@ async fn browse_aas_validates_and_runs_unedited() {
     keys.last_mut().unwrap()["value"] = json!("NoSuchProperty");
     let keys = rels[1]["second"]["keys"].as_array_mut().unwrap();
     keys.last_mut().unwrap()["value"] = json!("NoSuchElement");
-    // And a type that cannot fit: CNC1's Running (xs:boolean) said to be a number.
+    // And a type that cannot fit: the property of relation 2 said to be an array when its
+    // element is not a list (or a boolean when it is).
+    let rel2 = rels[2].clone();
+    let prop_name = rel2["first"]["keys"].as_array().unwrap().last().unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second_keys = rel2["second"]["keys"].as_array().unwrap();
+    let is_list = second_keys.last().unwrap()["type"] == "SubmodelElementList";
+    let wrong_type = if is_list { "boolean" } else { "array" };
     let aid_id = aimc_id.replace(":sm:aimc", ":sm:aid");
     let aid = broken["submodels"]
         .as_array_mut()
@@ -456,15 +465,15 @@ async fn browse_aas_validates_and_runs_unedited() {
         .iter_mut()
         .find(|s| s["id"] == aid_id.as_str())
         .unwrap();
-    let running = aid["submodelElements"][0]["value"][2]["value"][0]["value"]
+    let property = aid["submodelElements"][0]["value"][2]["value"][0]["value"]
         .as_array_mut()
         .unwrap()
         .iter_mut()
-        .find(|p| p["idShort"] == "Running")
+        .find(|p| p["idShort"] == prop_name.as_str())
         .unwrap();
-    for v in running["value"].as_array_mut().unwrap() {
+    for v in property["value"].as_array_mut().unwrap() {
         if v["idShort"] == "type" {
-            v["value"] = json!("number");
+            v["value"] = json!(wrong_type);
         }
     }
     let broken_file = dir.path().join("broken.json");
@@ -495,7 +504,10 @@ async fn browse_aas_validates_and_runs_unedited() {
         "{text}"
     );
     assert!(
-        text.contains("the AID property's type \"number\" cannot fit the element (xs:boolean)"),
+        text.contains("submodelElements[0].value[0].value[1].value[2].second")
+            && text.contains(&format!(
+                "the AID property's type {wrong_type:?} cannot fit the element"
+            )),
         "{text}"
     );
     sim.stop().await;
@@ -768,4 +780,103 @@ async fn aimc2_lua_transformations_run_and_faulty_ones_are_contained() {
     assert!(text.contains("time limit per call"), "{text}");
     assert!(text.contains("no conversion for"), "{text}");
     sim.stop().await;
+}
+
+/// The round trip: `export --aid` of a TOML-configured gateway writes its mapping as AID +
+/// AIMC; a config with only that environment and the connection entry runs the same rules
+/// (one left out with a warning: AIMC 1.0 has no scale/offset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_aid_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), 3_600_000).await;
+    let connection = format!(
+        "[[opcua]]\nname = \"sim\"\nendpoint = \"{}\"\npki_dir = \"{}\"\n",
+        sim.endpoint_url(),
+        gateway_pki().display()
+    );
+    let mut toml = format!(
+        "[gateway]\nname = \"round-trip\"\n[aas]\nenvironments = [\"{}\"]\n{connection}",
+        repo_root().join("aas-templates/cnc1.aas.json").display()
+    );
+    for node in cnc::NODES {
+        toml += &format!(
+            "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:cnc;s=CNC1.{node}\"\nsubmodel = \"{}\"\npath = \"{node}\"\n",
+            cnc::SUBMODEL
+        );
+    }
+    toml += &format!(
+        "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeedSetpoint\"\nsubmodel = \"{}\"\npath = \"SpindleSpeedSetpoint\"\nscale = 2.0\n",
+        cnc::SUBMODEL
+    );
+    let first = dir.path().join("first.toml");
+    std::fs::write(&first, &toml).unwrap();
+    let out = gateway()
+        .args(["export", "--aid", "-c"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mapping[10]: scale/offset cannot be expressed in AIMC 1.0"),
+        "{stderr}"
+    );
+    let exported = dir.path().join("exported.json");
+    std::fs::write(&exported, &out.stdout).unwrap();
+    check_aas_file(&exported);
+
+    let second = dir.path().join("second.toml");
+    std::fs::write(
+        &second,
+        format!(
+            "[aas]\nenvironments = [\"{}\"]\n{connection}",
+            exported.display()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = validate(&second);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "1 OPC UA source(s), {} mapping rule(s)",
+            cnc::NODES.len()
+        )),
+        "{text}"
+    );
+    let env: Value = serde_json::from_slice(&std::fs::read(&exported).unwrap()).unwrap();
+    let want: Vec<_> = expectations_of(&sim, "CNC1", cnc::SUBMODEL)
+        .into_iter()
+        .filter(|(_, p, _)| cnc::NODES.contains(&p.as_str()))
+        .collect();
+    assert_eq!(want.len(), cnc::NODES.len(), "{want:?}");
+    assert!(env["submodels"].as_array().unwrap().len() >= 4);
+    let log = dir.path().join("run.log");
+    let (mut child, api) = run(
+        &second,
+        &[("AAS_GATEWAY__MQTT__ENABLED", "false".into())],
+        &log,
+    )
+    .await;
+    api_serves(&api, &want).await;
+    child.kill().await.unwrap();
+    sim.stop().await;
+}
+
+/// (submodel, idShort, value) of the Good variables of one simulated machine, mapped onto
+/// `submodel` by name.
+fn expectations_of(
+    sim: &opcua_sim::Simulator,
+    object: &str,
+    submodel: &str,
+) -> Vec<(String, String, Value)> {
+    sim.snapshot()
+        .into_iter()
+        .filter(|c| c.status.is_good())
+        .filter_map(|c| {
+            let (_, id) = c.node_id.split_once(";s=")?;
+            let var = id.strip_prefix(&format!("{object}."))?;
+            (!var.contains('.'))
+                .then(|| (submodel.to_string(), var.to_string(), expected(&c.value)))
+        })
+        .collect()
 }

@@ -14,6 +14,8 @@
 //! [`node_id_from_href`] reads it back, with or without the leading `/`.
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use std::collections::HashSet;
+
 use serde_json::{json, Value};
 
 /// AID 1.1 submodel.
@@ -258,6 +260,310 @@ pub fn collection(id_short: &str, sem: &str, value: Vec<Value>) -> Value {
         c["value"] = Value::Array(value);
     }
     c
+}
+
+// ---- Builders (browse --aas, export --aid) ----
+
+/// One data point of an AID interface and the element its AIMC relation feeds.
+#[derive(Debug, Clone)]
+pub struct DataPoint {
+    /// Node id (`nsu=`/`ns=` text), written as the `/?id=` href.
+    pub node_id: String,
+    /// The property's `title` (a browse path); its last `/` segment is the `key`.
+    pub browse_path: String,
+    /// ModelReference keys of the target element, the first being `(Submodel, id)`.
+    pub element_keys: Vec<(&'static str, String)>,
+    /// AID `type`: boolean, integer, number, string or array.
+    pub aid_type: &'static str,
+    /// For arrays: the items' `type`.
+    pub item_type: Option<&'static str>,
+    /// `unit`, when known.
+    pub unit: Option<String>,
+    /// `min_max`, when known.
+    pub range: Option<(f64, f64)>,
+}
+
+/// A valid idShort from free text, in the AAS 3.0 pattern aas-core3.0 and aas-test-engines
+/// check (`[a-zA-Z][a-zA-Z0-9_]*`): other characters become `_`, a leading non-letter gets `N`.
+pub fn id_short_from(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        s.insert(0, 'N');
+    }
+    if s.len() < 2 {
+        s.push('_');
+    }
+    s
+}
+
+/// A unique, valid idShort for `name` among `taken`. Without `-`: the AAS 3.0 pattern that
+/// aas-core3.0 and aas-test-engines check is `[a-zA-Z][a-zA-Z0-9_]*` (a GUID browse name
+/// would otherwise fail them).
+pub fn unique_id_short(name: &str, taken: &mut HashSet<String>) -> String {
+    let base = id_short_from(name);
+    let mut candidate = base.clone();
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{base}_{n}");
+        n += 1;
+    }
+    candidate
+}
+
+/// The AID `type` (JSON Schema) of an xs type.
+pub fn aid_type(xs: &str) -> &'static str {
+    match xs {
+        "xs:boolean" => "boolean",
+        "xs:byte" | "xs:unsignedByte" | "xs:short" | "xs:unsignedShort" | "xs:int"
+        | "xs:unsignedInt" | "xs:long" | "xs:unsignedLong" => "integer",
+        "xs:float" | "xs:double" => "number",
+        _ => "string",
+    }
+}
+
+/// What an AID interface says about its endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `base`: the endpoint URL.
+    pub base: String,
+    /// `uav_securityMode`.
+    pub security_mode: String,
+    /// `uav_securityPolicy`.
+    pub security_policy: String,
+    /// `uav_userIdentityToken`: Anonymous, UserName or Certificate.
+    pub user_token: String,
+}
+
+/// An AID 1.1 OPC UA interface (SMC `iface`) of submodel `aid_id` with one property per point.
+pub fn interface(
+    endpoint: &Endpoint,
+    aid_id: &str,
+    iface: &str,
+    title: &str,
+    mapped: &[DataPoint],
+) -> Value {
+    let sec_ref = |scheme: &str| {
+        json!({
+            "semanticId": global_ref(TD_SECURITY),
+            "modelType": "ReferenceElement",
+            "value": model_ref(&[
+                ("Submodel", aid_id),
+                ("SubmodelElementCollection", iface),
+                ("SubmodelElementCollection", "EndpointMetadata"),
+                ("SubmodelElementCollection", "securityDefinitions"),
+                ("SubmodelElementCollection", scheme),
+            ]),
+        })
+    };
+    let token = endpoint.user_token.as_str();
+    let endpoint = collection(
+        "EndpointMetadata",
+        AID_ENDPOINT_METADATA,
+        vec![
+            property("base", TD_BASE_URI, "xs:anyURI", Some(&endpoint.base)),
+            property(
+                "contentType",
+                HCTL_CONTENT_TYPE,
+                "xs:string",
+                Some("application/octet-stream"),
+            ),
+            json!({
+                "idShort": "security",
+                "semanticId": global_ref(TD_SECURITY),
+                "modelType": "SubmodelElementList",
+                "orderRelevant": true,
+                "semanticIdListElement": global_ref(TD_SECURITY),
+                "typeValueListElement": "ReferenceElement",
+                "value": [sec_ref("opcua_channel_sc"), sec_ref("opcua_authentication_sc")],
+            }),
+            collection(
+                "securityDefinitions",
+                TD_SECURITY_DEFINITIONS,
+                vec![
+                    collection(
+                        "opcua_channel_sc",
+                        UAV_CHANNEL_SC,
+                        vec![
+                            property("scheme", WOTSEC_SCHEME, "xs:string", Some("ua_channelsec")),
+                            property(
+                                "uav_securityMode",
+                                UAV_SECURITY_MODE,
+                                "xs:string",
+                                Some(&endpoint.security_mode),
+                            ),
+                            property(
+                                "uav_securityPolicy",
+                                UAV_SECURITY_POLICY,
+                                "xs:string",
+                                Some(&endpoint.security_policy),
+                            ),
+                        ],
+                    ),
+                    collection(
+                        "opcua_authentication_sc",
+                        UAV_AUTH_SC,
+                        vec![
+                            property(
+                                "scheme",
+                                WOTSEC_SCHEME,
+                                "xs:string",
+                                Some("ua_authentication"),
+                            ),
+                            property(
+                                "uav_userIdentityToken",
+                                UAV_USER_IDENTITY_TOKEN,
+                                "xs:string",
+                                Some(token),
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    );
+    let mut taken = HashSet::new();
+    let properties: Vec<Value> = mapped
+        .iter()
+        .map(|m| {
+            let id_short = unique_id_short(
+                &m.element_keys[1..]
+                    .iter()
+                    .map(|(_, s)| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("_"),
+                &mut taken,
+            );
+            let key = m.browse_path.rsplit('/').next().unwrap_or(&m.browse_path);
+            let mut children = vec![
+                property("key", AID_KEY, "xs:string", Some(key)),
+                property("type", RDF_TYPE, "xs:string", Some(m.aid_type)),
+                property("title", TD_TITLE, "xs:string", Some(&m.browse_path)),
+                property("observable", TD_OBSERVABLE, "xs:boolean", Some("true")),
+            ];
+            if let Some(item) = m.item_type {
+                children.push(collection(
+                    "items",
+                    JS_ITEMS,
+                    vec![property("type", RDF_TYPE, "xs:string", Some(item))],
+                ));
+            }
+            if let Some(u) = &m.unit {
+                children.push(property("unit", SCHEMA_UNIT, "xs:string", Some(u)));
+            }
+            if let Some((lo, hi)) = m.range {
+                children.push(json!({
+                    "idShort": "min_max",
+                    "semanticId": global_ref(AID_MIN_MAX),
+                    "modelType": "Range",
+                    "valueType": "xs:double",
+                    "min": crate::core::XsType::Double.lexical(&crate::core::TypedValue::Float(lo)),
+                    "max": crate::core::XsType::Double.lexical(&crate::core::TypedValue::Float(hi)),
+                }));
+            }
+            children.push(collection(
+                "forms",
+                TD_FORMS,
+                vec![
+                    property("href", HCTL_HREF, "xs:string", Some(&href_for(&m.node_id))),
+                    property(
+                        "contentType",
+                        HCTL_CONTENT_TYPE,
+                        "xs:string",
+                        Some("application/octet-stream"),
+                    ),
+                ],
+            ));
+            let mut p = collection(&id_short, AID_PROPERTY_DEFINITION, children);
+            p["supplementalSemanticIds"] =
+                json!([global_ref("https://www.w3.org/2019/wot/td#name")]);
+            p
+        })
+        .collect();
+    let interaction = collection(
+        "InteractionMetadata",
+        AID_INTERACTION_METADATA,
+        vec![collection("properties", TD_PROPERTY_AFFORDANCE, properties)],
+    );
+    let mut iface_smc = collection(
+        iface,
+        AID_INTERFACE,
+        vec![
+            property("title", TD_TITLE, "xs:string", Some(title)),
+            endpoint,
+            interaction,
+        ],
+    );
+    iface_smc["supplementalSemanticIds"] = json!([global_ref(WOT_OPCUA), global_ref(WOT_TD)]);
+    iface_smc
+}
+
+/// An AIMC 1.0 MappingConfiguration for an interface made by [`interface`]: one relation per
+/// point, AID property → its element.
+pub fn aimc1_configuration(aid_id: &str, aid_iface: &Value, mapped: &[DataPoint]) -> Value {
+    let iface = aid_iface["idShort"].as_str().unwrap_or("InterfaceOPCUA");
+    let properties = aid_iface
+        .pointer("/value/2/value/0/value")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let relations: Vec<Value> = mapped
+        .iter()
+        .zip(&properties)
+        .map(|(m, p)| {
+            let pid = p["idShort"].as_str().unwrap_or_default();
+            let first = model_ref(&[
+                ("Submodel", aid_id),
+                ("SubmodelElementCollection", iface),
+                ("SubmodelElementCollection", "InteractionMetadata"),
+                ("SubmodelElementCollection", "properties"),
+                ("SubmodelElementCollection", pid),
+            ]);
+            let keys: Vec<(&str, &str)> = m
+                .element_keys
+                .iter()
+                .map(|(t, v)| (*t, v.as_str()))
+                .collect();
+            json!({
+                "semanticId": global_ref(AIMC1_RELATION),
+                "modelType": "RelationshipElement",
+                "first": first,
+                "second": model_ref(&keys),
+            })
+        })
+        .collect();
+    let mut config = json!({
+        "semanticId": global_ref(AIMC1_CONFIGURATION),
+        "modelType": "SubmodelElementCollection",
+        "value": [
+            {
+                "idShort": "InterfaceReference",
+                "semanticId": global_ref(AIMC1_INTERFACE_REFERENCE),
+                "modelType": "ReferenceElement",
+                "value": model_ref(&[("Submodel", aid_id), ("SubmodelElementCollection", iface)]),
+            }
+        ]
+    });
+    if !relations.is_empty() {
+        config["value"].as_array_mut().expect("array").push(json!({
+            "idShort": "MappingSourceSinkRelations",
+            "semanticId": global_ref(AIMC1_RELATIONS),
+            "modelType": "SubmodelElementList",
+            "orderRelevant": false,
+            "semanticIdListElement": global_ref(AIMC1_RELATION),
+            "typeValueListElement": "RelationshipElement",
+            "value": relations,
+        }));
+    }
+    config
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //! submodels must exist in the served environments; the router checks that, and the config
 //! names the relation's JSON path in its errors.
 
+pub mod export;
+
 use std::collections::HashMap;
 
 use serde_json::Value;

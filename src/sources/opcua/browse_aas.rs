@@ -28,12 +28,13 @@ use opcua::types::{
 };
 use serde_json::{json, Value};
 
-use super::browse::{
-    all_references, connect, nsu_form, suggest_id_short, type_names, BrowseOptions,
-};
+use super::browse::{all_references, connect, nsu_form, type_names, BrowseOptions};
 use super::limits;
 use super::node_ref::NodeRef;
-use crate::aas::aid::{self, collection, global_ref, model_ref, property};
+use crate::aas::aid::{
+    self, aid_type, aimc1_configuration, global_ref, interface, model_ref, property,
+    unique_id_short, DataPoint, Endpoint,
+};
 
 /// The OPC UA DI namespace, whose `DeviceSet` holds the devices of a DI server.
 const DI_NAMESPACE: &str = "http://opcfoundation.org/UA/DI/";
@@ -312,18 +313,6 @@ struct Built {
     variables: usize,
 }
 
-/// A mapped variable: its node, the element it feeds, its AID property.
-struct Mapped {
-    node_id: String,
-    browse_path: String,
-    /// ModelReference keys of the element inside the operational-data submodel.
-    element_keys: Vec<(&'static str, String)>,
-    aid_type: &'static str,
-    item_type: Option<&'static str>,
-    unit: Option<String>,
-    range: Option<(f64, f64)>,
-}
-
 /// The machine objects: the DI DeviceSet's children, else objects under the root, looking
 /// through folders (and skipping namespace 0's standard objects).
 fn machines(tree: &Tree) -> Vec<usize> {
@@ -374,31 +363,6 @@ fn machines(tree: &Tree) -> Vec<usize> {
     found
 }
 
-/// A unique, valid idShort for `name` among `taken`. Without `-`: the AAS 3.0 pattern that
-/// aas-core3.0 and aas-test-engines check is `[a-zA-Z][a-zA-Z0-9_]*` (a GUID browse name
-/// would otherwise fail them).
-fn unique_id_short(name: &str, taken: &mut HashSet<String>) -> String {
-    let base = suggest_id_short(name).replace('-', "_");
-    let mut candidate = base.clone();
-    let mut n = 2;
-    while !taken.insert(candidate.clone()) {
-        candidate = format!("{base}_{n}");
-        n += 1;
-    }
-    candidate
-}
-
-/// The AID `type` (JSON Schema) of an xs type.
-fn aid_type(xs: &str) -> &'static str {
-    match xs {
-        "xs:boolean" => "boolean",
-        "xs:byte" | "xs:unsignedByte" | "xs:short" | "xs:unsignedShort" | "xs:int"
-        | "xs:unsignedInt" | "xs:long" | "xs:unsignedLong" => "integer",
-        "xs:float" | "xs:double" => "number",
-        _ => "string",
-    }
-}
-
 /// The text of a nameplate value (LocalizedText, String, numbers).
 fn variant_text(v: &Variant) -> Option<String> {
     let s = match v {
@@ -436,7 +400,7 @@ fn concept_description(
     json!({
         "modelType": "ConceptDescription",
         "id": id,
-        "idShort": suggest_id_short(name),
+        "idShort": aid::id_short_from(name),
         "embeddedDataSpecifications": [{
             "dataSpecification": global_ref(aid::IEC61360),
             "dataSpecificationContent": content,
@@ -481,7 +445,7 @@ fn elements(
     keys: &[(&'static str, String)],
     path: &str,
     cd_prefix: &str,
-    mapped: &mut Vec<Mapped>,
+    mapped: &mut Vec<DataPoint>,
     cds: &mut Vec<Value>,
     skip: Option<usize>,
 ) -> Vec<Value> {
@@ -561,7 +525,7 @@ fn elements(
                 let mut element_keys = keys.to_vec();
                 element_keys.push((kind, id_short));
                 let array = kind == "SubmodelElementList";
-                mapped.push(Mapped {
+                mapped.push(DataPoint {
                     node_id,
                     browse_path,
                     element_keys,
@@ -675,239 +639,6 @@ fn submodel_ref(id: &str) -> Value {
     model_ref(&[("Submodel", id)])
 }
 
-/// The AID 1.1 OPC UA interface of one machine.
-fn aid_interface(opts: &BrowseOptions, aid_id: &str, title: &str, mapped: &[Mapped]) -> Value {
-    let iface = "InterfaceOPCUA";
-    let sec_ref = |scheme: &str| {
-        json!({
-            "semanticId": global_ref(aid::TD_SECURITY),
-            "modelType": "ReferenceElement",
-            "value": model_ref(&[
-                ("Submodel", aid_id),
-                ("SubmodelElementCollection", iface),
-                ("SubmodelElementCollection", "EndpointMetadata"),
-                ("SubmodelElementCollection", "securityDefinitions"),
-                ("SubmodelElementCollection", scheme),
-            ]),
-        })
-    };
-    let token = if opts.user.is_some() {
-        "UserName"
-    } else {
-        "Anonymous"
-    };
-    let endpoint = collection(
-        "EndpointMetadata",
-        aid::AID_ENDPOINT_METADATA,
-        vec![
-            property("base", aid::TD_BASE_URI, "xs:anyURI", Some(&opts.endpoint)),
-            property(
-                "contentType",
-                aid::HCTL_CONTENT_TYPE,
-                "xs:string",
-                Some("application/octet-stream"),
-            ),
-            json!({
-                "idShort": "security",
-                "semanticId": global_ref(aid::TD_SECURITY),
-                "modelType": "SubmodelElementList",
-                "orderRelevant": true,
-                "semanticIdListElement": global_ref(aid::TD_SECURITY),
-                "typeValueListElement": "ReferenceElement",
-                "value": [sec_ref("opcua_channel_sc"), sec_ref("opcua_authentication_sc")],
-            }),
-            collection(
-                "securityDefinitions",
-                aid::TD_SECURITY_DEFINITIONS,
-                vec![
-                    collection(
-                        "opcua_channel_sc",
-                        aid::UAV_CHANNEL_SC,
-                        vec![
-                            property(
-                                "scheme",
-                                aid::WOTSEC_SCHEME,
-                                "xs:string",
-                                Some("ua_channelsec"),
-                            ),
-                            property(
-                                "uav_securityMode",
-                                aid::UAV_SECURITY_MODE,
-                                "xs:string",
-                                Some(&opts.security_mode),
-                            ),
-                            property(
-                                "uav_securityPolicy",
-                                aid::UAV_SECURITY_POLICY,
-                                "xs:string",
-                                Some(&opts.security_policy),
-                            ),
-                        ],
-                    ),
-                    collection(
-                        "opcua_authentication_sc",
-                        aid::UAV_AUTH_SC,
-                        vec![
-                            property(
-                                "scheme",
-                                aid::WOTSEC_SCHEME,
-                                "xs:string",
-                                Some("ua_authentication"),
-                            ),
-                            property(
-                                "uav_userIdentityToken",
-                                aid::UAV_USER_IDENTITY_TOKEN,
-                                "xs:string",
-                                Some(token),
-                            ),
-                        ],
-                    ),
-                ],
-            ),
-        ],
-    );
-    let mut taken = HashSet::new();
-    let properties: Vec<Value> = mapped
-        .iter()
-        .map(|m| {
-            let id_short = unique_id_short(
-                &m.element_keys[1..]
-                    .iter()
-                    .map(|(_, s)| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join("_"),
-                &mut taken,
-            );
-            let key = m.browse_path.rsplit('/').next().unwrap_or(&m.browse_path);
-            let mut children = vec![
-                property("key", aid::AID_KEY, "xs:string", Some(key)),
-                property("type", aid::RDF_TYPE, "xs:string", Some(m.aid_type)),
-                property("title", aid::TD_TITLE, "xs:string", Some(&m.browse_path)),
-                property("observable", aid::TD_OBSERVABLE, "xs:boolean", Some("true")),
-            ];
-            if let Some(item) = m.item_type {
-                children.push(collection(
-                    "items",
-                    aid::JS_ITEMS,
-                    vec![property("type", aid::RDF_TYPE, "xs:string", Some(item))],
-                ));
-            }
-            if let Some(u) = &m.unit {
-                children.push(property("unit", aid::SCHEMA_UNIT, "xs:string", Some(u)));
-            }
-            if let Some((lo, hi)) = m.range {
-                children.push(json!({
-                    "idShort": "min_max",
-                    "semanticId": global_ref(aid::AID_MIN_MAX),
-                    "modelType": "Range",
-                    "valueType": "xs:double",
-                    "min": crate::core::XsType::Double.lexical(&crate::core::TypedValue::Float(lo)),
-                    "max": crate::core::XsType::Double.lexical(&crate::core::TypedValue::Float(hi)),
-                }));
-            }
-            children.push(collection(
-                "forms",
-                aid::TD_FORMS,
-                vec![
-                    property(
-                        "href",
-                        aid::HCTL_HREF,
-                        "xs:string",
-                        Some(&aid::href_for(&m.node_id)),
-                    ),
-                    property(
-                        "contentType",
-                        aid::HCTL_CONTENT_TYPE,
-                        "xs:string",
-                        Some("application/octet-stream"),
-                    ),
-                ],
-            ));
-            let mut p = collection(&id_short, aid::AID_PROPERTY_DEFINITION, children);
-            p["supplementalSemanticIds"] =
-                json!([global_ref("https://www.w3.org/2019/wot/td#name")]);
-            p
-        })
-        .collect();
-    let interaction = collection(
-        "InteractionMetadata",
-        aid::AID_INTERACTION_METADATA,
-        vec![collection(
-            "properties",
-            aid::TD_PROPERTY_AFFORDANCE,
-            properties,
-        )],
-    );
-    let mut iface_smc = collection(
-        iface,
-        aid::AID_INTERFACE,
-        vec![
-            property("title", aid::TD_TITLE, "xs:string", Some(title)),
-            endpoint,
-            interaction,
-        ],
-    );
-    iface_smc["supplementalSemanticIds"] =
-        json!([global_ref(aid::WOT_OPCUA), global_ref(aid::WOT_TD)]);
-    iface_smc
-}
-
-/// The AIMC 1.0 relations of one machine: AID property → operational-data element.
-fn aimc_configuration(aid_id: &str, aid_iface: &Value, op_id: &str, mapped: &[Mapped]) -> Value {
-    let iface = aid_iface["idShort"].as_str().unwrap_or("InterfaceOPCUA");
-    let properties = aid_iface
-        .pointer("/value/2/value/0/value")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let relations: Vec<Value> = mapped
-        .iter()
-        .zip(&properties)
-        .map(|(m, p)| {
-            let pid = p["idShort"].as_str().unwrap_or_default();
-            let first = model_ref(&[
-                ("Submodel", aid_id),
-                ("SubmodelElementCollection", iface),
-                ("SubmodelElementCollection", "InteractionMetadata"),
-                ("SubmodelElementCollection", "properties"),
-                ("SubmodelElementCollection", pid),
-            ]);
-            let mut keys: Vec<(&str, &str)> = vec![("Submodel", op_id)];
-            keys.extend(m.element_keys[1..].iter().map(|(t, v)| (*t, v.as_str())));
-            json!({
-                "semanticId": global_ref(aid::AIMC1_RELATION),
-                "modelType": "RelationshipElement",
-                "first": first,
-                "second": model_ref(&keys),
-            })
-        })
-        .collect();
-    let mut config = json!({
-        "semanticId": global_ref(aid::AIMC1_CONFIGURATION),
-        "modelType": "SubmodelElementCollection",
-        "value": [
-            {
-                "idShort": "InterfaceReference",
-                "semanticId": global_ref(aid::AIMC1_INTERFACE_REFERENCE),
-                "modelType": "ReferenceElement",
-                "value": model_ref(&[("Submodel", aid_id), ("SubmodelElementCollection", iface)]),
-            }
-        ]
-    });
-    if !relations.is_empty() {
-        config["value"].as_array_mut().expect("array").push(json!({
-            "idShort": "MappingSourceSinkRelations",
-            "semanticId": global_ref(aid::AIMC1_RELATIONS),
-            "modelType": "SubmodelElementList",
-            "orderRelevant": false,
-            "semanticIdListElement": global_ref(aid::AIMC1_RELATION),
-            "typeValueListElement": "RelationshipElement",
-            "value": relations,
-        }));
-    }
-    config
-}
-
 /// The whole environment.
 fn build_environment(tree: &Tree, opts: &BrowseOptions) -> (Value, Built) {
     let endpoint_part = urn_part(
@@ -974,8 +705,19 @@ fn build_environment(tree: &Tree, opts: &BrowseOptions) -> (Value, Built) {
                 }));
             }
         }
-        let iface = aid_interface(opts, &aid_id, &name, &mapped);
-        let aimc = aimc_configuration(&aid_id, &iface, &op_id, &mapped);
+        let endpoint = Endpoint {
+            base: opts.endpoint.clone(),
+            security_mode: opts.security_mode.clone(),
+            security_policy: opts.security_policy.clone(),
+            user_token: if opts.user.is_some() {
+                "UserName"
+            } else {
+                "Anonymous"
+            }
+            .into(),
+        };
+        let iface = interface(&endpoint, &aid_id, "InterfaceOPCUA", &name, &mapped);
+        let aimc = aimc1_configuration(&aid_id, &iface, &mapped);
         refs.push(submodel_ref(&aid_id));
         submodels.push(json!({
             "modelType": "Submodel",
