@@ -84,8 +84,13 @@ enum Command {
         /// Write an AASX package (IDTA-01005, JSON inside) to this file instead of JSON to stdout.
         #[arg(long, value_name = "FILE")]
         aasx: Option<PathBuf>,
+        /// Also write the config's [[mapping]] rules as AID 1.1 + AIMC 1.0 submodels, so that
+        /// the export runs with only the secrets left in the TOML.
+        #[arg(long)]
+        aid: bool,
     },
-    /// Walk a server's address space and print a mapping config skeleton (TOML) on stdout.
+    /// Walk a server's address space and print a mapping config skeleton (TOML) on stdout, or
+    /// (with --aas) write a ready-to-run AAS environment and print the config that runs it.
     Browse {
         /// Endpoint URL, e.g. opc.tcp://10.0.0.5:4840/
         endpoint: String,
@@ -120,6 +125,11 @@ enum Command {
         /// submodel and path (repeatable).
         #[arg(long)]
         aas_template: Vec<PathBuf>,
+        /// Write an AAS environment that runs as it is to this file (`.json`, or `.aasx` for a
+        /// package): a shell per machine with operational data, nameplate, and the AID 1.1 +
+        /// AIMC 1.0 submodels that map it; stdout gets the config that runs it.
+        #[arg(long, value_name = "FILE", conflicts_with = "aas_template")]
+        aas: Option<PathBuf>,
     },
     /// The gateway's certificate store (server certificates trusted/rejected).
     Pki {
@@ -278,9 +288,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Export { config, live, aasx } => {
+        Command::Export {
+            config,
+            live,
+            aasx,
+            aid,
+        } => {
             let cfg = Config::load(&config)?;
-            let env = match live {
+            let with_aid = if aid {
+                let (env, _) = pipeline::check(&cfg)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+                let toml_rules = &cfg.mapping[..cfg.from_aas.toml_rules];
+                let (submodels, left_out) = aas_gateway::mapping::aimc::export::export(
+                    &cfg.gateway.name,
+                    &cfg.opcua[..cfg.from_aas.toml_sources],
+                    toml_rules,
+                    &env,
+                );
+                for line in left_out {
+                    eprintln!("warning: {line}");
+                }
+                submodels
+            } else {
+                Vec::new()
+            };
+            let mut env = match live {
                 None => {
                     let (env, _) = pipeline::check(&cfg)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
@@ -290,6 +322,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     pipeline::snapshot_live(cfg, std::time::Duration::from_secs(seconds)).await?
                 }
             };
+            if !with_aid.is_empty() {
+                env["submodels"]
+                    .as_array_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the environment has no submodels"))?
+                    .extend(with_aid);
+            }
             match aasx {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
@@ -325,6 +363,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             root,
             max_nodes,
             aas_template,
+            aas,
         } => {
             let opts = aas_gateway::sources::opcua::browse::BrowseOptions {
                 endpoint,
@@ -341,6 +380,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 aas_templates: aas_template,
             };
             let mut out = std::io::BufWriter::new(QuietStdout);
+            if let Some(file) = aas {
+                let summary =
+                    aas_gateway::sources::opcua::browse_aas::run(&opts, &file, &mut out).await?;
+                std::io::Write::flush(&mut out)?;
+                tracing::info!(
+                    nodes = summary.nodes,
+                    shells = summary.shells,
+                    variables = summary.variables,
+                    truncated = summary.truncated,
+                    file = %file.display(),
+                    "browse finished"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let summary = aas_gateway::sources::opcua::browse::run(&opts, &mut out).await?;
             std::io::Write::flush(&mut out)?;
             tracing::info!(

@@ -58,7 +58,8 @@ pub fn check_with_history(
     cfg: &Config,
 ) -> Result<(Environment, Router, Option<Arc<History>>), ConfigErrors> {
     // Load problems join these, and every error gets its file:line.
-    cfg.finish_check(check_unlocated(cfg))
+    // Errors of rules and sources from AID + AIMC name the AAS element they came from.
+    cfg.finish_check(check_unlocated(cfg).map_err(|e| cfg.relabel_all(e)))
 }
 
 fn check_unlocated(
@@ -84,7 +85,14 @@ fn check_unlocated(
             return Err(errors);
         }
     };
-    match Router::build(&cfg.mapping, &cfg.opcua, &cfg.mqtt.topic_prefix, &env) {
+    let built = Router::build(&cfg.mapping, &cfg.opcua, &cfg.mqtt.topic_prefix, &env).and_then(
+        |mut router| {
+            router.add_transforms(&cfg.transforms, &cfg.opcua)?;
+            Ok(router)
+        },
+    );
+    errors.0.extend(cfg.check_aid_types(&env).0);
+    match built {
         Ok(router) if errors.is_empty() => {
             // semantic_id overrides go into the served AAS, so AAS and sinks agree.
             for (rule, route) in cfg.mapping.iter().zip(&router.routes) {
@@ -418,6 +426,7 @@ async fn dispatch(
 ) {
     let mut reported = HashSet::new();
     let mut seen = vec![false; router.routes.len()];
+    let mut transforms = router.transform_runtime();
     let give_up = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DISPATCH_STOP).await;
@@ -438,7 +447,19 @@ async fn dispatch(
         }
         stats.readings.fetch_add(waiting as u64, Ordering::Relaxed);
         let mut routed = Vec::with_capacity(waiting);
-        for reading in group.drain(..).flatten() {
+        // Values of transformation inputs become the values of its outputs here; the
+        // outputs then take the same path as every other reading.
+        let readings = group.drain(..).flatten().flat_map(|reading| {
+            if transforms.is_input(reading.rule) {
+                transforms.feed(&reading).unwrap_or_else(|| {
+                    stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
+                    Vec::new()
+                })
+            } else {
+                vec![reading]
+            }
+        });
+        for reading in readings.collect::<Vec<_>>() {
             let rule = reading.rule;
             match router.route(reading) {
                 Ok((route, update)) => {

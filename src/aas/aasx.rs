@@ -49,6 +49,52 @@ pub fn write_aasx<W: Write + Seek>(environment: &Value, out: W) -> zip::result::
     zip.finish()
 }
 
+/// Reads the environment JSON out of an AASX package: the part the `aas-spec` relationship of
+/// `aasx/_rels/aasx-origin.rels` names (any `.json` part under `aasx/` when that is missing).
+/// XML spec parts are not supported.
+pub fn read_aasx(file: &std::path::Path) -> Result<Value, String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| format!("not an AASX (zip) package: {e}"))?;
+    let rels = read_part(&mut zip, "aasx/_rels/aasx-origin.rels")
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let spec = rels.as_deref().and_then(|rels| {
+        rels.split("<Relationship ")
+            .filter(|r| r.contains("aas-spec"))
+            .find_map(|r| Some(r.split("Target=\"").nth(1)?.split('"').next()?.to_string()))
+    });
+    let name = match spec {
+        Some(t) => t,
+        None => (0..zip.len())
+            .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+            .find(|n| n.starts_with("aasx/") && n.ends_with(".json"))
+            .ok_or("the package has no aas-spec relationship and no JSON part under aasx/")?,
+    };
+    if !name.ends_with(".json") {
+        return Err(format!(
+            "the package's spec part {name} is not JSON (only JSON is read)"
+        ));
+    }
+    let bytes = read_part(&mut zip, &name)?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{name}: not valid JSON: {e}"))
+}
+
+/// The bytes of one part (`/aasx/data.json` or `aasx/data.json`).
+fn read_part<R: std::io::Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut entry = zip
+        .by_name(name.trim_start_matches('/'))
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut bytes = Vec::new();
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

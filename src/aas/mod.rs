@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod aasx;
+pub mod aid;
 pub mod live;
 pub mod model;
 pub mod view;
@@ -77,10 +78,8 @@ impl Environment {
         let mut env = Environment::default();
         for file in files {
             let file = file.as_ref();
-            let text = std::fs::read_to_string(file)
+            let json = read_environment_file(file)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let json: Value = serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", file.display()))?;
             env.merge(json)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         }
@@ -337,6 +336,20 @@ impl Environment {
             (_, v) => element["value"] = Value::String(loc.value_type.lexical(v)),
         }
     }
+}
+
+/// Reads one environment document: AAS JSON, or an AASX package (`.aasx`: the JSON part the
+/// package's `aas-spec` relationship names, as [`aasx::write_aasx`] writes it; other tools'
+/// packages work when their spec part is JSON).
+pub fn read_environment_file(file: &Path) -> Result<Value, String> {
+    let is_aasx = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("aasx"));
+    if is_aasx {
+        return aasx::read_aasx(file);
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))
 }
 
 /// See [`Environment::top_level_index`].

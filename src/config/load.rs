@@ -34,6 +34,8 @@ pub fn load_lenient(path: &FsPath) -> anyhow::Result<Config> {
         .map(FsPath::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from("."));
     cfg.load_report = report;
+    // Sources and rules from the AAS's AID + AIMC join the TOML's (see from_aas.rs).
+    cfg.add_from_aas();
     Ok(cfg)
 }
 

@@ -12,8 +12,11 @@
 //! [`Config`] aggregates the sections, runs every `validate()` and collects the errors, and
 //! [`registry`] builds the sources and sinks from their sections.
 
+mod from_aas;
 pub mod load;
 mod registry;
+
+pub use from_aas::FromAas;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +90,14 @@ pub struct Config {
     /// the semantic errors by [`Config::finish_check`].
     #[serde(skip)]
     pub load_report: load::LoadReport,
+    /// The sources and rules the AAS environments' AID + AIMC submodels added (see
+    /// [`Config::add_from_aas`]).
+    #[serde(skip)]
+    pub from_aas: FromAas,
+    /// AIMC 2.x transformations (Lua) of the AAS environments; their outputs are rules in
+    /// `mapping` (see [`Config::add_from_aas`]).
+    #[serde(skip)]
+    pub transforms: Vec<crate::mapping::transform::TransformSpec>,
 }
 
 /// General settings.
@@ -262,8 +273,12 @@ impl Config {
             }
         }
         if self.opcua.is_empty() {
-            errors.push("opcua", "no [[opcua]] source configured");
+            errors.push(
+                "opcua",
+                "no [[opcua]] source configured (and no AID + AIMC submodels in the AAS environments)",
+            );
         }
+        self.check_from_aas(&mut errors);
         let mut names = std::collections::HashSet::new();
         for (i, source) in self.opcua.iter().enumerate() {
             source.validate(i, |p| self.resolve(p), &mut errors);
@@ -288,7 +303,12 @@ impl Config {
         }
         self.history.validate(&mut errors);
         self.outbox.validate(&mut errors);
-        errors.into_result()
+        self.relabel_all(errors).into_result()
+    }
+
+    /// [`Config::relabel`] for every error.
+    pub fn relabel_all(&self, errors: ConfigErrors) -> ConfigErrors {
+        ConfigErrors(errors.0.into_iter().map(|e| self.relabel(e)).collect())
     }
 
     /// The source a mapping rule refers to (its index in `opcua`).

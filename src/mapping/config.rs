@@ -73,6 +73,10 @@ pub struct MappingRule {
     /// for Property elements (one value per record).
     #[serde(default)]
     pub history: bool,
+    /// Not a config key: set on rules made from the sinks of an AIMC 2.x `Transformation`,
+    /// whose element takes the transformation's output; their `node_id` is not monitored.
+    #[serde(skip)]
+    pub transform_output: bool,
 }
 
 impl MappingRule {

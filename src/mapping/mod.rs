@@ -8,7 +8,9 @@
 
 #![warn(missing_docs)]
 
+pub mod aimc;
 pub mod config;
+pub mod transform;
 
 pub use config::MappingRule;
 
@@ -38,6 +40,25 @@ pub struct Route {
     pub location: ElementLocation,
     /// `value * scale + offset`, when the rule asks for it.
     pub linear: Option<Linear>,
+    /// Whether the source monitors `node` for this rule (not for the outputs of a
+    /// transformation, whose values come from the transformation).
+    pub monitored: bool,
+}
+
+/// A node whose values feed an AIMC 2.x transformation instead of an element. Its readings
+/// carry rule number `routes.len() + its index in [`Router::inputs`]`.
+#[derive(Debug)]
+pub struct InputRoute {
+    /// Index of the `[[opcua]]` source the node lives on.
+    pub source: usize,
+    /// The node.
+    pub node: NodeRef,
+    /// Index of the transformation in [`Router::transforms`].
+    pub transform: usize,
+    /// Its SourceId (the key of its value in the Lua table).
+    pub source_id: String,
+    /// Acquisition settings (cyclic read for non-observable properties).
+    pub overrides: crate::sources::opcua::config::NodeOverrides,
 }
 
 /// A linear conversion `value * scale + offset` (unit changes, e.g. W → kW, K → °C).
@@ -74,6 +95,10 @@ impl Linear {
 pub struct Router {
     /// One route per `[[mapping]]` rule, in config order.
     pub routes: Vec<Route>,
+    /// Nodes that feed transformations (see [`Router::add_transforms`]).
+    pub inputs: Vec<InputRoute>,
+    /// The AIMC 2.x transformations, compiled again by the dispatcher that runs them.
+    pub transforms: Vec<transform::TransformSpec>,
 }
 
 impl Router {
@@ -103,7 +128,12 @@ impl Router {
                 errors.push(at("source"), "does not name a configured [[opcua]] source");
                 continue;
             };
-            if let Some(first) = seen.insert((source, rule.node_id.clone()), i) {
+            let duplicate = if rule.transform_output {
+                None
+            } else {
+                seen.insert((source, rule.node_id.clone()), i)
+            };
+            if let Some(first) = duplicate {
                 errors.push(
                     at("node_id"),
                     format!("{} is already mapped by mapping[{first}]", rule.node_id),
@@ -168,6 +198,7 @@ impl Router {
                     .and_then(|id| env.concept_description_unit(id))
             });
             routes.push(Route {
+                monitored: !rule.transform_output,
                 linear,
                 source,
                 node,
@@ -186,7 +217,51 @@ impl Router {
             });
         }
         errors.into_result()?;
-        Ok(Router { routes })
+        Ok(Router {
+            routes,
+            inputs: Vec::new(),
+            transforms: Vec::new(),
+        })
+    }
+
+    /// Adds AIMC 2.x transformations: compiles each (a Lua error is reported at the
+    /// transformation's JSON path) and monitors its source nodes.
+    pub fn add_transforms(
+        &mut self,
+        specs: &[transform::TransformSpec],
+        sources: &[OpcUaSourceConfig],
+    ) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        for spec in specs {
+            if let Err(e) = spec.compile() {
+                errors.push(&spec.at, e);
+                continue;
+            }
+            let t = self.transforms.len();
+            for (source_id, rule) in &spec.inputs {
+                let at = format!("{}.Sources.{source_id}", spec.at);
+                let node = match rule.node_id.parse::<NodeRef>() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        errors.push(&at, e);
+                        continue;
+                    }
+                };
+                let Some(source) = rule.source_index(sources) else {
+                    errors.push(&at, "does not name a configured [[opcua]] source");
+                    continue;
+                };
+                self.inputs.push(InputRoute {
+                    source,
+                    node,
+                    transform: t,
+                    source_id: source_id.clone(),
+                    overrides: rule.node_overrides(),
+                });
+            }
+            self.transforms.push(spec.clone());
+        }
+        errors.into_result()
     }
 
     /// The nodes source `source` (its index; `config` is its entry) must monitor, with each
@@ -198,15 +273,27 @@ impl Router {
         config: &OpcUaSourceConfig,
         rules: &[MappingRule],
     ) -> Vec<MonitoredNode> {
+        let first_input = self.routes.len();
         self.routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.source == source)
+            .filter(|(_, r)| r.source == source && r.monitored)
             .map(|(i, r)| MonitoredNode {
                 rule: i as u32,
                 node: r.node.clone(),
                 settings: MonitorSettings::resolve(config, &rules[i].node_overrides()),
             })
+            .chain(
+                self.inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.source == source)
+                    .map(|(k, r)| MonitoredNode {
+                        rule: (first_input + k) as u32,
+                        node: r.node.clone(),
+                        settings: MonitorSettings::resolve(config, &r.overrides),
+                    }),
+            )
             .collect()
     }
 
@@ -265,6 +352,23 @@ impl Route {
 impl Router {
     /// Per rule (by index), what its element takes: for the sources' own type checks.
     pub fn rule_targets(&self) -> Vec<RuleTarget> {
-        self.routes.iter().map(Route::rule_target).collect()
+        // Transformation inputs take any value: Lua gets it as it comes.
+        let inputs = self.inputs.iter().map(|i| RuleTarget {
+            node: i.node.to_string(),
+            element: format!("transformation input {}", i.source_id),
+            value_type: XsType::String,
+            linear: false,
+        });
+        self.routes
+            .iter()
+            .map(Route::rule_target)
+            .chain(inputs)
+            .collect()
+    }
+
+    /// The transformations, compiled for the dispatcher (the specs compiled once already in
+    /// [`Router::add_transforms`]).
+    pub fn transform_runtime(&self) -> transform::Runtime {
+        transform::Runtime::new(self)
     }
 }

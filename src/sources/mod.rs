@@ -13,6 +13,7 @@
 //!
 //! Today: OPC UA client subscriptions and cyclic reads ([`opcua`]).
 
+pub mod aid;
 pub mod opcua;
 
 use std::path::{Path, PathBuf};

@@ -208,7 +208,7 @@ pub fn suggest_id_short(name: &str) -> String {
 }
 
 /// The built-in type name and the natural xs type of a data type node.
-fn type_names(data_type: &NodeId) -> (String, &'static str) {
+pub(crate) fn type_names(data_type: &NodeId) -> (String, &'static str) {
     let builtin = (data_type.namespace == 0)
         .then(|| data_type.as_u32())
         .flatten()
@@ -254,6 +254,16 @@ pub async fn run(opts: &BrowseOptions, out: &mut dyn Write) -> anyhow::Result<Br
         .root
         .parse()
         .map_err(|e| anyhow::anyhow!("--root: {e}"))?;
+    let conn = connect(opts).await?;
+    let session = conn.session.clone();
+    let result = walk(&session, opts, &root, &targets, out).await;
+    conn.close().await;
+    result
+}
+
+/// A session to `opts.endpoint`, given up after 30 s (browsing is interactive: an unreachable
+/// server is reported instead of retried forever like a running gateway does).
+pub(crate) async fn connect(opts: &BrowseOptions) -> anyhow::Result<session::Connection> {
     let cfg: OpcUaSourceConfig = serde_json::from_value(serde_json::json!({
         "name": "browse",
         "endpoint": opts.endpoint,
@@ -272,8 +282,6 @@ pub async fn run(opts: &BrowseOptions, out: &mut dyn Write) -> anyhow::Result<Br
     else {
         anyhow::bail!("cancelled");
     };
-    // Browsing is interactive: give up on an unreachable server after a while instead of
-    // retrying forever like a running gateway does.
     let connected = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         loop {
             match conn.events.recv().await {
@@ -289,20 +297,16 @@ pub async fn run(opts: &BrowseOptions, out: &mut dyn Write) -> anyhow::Result<Br
     })
     .await;
     match connected {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => Ok(conn),
         Ok(Err(e)) => {
             conn.close().await;
-            return Err(e);
+            Err(e)
         }
         Err(_) => {
             conn.close().await;
             anyhow::bail!("{}: no session within 30 s", opts.endpoint);
         }
     }
-    let session = conn.session.clone();
-    let result = walk(&session, opts, &root, &targets, out).await;
-    conn.close().await;
-    result
 }
 
 async fn walk(
@@ -454,7 +458,7 @@ async fn walk(
 }
 
 /// The references of one Browse result, following continuation points with BrowseNext.
-async fn all_references(
+pub(crate) async fn all_references(
     session: &Session,
     first: BrowseResult,
 ) -> anyhow::Result<Vec<ReferenceDescription>> {

@@ -28,6 +28,7 @@
 //!   paused still sends keep-alives (the watch says so when it fires during a pause).
 
 pub mod browse;
+pub mod browse_aas;
 pub mod config;
 pub mod convert;
 pub mod handoff;
