@@ -41,6 +41,8 @@
 //! - [`audit`]: tamper-evident (hash-chained) audit log with rotation, retention, verify, export.
 //! - [`metrics`]: Prometheus `/metrics` and `/ready`.
 //! - [`writeback`]: `PATCH .../$value` → OPC UA Write, through the source's announced session.
+//! - [`web`]: the status page at `/` (embedded HTML/JS/CSS) and its `/status/*` JSON and
+//!   server-sent events: sources, sinks, live values, write form, audit tail.
 //! - [`ops`]: wires the above into the running gateway.
 //! - `demo` (cargo feature `demo`, on by default): the zero-setup demo: bundled simulator +
 //!   embedded MQTT broker + gateway.
@@ -65,6 +67,7 @@ pub mod security;
 pub mod sinks;
 pub mod sources;
 pub mod stats;
+pub mod web;
 pub mod writeback;
 
 pub use logging::init_logging;

@@ -428,11 +428,9 @@ async fn dispatch(
             }
         }
         // Parked per element; written into the AAS tree when the API reads it.
-        env.record(
-            routed
-                .iter()
-                .map(|(rule, _, update)| (*rule, &update.value)),
-        );
+        env.record_with_status(routed.iter().map(|(rule, _, update)| {
+            (*rule, &update.value, update.status, update.source_ts_nanos)
+        }));
         if let Some(h) = &history {
             h.record(routed.iter().map(|(_, route, update)| (*route, update)));
         }
