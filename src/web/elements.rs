@@ -241,3 +241,61 @@ fn display_value(element: &Value, kind: ElementKind) -> Option<String> {
         text
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        let mut env = Environment::default();
+        env.merge(json!({
+            "assetAdministrationShells": [{"id": "urn:aas:1", "idShort": "M1", "modelType": "AssetAdministrationShell",
+                "assetInformation": {"assetKind": "Instance", "globalAssetId": "urn:asset:1"},
+                "submodels": [{"type": "ModelReference", "keys": [{"type": "Submodel", "value": "urn:sm:1"}]}]}],
+            "submodels": [{"id": "urn:sm:1", "idShort": "Op", "modelType": "Submodel", "submodelElements": [
+                {"modelType": "Property", "idShort": "Speed", "valueType": "xs:double", "value": "1.5"},
+                {"modelType": "SubmodelElementCollection", "idShort": "Axes", "value": [
+                    {"modelType": "Property", "idShort": "X", "valueType": "xs:int", "value": "7"},
+                    {"modelType": "File", "idShort": "Manual", "contentType": "application/pdf"}]},
+                {"modelType": "SubmodelElementList", "idShort": "Pos", "typeValueListElement": "Property",
+                 "valueTypeListElement": "xs:double", "value": [
+                    {"modelType": "Property", "valueType": "xs:double", "value": "0"},
+                    {"modelType": "Property", "valueType": "xs:double", "value": "2"}]},
+                {"modelType": "MultiLanguageProperty", "idShort": "Name", "value": [{"language": "en", "text": "Mill"}]}
+            ]}, {"id": "urn:sm:skip", "idShort": "Skipped", "modelType": "Submodel", "submodelElements": [
+                {"modelType": "Property", "idShort": "Hidden", "valueType": "xs:int", "value": "1"}]}]
+        }))
+        .unwrap();
+        env
+    }
+
+    #[test]
+    fn every_value_carrying_element_is_a_row_and_search_and_paging_work() {
+        let env = env();
+        let router = MappingRouter { routes: Vec::new() };
+        let index = ElementIndex::build(&env, &[], &router, &|id| id == "urn:sm:skip");
+        let live = LiveEnvironment::from(env);
+        let all = index.page(&live, "", 0, 100);
+        let paths: Vec<&str> = all["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap())
+            .collect();
+        // The File is no row; the list is one row; the skipped submodel is not listed.
+        assert_eq!(paths, ["Speed", "Axes.X", "Pos", "Name"]);
+        assert_eq!(all["rows"][2]["value"], "[0, 2]");
+        assert_eq!(all["rows"][3]["value"], "Mill");
+        assert_eq!(all["rows"][0]["quality"], "static");
+        // All words must match, in the path or the shell/submodel names, ignoring case.
+        let found = index.page(&live, "m1 AXES", 0, 100);
+        assert_eq!(found["total"], 1);
+        assert_eq!(found["rows"][0]["path"], "Axes.X");
+        assert_eq!(index.page(&live, "op nothing", 0, 100)["total"], 0);
+        // Pages: the total counts every match, the rows only the page.
+        let second = index.page(&live, "", 1, 2);
+        assert_eq!(second["total"], 4);
+        assert_eq!(second["rows"].as_array().unwrap().len(), 2);
+        assert_eq!(second["rows"][0]["path"], "Axes.X");
+    }
+}
