@@ -274,6 +274,11 @@ impl Gateway {
                 stats.clone(),
                 audit.clone(),
             )?;
+            // The status page's trend lines read the history store through the same extension.
+            let app = match &history {
+                Some(h) => app.layer(axum::Extension(h.clone())),
+                None => app,
+            };
             crate::ops::serve_api(&cfg, listener, app, shutdown.clone(), &mut tasks)?;
         }
         if let Some(audit) = &audit {

@@ -213,8 +213,10 @@ writable = true
         sm = cnc::SUBMODEL,
     );
     for node in cnc::NODES {
+        // SpindleSpeed is a history variable: the page draws its trend.
+        let history = *node == "SpindleSpeed";
         s += &format!(
-            "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:cnc;s=CNC1.{node}\"\nsubmodel = \"{}\"\npath = \"{node}\"\n",
+            "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:cnc;s=CNC1.{node}\"\nsubmodel = \"{}\"\npath = \"{node}\"\nhistory = {history}\n",
             cnc::SUBMODEL
         );
     }
@@ -355,6 +357,31 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         .js("return document.getElementById('mode').textContent")
         .await;
     assert_eq!(mode, "live", "updates come as server-sent events");
+
+    // SpindleSpeed's trend line, from the history store, grows while the panel is open.
+    b.client
+        .find(Locator::Css(
+            "#elements tr[data-path=\"SpindleSpeed\"] button.trend",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let points = "const l = document.querySelector('#trend-chart polyline');
+        return l ? l.getAttribute('points').split(' ').length : 0;";
+    let (n, _) = b
+        .wait("a trend line", Duration::from_secs(20), points, |v| {
+            v.as_u64() >= Some(2)
+        })
+        .await;
+    b.wait(
+        "the trend line growing",
+        Duration::from_secs(20),
+        points,
+        |v| v.as_u64() > n.as_u64(),
+    )
+    .await;
 
     // A writer: the form writes the setpoint; the simulator gets it, the page shows it back.
     log_in(&b, WRITER).await;

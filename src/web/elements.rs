@@ -15,6 +15,7 @@ use crate::aas::live::LiveEnvironment;
 use crate::aas::{view, ElementKind, ElementLocation, Environment};
 use crate::core::Quality;
 use crate::mapping::{MappingRule, Router as MappingRouter};
+use crate::model::ElementTarget;
 
 /// Rows a page has unless the page asks for another number.
 pub const DEFAULT_PAGE: usize = 100;
@@ -44,6 +45,8 @@ struct Row {
     writable: bool,
     history: bool,
     unit: Option<Arc<str>>,
+    /// The route's target of a history variable (the key of its recent values).
+    target: Option<Arc<ElementTarget>>,
 }
 
 /// Every value-carrying element, in submodel and document order.
@@ -112,12 +115,29 @@ impl ElementIndex {
                     writable: flags.is_some_and(|f| f.writable),
                     history: flags.is_some_and(|f| f.history),
                     unit: route.and_then(|r| r.target.unit.as_deref()).map(Arc::from),
+                    target: route
+                        .filter(|_| flags.is_some_and(|f| f.history))
+                        .map(|r| r.target.clone()),
                 });
             }
         }
         // Live (mapped) values first, in document order; the static template values after.
         out.rows.sort_by_key(|r| r.rule.is_none());
         out
+    }
+
+    /// The history target and unit of element `path` of submodel `submodel_id`, if it is a
+    /// history variable.
+    pub fn history_target(
+        &self,
+        submodel_id: &str,
+        path: &str,
+    ) -> Option<(&Arc<ElementTarget>, Option<&str>)> {
+        self.rows.iter().find_map(|r| {
+            let target = r.target.as_ref()?;
+            (&*r.path == path && self.submodels[r.submodel as usize].id == submodel_id)
+                .then_some((target, r.unit.as_deref()))
+        })
     }
 
     /// Number of rows.

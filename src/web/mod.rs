@@ -10,6 +10,7 @@
 //! | `GET /status/events` | reader | the same summary as server-sent events, one `status` event a second |
 //! | `GET /status/elements?q=&offset=&limit=` | reader | one page of elements with live value, unit, quality, timestamp, `writable` |
 //! | `GET /status/audit?lines=` | admin | the tail of the audit log and `audit verify`'s verdict |
+//! | `GET /status/trend?submodel=&path=` | reader | recent values of a history variable (the InternalSegment's store) |
 //!
 //! Writes go through the existing write-back (`PATCH .../submodel-elements/{path}/$value`),
 //! so the page adds no write path of its own.
@@ -82,6 +83,7 @@ impl StatusPage {
             .route("/status/events", get(events))
             .route("/status/elements", get(elements_page))
             .route("/status/audit", get(audit))
+            .route("/status/trend", get(trend))
             .with_state(self)
     }
 }
@@ -190,6 +192,62 @@ async fn elements_page(
     Json(page.elements.page(&page.env, &query.q, query.offset, limit))
 }
 
+/// Query of `/status/trend`.
+#[derive(Debug, Deserialize)]
+struct TrendQuery {
+    /// Submodel id (not encoded).
+    submodel: String,
+    /// idShortPath.
+    path: String,
+    #[serde(default)]
+    max: Option<usize>,
+}
+
+/// Most points of one trend line.
+const MAX_TREND_POINTS: usize = 1000;
+
+/// Recent values of a history variable: `{unit, points: [[ms since the epoch, number or null,
+/// quality]]}`, oldest first. Numbers only (booleans as 0/1); other values are `null`.
+async fn trend(
+    State(page): State<Arc<StatusPage>>,
+    history: Option<Extension<Arc<crate::history::History>>>,
+    Query(query): Query<TrendQuery>,
+) -> Response {
+    let found = page.elements.history_target(&query.submodel, &query.path);
+    let (Some(Extension(history)), Some((target, unit))) = (history, found) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} of {} is no history variable (mapping rule `history = true`)",
+                query.path, query.submodel
+            ),
+        )
+        .into_response();
+    };
+    let max = query.max.unwrap_or(300).clamp(1, MAX_TREND_POINTS);
+    let points: Vec<serde_json::Value> = history
+        .recent(target, max)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(ts, v, status)| {
+            use crate::core::TypedValue as T;
+            let n = match v {
+                T::Float(f) if f.is_finite() => Some(f),
+                T::Int(i) => Some(i as f64),
+                T::UInt(u) => Some(u as f64),
+                T::Bool(b) => Some(b as u8 as f64),
+                _ => None,
+            };
+            json!([
+                ts / 1_000_000,
+                n,
+                crate::core::Quality::from_status(status).as_str()
+            ])
+        })
+        .collect();
+    Json(json!({"unit": unit, "points": points})).into_response()
+}
+
 /// Query of `/status/audit`.
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
@@ -230,7 +288,13 @@ async fn audit(
 
 /// The newest `lines` records (newest last) and the verdict of `audit verify`.
 fn audit_view(dir: &std::path::Path, lines: usize) -> serde_json::Value {
-    let verdict = match crate::audit::verify(dir) {
+    // A line being appended while we read looks broken; a real break is still there a moment
+    // later.
+    let verified = crate::audit::verify(dir).or_else(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        crate::audit::verify(dir)
+    });
+    let verdict = match verified {
         Ok(r) => {
             json!({"ok": true, "files": r.files, "lines": r.lines, "fromGenesis": r.from_genesis})
         }

@@ -21,6 +21,8 @@ const state = {
   elementsBusy: false,
   elementsAgain: false,
   writeRow: null,
+  trendRow: null,
+  ticks: 0,
   rows: [],
   started: false,
 };
@@ -192,6 +194,7 @@ function onFrame(frame) {
   try {
     renderSummary(JSON.parse(data.join('\n')));
     loadElements();
+    loadTrend();
   } catch (e) {
     console.warn('bad status event', e);
   }
@@ -203,6 +206,7 @@ async function poll(round) {
     setMode('polling', 'polling /status/summary every ' + POLL_MS / 1000 + ' s (no event stream)');
     renderSummary(summary);
     loadElements();
+    loadTrend();
   } catch (e) {
     if (e instanceof AuthRequired) { showLogin('The gateway asks for a token again.'); return; }
     setMode('offline', 'the gateway does not answer: ' + e.message);
@@ -216,6 +220,9 @@ async function poll(round) {
 
 function renderSummary(s) {
   state.you = s.you;
+  // The audit log (admins) every 5th update: it is read from files and verified as a whole.
+  state.ticks += 1;
+  if (state.ticks % 5 === 0) loadAudit();
   $('gateway-name').textContent = s.gateway;
   $('gateway-version').textContent = 'v' + s.version + ' · up ' + age(s.uptimeS);
   document.title = s.gateway + ' · aas-gateway';
@@ -290,7 +297,7 @@ function renderElements(page) {
     const code = r.statusCode && q !== 'good' ? ' <span class="muted">' + esc(r.statusCode) + '</span>' : '';
     return '<tr class="' + rowClass + '" data-path="' + esc(r.path) + '" data-submodel="' + esc(r.submodelId) + '">' +
       '<td>' + esc(r.shell) + '</td><td>' + esc(r.submodel) + '</td>' +
-      '<td>' + esc(r.path) + (r.history ? ' <span class="muted" title="history variable">⏱</span>' : '') + '</td>' +
+      '<td>' + esc(r.path) + (r.history ? ' <button type="button" class="trend" data-row="' + i + '" title="trend of the recent values">trend</button>' : '') + '</td>' +
       '<td class="value">' + esc(r.value ?? '') + '</td>' +
       '<td>' + esc(r.unit ?? '') + '</td>' +
       '<td><span class="badge quality q-' + esc(q) + '">' + esc(q) + '</span>' + code + '</td>' +
@@ -317,6 +324,59 @@ $('prev').addEventListener('click', () => { state.offset = Math.max(0, state.off
 $('next').addEventListener('click', () => {
   if (state.offset + state.limit < state.total) { state.offset += state.limit; loadElements(); }
 });
+
+// ---- trend (history variables) -------------------------------------------------------------
+
+$('elements').addEventListener('click', (ev) => {
+  const button = ev.target.closest('button.trend');
+  if (!button) return;
+  const row = state.rows[Number(button.dataset.row)];
+  if (!row) return;
+  state.trendRow = row;
+  $('trend-target').textContent = row.shell + ' / ' + row.submodel + ' / ' + row.path;
+  $('trend-panel').hidden = false;
+  loadTrend();
+});
+$('trend-close').addEventListener('click', () => { $('trend-panel').hidden = true; state.trendRow = null; });
+
+async function loadTrend() {
+  const row = state.trendRow;
+  if (!row) return;
+  try {
+    const t = await getJson('/status/trend?submodel=' + encodeURIComponent(row.submodelId) +
+      '&path=' + encodeURIComponent(row.path) + '&max=300');
+    drawTrend(t);
+  } catch (e) {
+    $('trend-info').textContent = 'no trend: ' + e.message;
+  }
+}
+
+// A plain SVG line: time on x, value on y; Bad/Uncertain samples as red/amber dots.
+function drawTrend(t) {
+  const svg = $('trend-chart');
+  const pts = t.points.filter((p) => p[1] !== null);
+  const W = 720, H = 180, L = 60, R = 10, T = 10, B = 20;
+  if (pts.length === 0) {
+    svg.innerHTML = '<text x="' + L + '" y="' + H / 2 + '">no numeric values yet</text>';
+    $('trend-info').textContent = '';
+    return;
+  }
+  const t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1);
+  let lo = Math.min(...pts.map((p) => p[1])), hi = Math.max(...pts.map((p) => p[1]));
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const x = (ms) => L + (ms - t0) / (t1 - t0) * (W - L - R);
+  const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
+  const line = pts.map((p) => x(p[0]).toFixed(1) + ',' + y(p[1]).toFixed(1)).join(' ');
+  const dots = pts.filter((p) => p[2] !== 'good').map((p) =>
+    '<circle class="' + esc(p[2]) + '" cx="' + x(p[0]).toFixed(1) + '" cy="' + y(p[1]).toFixed(1) + '" r="3"></circle>').join('');
+  const unit = t.unit ? ' ' + t.unit : '';
+  svg.innerHTML = '<polyline points="' + line + '"></polyline>' + dots +
+    '<text x="4" y="' + (T + 10) + '">' + esc(hi.toPrecision(6) + unit) + '</text>' +
+    '<text x="4" y="' + (H - B) + '">' + esc(lo.toPrecision(6) + unit) + '</text>' +
+    '<text x="' + L + '" y="' + (H - 4) + '">' + esc(new Date(t0).toLocaleTimeString()) + '</text>' +
+    '<text x="' + (W - R - 60) + '" y="' + (H - 4) + '">' + esc(new Date(t1).toLocaleTimeString()) + '</text>';
+  $('trend-info').textContent = pts.length + ' values over ' + age((t1 - t0) / 1000) + '; newest ' + pts[pts.length - 1][1] + unit;
+}
 
 // ---- write --------------------------------------------------------------------------------
 
