@@ -194,6 +194,8 @@ pub fn serve_api(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    // The status page's event streams end on shutdown (graceful shutdown waits for them).
+    let app = app.layer(axum::Extension(crate::web::Shutdown(shutdown.clone())));
     let service = app.into_make_service_with_connect_info::<PeerAddr>();
     match &cfg.api.tls {
         Some(tls) => {

@@ -127,9 +127,38 @@ impl Browser {
             }
             if start.elapsed() > within {
                 let text = self.js("return document.body.innerText").await;
-                panic!("{what}: not within {within:?}; last value {v}\npage:\n{text}");
+                // The gateway's own view, with the counters the page does not show.
+                let summary = self
+                    .js(
+                        "const x = new XMLHttpRequest(); x.open('GET', '/status/summary', false);
+                         const t = sessionStorage.getItem('aas-gateway-token');
+                         if (t) x.setRequestHeader('Authorization', 'Bearer ' + t);
+                         x.send(); return x.responseText;",
+                    )
+                    .await;
+                panic!("{what}: not within {within:?}; last value {v}\npage:\n{text}\nsummary: {summary}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the element `css` selects, again if the page replaced it between finding and
+    /// clicking (the element list is re-rendered when its rows change).
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let result = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => el.click().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot click {css}: {e}"),
+            }
         }
     }
 
@@ -358,16 +387,47 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         .await;
     assert_eq!(mode, "live", "updates come as server-sent events");
 
+    // Without the event stream (a buffering proxy, say) the page polls, and values still move.
+    b.js("window.__fetch = window.fetch;
+          window.fetch = (u, o) => String(u).startsWith('/status/events')
+            ? Promise.reject(new Error('blocked by the test')) : window.__fetch(u, o);
+          stopUpdates(); streamEvents(); return true;")
+        .await;
+    b.wait(
+        "the polling fallback",
+        Duration::from_secs(10),
+        "return document.getElementById('mode').textContent",
+        |v| v == "polling",
+    )
+    .await;
+    let (before, _) = b
+        .wait(
+            "a value",
+            Duration::from_secs(5),
+            &element_value("SpindleSpeed"),
+            |v| v.is_string(),
+        )
+        .await;
+    b.wait(
+        "SpindleSpeed changing while polling",
+        Duration::from_secs(20),
+        &element_value("SpindleSpeed"),
+        |v| v.is_string() && *v != before,
+    )
+    .await;
+    b.js("window.fetch = window.__fetch; stopUpdates(); streamEvents(); return true;")
+        .await;
+    b.wait(
+        "the event stream again",
+        Duration::from_secs(10),
+        "return document.getElementById('mode').textContent",
+        |v| v == "live",
+    )
+    .await;
+
     // SpindleSpeed's trend line, from the history store, grows while the panel is open.
-    b.client
-        .find(Locator::Css(
-            "#elements tr[data-path=\"SpindleSpeed\"] button.trend",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#elements tr[data-path=\"SpindleSpeed\"] button.trend")
+        .await;
     let points = "const l = document.querySelector('#trend-chart polyline');
         return l ? l.getAttribute('points').split(' ').length : 0;";
     let (n, _) = b
@@ -400,15 +460,8 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         |v| v == true,
     )
     .await;
-    b.client
-        .find(Locator::Css(
-            "#elements tr[data-path=\"SpindleSpeedSetpoint\"] button.write",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#elements tr[data-path=\"SpindleSpeedSetpoint\"] button.write")
+        .await;
     let input = b.client.find(Locator::Id("write-value")).await.unwrap();
     input.clear().await.unwrap();
     input.send_keys("4321").await.unwrap();
@@ -528,24 +581,19 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         took.as_secs_f64()
     );
 
-    // A picture of the page for the README (only when asked for).
-    if let Ok(path) = std::env::var("STATUS_PAGE_SCREENSHOT") {
-        b.client
-            .find(Locator::Id("search"))
-            .await
-            .unwrap()
-            .clear()
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let png = b.client.screenshot().await.unwrap();
-        std::fs::write(&path, png).unwrap();
-        println!("screenshot written to {path}");
-    }
-
-    b.close().await;
+    // The gateway stops while the page still streams: the event stream ends with it (the
+    // server's graceful shutdown waits for open connections).
+    let stopping = Instant::now();
     shutdown.cancel();
-    gateway.wait().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), gateway.wait())
+        .await
+        .expect("the gateway stopped within 30 s with the status page open")
+        .unwrap();
+    println!(
+        "gateway stopped {:.1} s after the stop signal, with the page open",
+        stopping.elapsed().as_secs_f64()
+    );
+    b.close().await;
     sim.stop().await;
 }
 

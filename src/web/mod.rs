@@ -58,6 +58,12 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
+/// The gateway's stop signal, given to the handlers as a request extension: an event stream
+/// never ends by itself, and the server's graceful shutdown waits for every open connection,
+/// so each stream ends when this is cancelled.
+#[derive(Clone, Debug)]
+pub struct Shutdown(pub tokio_util::sync::CancellationToken);
+
 /// How often the event stream sends the summary.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -141,25 +147,33 @@ async fn summary(
 async fn events(
     State(page): State<Arc<StatusPage>>,
     principal: Option<Extension<Principal>>,
+    shutdown: Option<Extension<Shutdown>>,
 ) -> impl IntoResponse {
+    let stop = shutdown.map(|s| s.0 .0).unwrap_or_default();
     let stream = futures::stream::unfold(
         (page, principal, None::<tokio::time::Interval>),
-        |(page, principal, interval)| async move {
-            let mut interval = match interval {
-                Some(i) => i,
-                None => {
-                    let mut i = tokio::time::interval(EVENT_INTERVAL);
-                    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    i
+        move |(page, principal, interval)| {
+            let stop = stop.clone();
+            async move {
+                let mut interval = match interval {
+                    Some(i) => i,
+                    None => {
+                        let mut i = tokio::time::interval(EVENT_INTERVAL);
+                        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        i
+                    }
+                };
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stop.cancelled() => return None,
                 }
-            };
-            interval.tick().await;
-            let body = summary_json(&page, &principal).to_string();
-            let event = Event::default().event("status").data(body);
-            Some((
-                Ok::<_, std::convert::Infallible>(event),
-                (page, principal, Some(interval)),
-            ))
+                let body = summary_json(&page, &principal).to_string();
+                let event = Event::default().event("status").data(body);
+                Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (page, principal, Some(interval)),
+                ))
+            }
         },
     );
     // Proxies that buffer would hold the stream back; this asks nginx not to.

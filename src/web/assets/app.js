@@ -288,21 +288,49 @@ async function loadElements() {
   if (state.elementsAgain) { state.elementsAgain = false; loadElements(); }
 }
 
+// The cells that change with every update (value, quality, age), for in-place updates.
+function liveCells(r) {
+  const q = r.quality;
+  const code = r.statusCode && q !== 'good' ? ' <span class="muted">' + esc(r.statusCode) + '</span>' : '';
+  return {
+    rowClass: q === 'bad' ? 'row-bad' : q === 'uncertain' ? 'row-uncertain' : '',
+    value: esc(r.value ?? ''),
+    quality: '<span class="badge quality q-' + esc(q) + '">' + esc(q) + '</span>' + code,
+    age: age(r.ageS),
+  };
+}
+
 function renderElements(page) {
   const canWrite = hasRole('writer');
-  $('elements').tBodies[0].innerHTML = page.rows.map((r, i) => {
-    const q = r.quality;
-    const rowClass = q === 'bad' ? 'row-bad' : q === 'uncertain' ? 'row-uncertain' : '';
-    const write = canWrite && r.writable ? '<button type="button" class="write" data-row="' + i + '">Write…</button>' : '';
-    const code = r.statusCode && q !== 'good' ? ' <span class="muted">' + esc(r.statusCode) + '</span>' : '';
-    return '<tr class="' + rowClass + '" data-path="' + esc(r.path) + '" data-submodel="' + esc(r.submodelId) + '">' +
-      '<td>' + esc(r.shell) + '</td><td>' + esc(r.submodel) + '</td>' +
-      '<td>' + esc(r.path) + (r.history ? ' <button type="button" class="trend" data-row="' + i + '" title="trend of the recent values">trend</button>' : '') + '</td>' +
-      '<td class="value">' + esc(r.value ?? '') + '</td>' +
-      '<td>' + esc(r.unit ?? '') + '</td>' +
-      '<td><span class="badge quality q-' + esc(q) + '">' + esc(q) + '</span>' + code + '</td>' +
-      '<td class="num">' + age(r.ageS) + '</td><td>' + write + '</td></tr>';
-  }).join('') || '<tr><td colspan="8" class="muted">no element matches</td></tr>';
+  const body = $('elements').tBodies[0];
+  const key = (r) => r.submodelId + '\u0000' + r.path + '\u0000' + canWrite;
+  const keys = page.rows.map(key).join('\u0001');
+  if (page.rows.length > 0 && body.dataset.keys === keys) {
+    // The same rows: update their live cells in place, so that a button being clicked is not
+    // replaced under the pointer by the next update.
+    page.rows.forEach((r, i) => {
+      const tr = body.rows[i];
+      const c = liveCells(r);
+      tr.className = c.rowClass;
+      const text = r.value ?? '';
+      if (tr.cells[3].textContent !== text) tr.cells[3].textContent = text;
+      tr.cells[5].innerHTML = c.quality;
+      tr.cells[6].textContent = c.age;
+    });
+  } else {
+    body.dataset.keys = keys;
+    body.innerHTML = page.rows.map((r, i) => {
+      const c = liveCells(r);
+      const write = canWrite && r.writable ? '<button type="button" class="write" data-row="' + i + '">Write…</button>' : '';
+      return '<tr class="' + c.rowClass + '" data-path="' + esc(r.path) + '" data-submodel="' + esc(r.submodelId) + '">' +
+        '<td>' + esc(r.shell) + '</td><td>' + esc(r.submodel) + '</td>' +
+        '<td>' + esc(r.path) + (r.history ? ' <button type="button" class="trend" data-row="' + i + '" title="trend of the recent values">trend</button>' : '') + '</td>' +
+        '<td class="value">' + c.value + '</td>' +
+        '<td>' + esc(r.unit ?? '') + '</td>' +
+        '<td>' + c.quality + '</td>' +
+        '<td class="num">' + c.age + '</td><td>' + write + '</td></tr>';
+    }).join('') || '<tr><td colspan="8" class="muted">no element matches</td></tr>';
+  }
   const first = page.total === 0 ? 0 : page.offset + 1;
   const last = Math.min(page.offset + page.rows.length, page.total);
   $('range').textContent = first + '–' + last + ' of ' + page.total +
