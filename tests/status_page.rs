@@ -437,7 +437,7 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         .await;
     b.wait(
         "the trend line growing",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         points,
         |v| v.as_u64() > n.as_u64(),
     )

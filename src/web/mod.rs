@@ -120,6 +120,10 @@ pub fn assets() -> Router {
             "/ui/style.css",
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
+        // Outside the gatekeeper, but with the API's one error format (e.g. 405 for `POST /`).
+        .layer(axum::middleware::map_response(
+            crate::api::gatekeeper::as_part2_error,
+        ))
 }
 
 fn role_of(principal: &Option<Extension<Principal>>) -> Option<Role> {
