@@ -30,6 +30,7 @@ use common::*;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const SETPOINT: &str = "nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeedSetpoint";
+const TECHNICAL_DATA: &str = "urn:aas-gateway:sim:sm:cnc1:technical-data";
 const READER: &str = "reader-token-for-the-status-page";
 const WRITER: &str = "writer-token-for-the-status-page";
 const ADMIN: &str = "admin-token-for-the-status-page";
@@ -241,6 +242,15 @@ writable = true
         dir = dir.display(),
         sm = cnc::SUBMODEL,
     );
+    // Values of Uncertain and Bad quality, onto two static elements of CNC1's technical data.
+    for (node, path) in [
+        ("UncertainDouble", "TechnicalProperties.TravelX"),
+        ("BadDouble", "TechnicalProperties.TravelY"),
+    ] {
+        s += &format!(
+            "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:types;s=Types.{node}\"\nsubmodel = \"{TECHNICAL_DATA}\"\npath = \"{path}\"\n"
+        );
+    }
     for node in cnc::NODES {
         // SpindleSpeed is a history variable: the page draws its trend.
         let history = *node == "SpindleSpeed";
@@ -375,6 +385,24 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         |v| v.as_str().is_some_and(|s| !s.is_empty()) && *v != first,
     )
     .await;
+    // Bad and Uncertain values are marked: the row's colour and the quality with its code.
+    let quality = "return Object.fromEntries([...document.querySelectorAll('#elements tbody tr')]
+        .filter(t => t.dataset.path.startsWith('TechnicalProperties.Travel'))
+        .map(t => [t.dataset.path, t.className + ' ' + t.querySelector('.quality').parentNode.textContent]));";
+    b.wait(
+        "Uncertain and Bad rows marked",
+        Duration::from_secs(20),
+        quality,
+        |v| {
+            let x = v["TechnicalProperties.TravelX"].as_str().unwrap_or("");
+            let y = v["TechnicalProperties.TravelY"].as_str().unwrap_or("");
+            x.contains("row-uncertain")
+                && x.contains("uncertain 0x40")
+                && y.contains("row-bad")
+                && y.contains("bad 0x8")
+        },
+    )
+    .await;
     let (v, _) = b
         .wait("the reader's view", Duration::from_secs(5), VISIBLE, |_| {
             true
@@ -495,6 +523,24 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         |v| v.as_str().is_some_and(|s| s.parse::<f64>() == Ok(4321.0)),
     )
     .await;
+
+    // A value the server refuses: the form shows the OPC UA result.
+    let input = b.client.find(Locator::Id("write-value")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys("99999").await.unwrap();
+    b.click("#write-submit").await;
+    let (refusal, _) = b
+        .wait(
+            "the server's refusal",
+            Duration::from_secs(20),
+            "return document.getElementById('write-result').textContent",
+            |v| v.as_str().is_some_and(|t| t.starts_with("Not written")),
+        )
+        .await;
+    assert!(
+        refusal.as_str().unwrap().contains("BadOutOfRange"),
+        "the OPC UA status is shown: {refusal}"
+    );
 
     // An admin sees the audit log, with the write in it and the chain intact.
     log_in(&b, ADMIN).await;
