@@ -14,7 +14,8 @@
 //!
 //! Module map (arrows point down only, checked by `tests/module_graph.rs`; bottom to top:
 //! `core` → `aas`, `model` → `audit`, `outbox`, `sources` → `sinks` → `mapping` → `history` →
-//! `security` → `api` → `writeback` → `config` → `stats` → `metrics` → `ops` → `pipeline` → `demo`):
+//! `security` → `api` → `writeback` → `config` → `stats` → `metrics` → `web` → `ops` → `pipeline` →
+//! `demo`):
 //! - [`config`]: aggregates each component's config section (env overrides, `validate()` listing
 //!   every error with its path) and holds the registry that builds sources and sinks.
 //! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`,
