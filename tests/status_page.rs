@@ -246,6 +246,9 @@ writable = true
     for (node, path) in [
         ("UncertainDouble", "TechnicalProperties.TravelX"),
         ("BadDouble", "TechnicalProperties.TravelY"),
+        // A String node on an xs:double element: not acquired, listed under the source's
+        // rejected nodes with the reason.
+        ("String", "TechnicalProperties.TravelZ"),
     ] {
         s += &format!(
             "[[mapping]]\nnode_id = \"nsu=urn:opcua-sim:types;s=Types.{node}\"\nsubmodel = \"{TECHNICAL_DATA}\"\npath = \"{path}\"\n"
@@ -385,6 +388,15 @@ async fn the_page_shows_live_state_writes_and_follows_outages() {
         |v| v.as_str().is_some_and(|s| !s.is_empty()) && *v != first,
     )
     .await;
+    // The node whose type does not fit is named, with the reason.
+    b.wait(
+        "the rejected node",
+        Duration::from_secs(10),
+        "return document.querySelector('#sources tr[data-source=\"sim\"] td:last-child').textContent",
+        |v| v.as_str().is_some_and(|t| t.starts_with('1') && t.contains("Types.String")),
+    )
+    .await;
+
     // Bad and Uncertain values are marked: the row's colour and the quality with its code.
     let quality = "return Object.fromEntries([...document.querySelectorAll('#elements tbody tr')]
         .filter(t => t.dataset.path.startsWith('TechnicalProperties.Travel'))
