@@ -363,6 +363,7 @@ $('elements').addEventListener('click', (ev) => {
   state.trendRow = row;
   $('trend-target').textContent = row.shell + ' / ' + row.submodel + ' / ' + row.path;
   $('trend-panel').hidden = false;
+  $('trend-panel').scrollIntoView({ block: 'nearest' });
   loadTrend();
 });
 $('trend-close').addEventListener('click', () => { $('trend-panel').hidden = true; state.trendRow = null; });
@@ -420,6 +421,7 @@ $('elements').addEventListener('click', (ev) => {
   $('write-result').textContent = '';
   $('write-result').className = '';
   $('write-panel').hidden = false;
+  $('write-panel').scrollIntoView({ block: 'nearest' });
   $('write-value').focus();
 });
 
