@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real test peers: Mosquitto (MQTT), VictoriaMetrics (ILP over HTTP/TCP), PostgreSQL (runs the LinkedSegment SQL),
-# plus the tools the tests call (mosquitto_pub/sub, curl, openssl, python3 -m venv),
+# plus the tools the tests call (mosquitto_pub/sub, curl, openssl, python3 -m venv, headless chromium + chromedriver),
 # Python venv (asyncua, AAS validators, Prometheus parsers, pysparkplug), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
 #   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
@@ -47,7 +47,8 @@ fi
 
 set -euo pipefail
 # curl, openssl and python3-venv are used by the tests and by `start`; minimal images lack them.
-APT_PKGS=(mosquitto mosquitto-clients victoria-metrics postgresql python3-venv curl openssl)
+# chromium + chromium-driver: the status page's browser tests (tests/status_page.rs, WebDriver).
+APT_PKGS=(mosquitto mosquitto-clients victoria-metrics postgresql python3-venv curl openssl chromium chromium-driver)
 VENV=$PEERS_ROOT/.venv
 REQS=$PEERS_ROOT/.ci/requirements.txt
 

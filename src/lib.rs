@@ -14,7 +14,8 @@
 //!
 //! Module map (arrows point down only, checked by `tests/module_graph.rs`; bottom to top:
 //! `core` → `aas`, `model` → `audit`, `outbox`, `sources` → `sinks` → `mapping` → `history` →
-//! `security` → `api` → `writeback` → `config` → `stats` → `metrics` → `ops` → `pipeline` → `demo`):
+//! `security` → `api` → `writeback` → `config` → `stats` → `metrics` → `web` → `ops` → `pipeline` →
+//! `demo`):
 //! - [`config`]: aggregates each component's config section (env overrides, `validate()` listing
 //!   every error with its path) and holds the registry that builds sources and sinks.
 //! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`,
@@ -41,6 +42,8 @@
 //! - [`audit`]: tamper-evident (hash-chained) audit log with rotation, retention, verify, export.
 //! - [`metrics`]: Prometheus `/metrics` and `/ready`.
 //! - [`writeback`]: `PATCH .../$value` → OPC UA Write, through the source's announced session.
+//! - [`web`]: the status page at `/` (embedded HTML/JS/CSS) and its `/status/*` JSON and
+//!   server-sent events: sources, sinks, live values, write form, audit tail.
 //! - [`ops`]: wires the above into the running gateway.
 //! - `demo` (cargo feature `demo`, on by default): the zero-setup demo: bundled simulator +
 //!   embedded MQTT broker + gateway.
@@ -65,6 +68,7 @@ pub mod security;
 pub mod sinks;
 pub mod sources;
 pub mod stats;
+pub mod web;
 pub mod writeback;
 
 pub use logging::init_logging;

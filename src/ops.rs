@@ -85,6 +85,7 @@ pub fn secured_api(
     } else if auth.anonymous_read() {
         info!("API: anonymous reads are allowed (api.auth.anonymous_read = true)");
     }
+    let tokens_configured = auth.has_tokens();
     let gatekeeper = Gatekeeper::new(
         auth,
         audit.clone(),
@@ -108,15 +109,80 @@ pub fn secured_api(
         })
         .map(|(_, s)| s.clone())
         .collect();
+    let page = status_page(
+        cfg,
+        mapping,
+        &env,
+        &stats,
+        &active,
+        audit.as_deref(),
+        tokens_configured,
+    );
     let writeback = WriteBack::new(&cfg.mapping, mapping, all_sources, env, audit);
     let observability = Observability::new(stats, active, Some(gatekeeper.clone()));
     Ok(writeback
         .layer_onto(api)
         .merge(observability.routes())
+        .merge(Arc::new(page).routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             gatekeeper.max_body_bytes(),
         ))
-        .layer(axum::middleware::from_fn_with_state(gatekeeper, gate)))
+        .layer(axum::middleware::from_fn_with_state(gatekeeper, gate))
+        // The page itself is static and holds no data: served without a token, so that it can
+        // ask for one. Its data comes from `/status/*`, behind the gatekeeper above.
+        .merge(crate::web::assets()))
+}
+
+/// The status page's state: sources with their settings, the element index (built once here).
+fn status_page(
+    cfg: &Config,
+    mapping: &MappingRouter,
+    env: &SharedEnvironment,
+    stats: &Arc<PipelineStats>,
+    active: &[(String, Arc<crate::sources::SourceStats>)],
+    audit: Option<&AuditLog>,
+    tokens_configured: bool,
+) -> crate::web::StatusPage {
+    let sources = cfg
+        .opcua
+        .iter()
+        .zip(&stats.sources)
+        .map(|(src, st)| crate::web::SourceInfo {
+            name: src.name.clone(),
+            endpoint: src.endpoint.clone(),
+            security_policy: src.security_policy.clone(),
+            security_mode: src.security_mode.clone(),
+            active: active.iter().any(|(_, a)| Arc::ptr_eq(a, st)),
+            stats: st.clone(),
+        })
+        .collect();
+    // Time Series submodels hold records, not live values: the page leaves them out.
+    let elements = {
+        let tree = env.read();
+        let time_series: std::collections::HashSet<String> = tree
+            .submodels
+            .iter()
+            .filter_map(crate::aas::id_of)
+            .filter(|id| {
+                tree.submodel(id).is_some_and(|sm| {
+                    sm.pointer("/semanticId/keys/0/value")
+                        .and_then(|v| v.as_str())
+                        == Some(crate::history::TIME_SERIES_SEMANTIC_ID)
+                })
+            })
+            .map(str::to_string)
+            .collect();
+        crate::web::ElementIndex::build(&tree, &cfg.mapping, mapping, &|id| {
+            time_series.contains(id)
+        })
+    };
+    crate::web::StatusPage {
+        status: crate::web::StatusSources::new(cfg.gateway.name.clone(), sources, stats.clone()),
+        elements,
+        env: env.clone(),
+        audit_dir: audit.map(|a| a.dir().to_path_buf()),
+        tokens_configured,
+    }
 }
 
 /// Serves the API over HTTP or (with `[api.tls]`) HTTPS until shutdown.
@@ -128,6 +194,8 @@ pub fn serve_api(
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    // The status page's event streams end on shutdown (graceful shutdown waits for them).
+    let app = app.layer(axum::Extension(crate::web::Shutdown(shutdown.clone())));
     let service = app.into_make_service_with_connect_info::<PeerAddr>();
     match &cfg.api.tls {
         Some(tls) => {

@@ -311,6 +311,11 @@ impl Gateway {
                 stats.clone(),
                 audit.clone(),
             )?;
+            // The status page's trend lines read the history store through the same extension.
+            let app = match &history {
+                Some(h) => app.layer(axum::Extension(h.clone())),
+                None => app,
+            };
             crate::ops::serve_api(&cfg, listener, app, shutdown.clone(), &mut tasks)?;
         }
         if let Some(audit) = &audit {
@@ -478,11 +483,9 @@ async fn dispatch(
             }
         }
         // Parked per element; written into the AAS tree when the API reads it.
-        env.record(
-            routed
-                .iter()
-                .map(|(rule, _, update)| (*rule, &update.value)),
-        );
+        env.record_with_status(routed.iter().map(|(rule, _, update)| {
+            (*rule, &update.value, update.status, update.source_ts_nanos)
+        }));
         if let Some(h) = &history {
             h.record(routed.iter().map(|(_, route, update)| (*route, update)));
         }

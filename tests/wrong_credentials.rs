@@ -85,6 +85,7 @@ async fn wrong_password_ends_the_gateway_with_a_clear_error_within_seconds() {
             .await
             .unwrap();
         let t0 = Instant::now();
+        let stats = gateway.stats.clone();
         let result = tokio::time::timeout(Duration::from_secs(15), gateway.wait())
             .await
             .unwrap_or_else(|_| panic!("{policy}/{mode}: the gateway still runs after 15 s"));
@@ -109,6 +110,18 @@ async fn wrong_password_ends_the_gateway_with_a_clear_error_within_seconds() {
         assert!(
             err.contains("username/password"),
             "says what to check: {err}"
+        );
+        // The status page shows the source as failed, with the same reason.
+        let source = &stats.sources[0];
+        assert_eq!(
+            source.state(),
+            aas_gateway::sources::SourceState::Failed,
+            "{policy}/{mode}"
+        );
+        let reason = source.health.snapshot().failed.unwrap_or_default();
+        assert!(
+            reason.contains("username/password") && reason.contains(&sim.endpoint_url()),
+            "{policy}/{mode}: the failure's reason: {reason}"
         );
     }
 

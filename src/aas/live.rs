@@ -41,6 +41,9 @@ struct Pending {
     dirty: Vec<bool>,
     /// Slots marked dirty, in the order they were first marked (at most one entry per slot).
     dirty_slots: Vec<usize>,
+    /// Status code and source timestamp (ns) of each slot's latest value (kept, not taken by
+    /// a read): the AAS value has no place for them, the status page shows them.
+    status: Vec<(u32, i64)>,
 }
 
 impl LiveEnvironment {
@@ -71,23 +74,34 @@ impl LiveEnvironment {
                 latest: vec![TypedValue::Null; slots],
                 dirty: vec![false; slots],
                 dirty_slots: Vec::with_capacity(slots),
+                status: vec![(0, 0); slots],
             }),
         }
     }
 
     /// Records the newest values of mapping rules (in arrival order). Cheap: no JSON is touched.
     pub fn record<'a>(&self, values: impl IntoIterator<Item = (u32, &'a TypedValue)>) {
+        self.record_with_status(values.into_iter().map(|(rule, v)| (rule, v, 0, 0)));
+    }
+
+    /// [`Self::record`] with each value's OPC UA status code and source timestamp (ns).
+    pub fn record_with_status<'a>(
+        &self,
+        values: impl IntoIterator<Item = (u32, &'a TypedValue, u32, i64)>,
+    ) {
         let mut p = self.pending.lock().expect("live values lock");
         let Pending {
             latest,
             dirty,
             dirty_slots,
+            status,
         } = &mut *p;
-        for (rule, value) in values {
+        for (rule, value, code, ts) in values {
             let Some(&slot) = self.slot_of_rule.get(rule as usize) else {
                 continue;
             };
             latest[slot].clone_from(value);
+            status[slot] = (code, ts);
             if !dirty[slot] {
                 dirty[slot] = true;
                 dirty_slots.push(slot);
@@ -106,6 +120,19 @@ impl LiveEnvironment {
     pub fn write(&self) -> RwLockWriteGuard<'_, Environment> {
         self.apply_pending();
         self.tree.write().expect("environment lock")
+    }
+
+    /// Status code and source timestamp (ns; 0 = no value yet) of the latest value of each
+    /// mapping rule in `rules` (`None` for an unknown rule), under one lock.
+    pub fn status_of_rules(&self, rules: impl IntoIterator<Item = u32>) -> Vec<Option<(u32, i64)>> {
+        let p = self.pending.lock().expect("live values lock");
+        rules
+            .into_iter()
+            .map(|rule| {
+                let slot = *self.slot_of_rule.get(rule as usize)?;
+                p.status.get(slot).copied()
+            })
+            .collect()
     }
 
     /// Writes the recorded values into the tree.
@@ -132,6 +159,7 @@ impl LiveEnvironment {
                 latest,
                 dirty,
                 dirty_slots,
+                ..
             } = &mut *p;
             dirty_slots
                 .drain(..)

@@ -246,6 +246,26 @@ impl History {
         }
     }
 
+    /// The newest values (at most `max`, oldest first) of the history variable fed by `target`
+    /// (a route's target): `(source timestamp ns, value, status)`; `None` when that element is
+    /// no history variable. For the status page's trend line.
+    pub fn recent(
+        &self,
+        target: &Arc<crate::model::ElementTarget>,
+        max: usize,
+    ) -> Option<Vec<(i64, crate::core::TypedValue, u32)>> {
+        let &var = self.by_target.get(&(Arc::as_ptr(target) as usize))?;
+        let store = self.store.read().expect("history lock");
+        let n = store.samples(var).count();
+        Some(
+            store
+                .samples(var)
+                .skip(n.saturating_sub(max))
+                .map(|s| (s.ts, s.value.clone(), s.status))
+                .collect(),
+        )
+    }
+
     /// The assets with a Time Series submodel.
     pub fn assets(&self) -> &[Asset] {
         &self.assets

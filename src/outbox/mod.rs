@@ -130,6 +130,9 @@ pub struct SinkBufferStatus {
     pub max_bytes: u64,
     /// Its policy.
     pub when_full: &'static str,
+    /// Source timestamp (ns since the epoch) of the newest value in the oldest record the sink
+    /// has not finished: the oldest unconfirmed value is at least this old. 0 = nothing waits.
+    pub oldest_unconfirmed_ts: i64,
 }
 
 /// Counters of the outbox as a whole.
@@ -958,8 +961,18 @@ impl Outbox {
     pub fn sink_status(&self, sink: &str) -> Option<SinkBufferStatus> {
         let s = self.state.lock().expect("outbox state");
         let x = s.sinks.iter().find(|x| x.spec.name == sink)?;
+        let lag = s.lag(x);
+        let oldest_unconfirmed_ts = if lag == 0 {
+            0
+        } else {
+            s.records
+                .range(x.acked.record..)
+                .next()
+                .map_or(0, |(_, r)| r.newest_ts)
+        };
         Some(SinkBufferStatus {
-            lag: s.lag(x),
+            lag,
+            oldest_unconfirmed_ts,
             bytes: s.bytes_waiting(x.acked),
             dropped: x.dropped,
             dropping: x.episode.is_some(),

@@ -17,8 +17,8 @@ pub mod aid;
 pub mod opcua;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -138,6 +138,130 @@ pub struct SourceStats {
     pub unconvertible: AtomicU64,
     /// The session, announced for write-back, readiness and the audit log.
     pub session: opcua::slot::SessionSlot,
+    /// What the status page shows besides the counters: when data last came, the last problem,
+    /// why the source ended, the nodes the server rejected.
+    pub health: SourceHealth,
+}
+
+/// Most rejected nodes a source keeps for display (the log names every one).
+pub const MAX_REJECTED_SHOWN: usize = 200;
+
+/// A node the source does not acquire, and why (the server's status or the mapping problem).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectedNode {
+    /// The node as configured.
+    pub node: String,
+    /// The server's status code, or what does not fit.
+    pub reason: String,
+}
+
+/// Health of a source beyond its counters, for the status page. Written rarely (problems,
+/// state changes) except [`SourceHealth::data_arrived`], one relaxed store per batch.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    /// Wall-clock time (ns since the epoch) the last value arrived; 0 = never.
+    last_data_nanos: AtomicI64,
+    /// The last problem (message, wall-clock ns): a lost connection, an unreachable server.
+    problem: Mutex<Option<(String, i64)>>,
+    /// Why the source ended for good (it does not retry).
+    failed: Mutex<Option<String>>,
+    /// Nodes of the current session that are not acquired (at most [`MAX_REJECTED_SHOWN`]).
+    rejected: Mutex<Vec<RejectedNode>>,
+    /// All of them, also those beyond the shown list.
+    rejected_total: AtomicU64,
+}
+
+/// A copy of [`SourceHealth`] at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct HealthSnapshot {
+    /// Wall-clock ns of the last value (0 = never).
+    pub last_data_nanos: i64,
+    /// The last problem and when it happened (wall-clock ns).
+    pub problem: Option<(String, i64)>,
+    /// Why the source ended for good.
+    pub failed: Option<String>,
+    /// Nodes not acquired (first [`MAX_REJECTED_SHOWN`]).
+    pub rejected: Vec<RejectedNode>,
+    /// Number of nodes not acquired.
+    pub rejected_total: u64,
+}
+
+fn wall_clock_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+impl SourceHealth {
+    /// Values arrived now.
+    pub fn data_arrived(&self) {
+        self.last_data_nanos
+            .store(wall_clock_nanos(), Ordering::Relaxed);
+    }
+    /// Something went wrong that the source retries (shown with its time).
+    pub fn problem(&self, message: impl Into<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((message.into(), wall_clock_nanos()));
+    }
+    /// The source ended for good.
+    pub fn fail(&self, reason: impl Into<String>) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+    }
+    /// A new session starts acquiring: forget the previous session's rejected nodes.
+    pub fn clear_rejected(&self) {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.rejected_total.store(0, Ordering::Relaxed);
+    }
+    /// A node is not acquired.
+    pub fn reject(&self, node: impl ToString, reason: impl ToString) {
+        self.rejected_total.fetch_add(1, Ordering::Relaxed);
+        let mut list = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() < MAX_REJECTED_SHOWN {
+            list.push(RejectedNode {
+                node: node.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+    /// A copy for display.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            last_data_nanos: self.last_data_nanos.load(Ordering::Relaxed),
+            problem: self
+                .problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            failed: self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            rejected_total: self.rejected_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Connection state of a source as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// No mapping rule uses it: not started.
+    Idle,
+    /// Not connected yet since start.
+    Connecting,
+    /// Connected.
+    Connected,
+    /// Was connected; the connection is lost and being re-established.
+    Reconnecting,
+    /// Ended for good (see [`HealthSnapshot::failed`]).
+    Failed,
 }
 
 impl SourceStats {
@@ -150,5 +274,28 @@ impl SourceStats {
     /// Whether publishing is paused by back-pressure now.
     pub fn is_paused(&self) -> bool {
         self.publishing_paused.load(Ordering::Relaxed) == 1
+    }
+
+    /// The connection state (for a source that was started).
+    pub fn state(&self) -> SourceState {
+        use opcua::slot::SessionState as S;
+        if self
+            .health
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return SourceState::Failed;
+        }
+        match self.session.state() {
+            S::Connected(_) => SourceState::Connected,
+            S::Lost(_) => SourceState::Reconnecting,
+            // A new session after a lost one (or after a restart) is a reconnect too.
+            S::Connecting(_) | S::Absent if self.session.was_connected() => {
+                SourceState::Reconnecting
+            }
+            S::Connecting(_) | S::Absent => SourceState::Connecting,
+        }
     }
 }

@@ -277,8 +277,15 @@ pub(crate) async fn connect(opts: &BrowseOptions) -> anyhow::Result<session::Con
     let mut client = session::build_client(&cfg, &opts.pki_dir)?;
     let shutdown = CancellationToken::new();
     let mut backoff = Backoff::new();
-    let Some(mut conn) =
-        session::open(&mut client, &cfg, &identity, &mut backoff, &shutdown).await?
+    let Some(mut conn) = session::open(
+        &mut client,
+        &cfg,
+        &identity,
+        &mut backoff,
+        &shutdown,
+        &|_| {},
+    )
+    .await?
     else {
         anyhow::bail!("cancelled");
     };

@@ -268,7 +268,8 @@ async fn run_sessions(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        let opened = session::open(client, cfg, identity, backoff, shutdown).await;
+        let on_retry = |why: String| stats.health.problem(why);
+        let opened = session::open(client, cfg, identity, backoff, shutdown, &on_retry).await;
         let Some(mut conn) = opened.inspect_err(|_| stats.session.clear())? else {
             stats.session.clear();
             return Ok(());
@@ -341,6 +342,7 @@ async fn run_connection(
                 Some(SessionEvent::Lost(_)) => {}
                 Some(SessionEvent::Fatal(status)) => return fatal(status),
                 Some(SessionEvent::Ended(status)) => {
+                    stats.health.problem(format!("the session ended: {status}"));
                     warn!(source = %name, %status, "the session ended; starting a new one");
                     return Outcome::Restart;
                 }
@@ -365,11 +367,15 @@ async fn run_connection(
     let encoder = convert::StructureEncoder::new(session.context());
 
     // Resolve every node; unresolvable ones (unknown namespace URI) are named, the rest run.
+    stats.health.clear_rejected();
     let mut resolved = Vec::with_capacity(nodes.len());
     for n in nodes {
         match n.node.resolve(&namespaces) {
             Ok(id) => resolved.push((n, id)),
-            Err(e) => error!(source = %name, node = %n.node, "cannot acquire this node: {e}"),
+            Err(e) => {
+                error!(source = %name, node = %n.node, "cannot acquire this node: {e}");
+                stats.health.reject(&n.node, e);
+            }
         }
     }
     // A node whose DataType cannot fit its element (a Double node on an xs:boolean) is a
@@ -383,6 +389,9 @@ async fn run_connection(
     .await;
     for (rule, e) in &mismatched {
         error!(source = %name, "mapping[{rule}]: {e}; this node is not acquired");
+        if let Some(n) = nodes.iter().find(|n| n.rule == *rule) {
+            stats.health.reject(&n.node, e);
+        }
     }
     let mut subscribed = Vec::new();
     let mut read_groups: BTreeMap<u64, Vec<(MonitoredNode, NodeId)>> = BTreeMap::new();
@@ -465,6 +474,7 @@ async fn run_connection(
                 // handler never waits for the pipeline: silence here is the server's own.
                 if has_subscription && connected && heartbeat.silent_for() > silence {
                     stats.stalls.fetch_add(1, Ordering::Relaxed);
+                    stats.health.problem(format!("the server was silent for longer than silence_timeout ({} ms); reconnecting", silence.as_millis()));
                     warn!(source = %name, endpoint = %cfg.endpoint, silent_ms = heartbeat.silent_for().as_millis() as u64,
                         publishing_paused = stats.is_paused(),
                         "the server sent neither data nor keep-alive within silence_timeout; reconnecting");
@@ -495,12 +505,14 @@ async fn run_connection(
                         }
                     }
                 }
-                Some(SessionEvent::Lost(_)) => {
+                Some(SessionEvent::Lost(status)) => {
                     connected = false;
+                    stats.health.problem(format!("connection lost: {status}"));
                     stats.session.lost();
                 }
                 Some(SessionEvent::Fatal(status)) => return fatal(status),
                 Some(SessionEvent::Ended(status)) => {
+                    stats.health.problem(format!("the session ended: {status}"));
                     warn!(source = %name, %status, "the session ended; starting a new one");
                     return Outcome::Restart;
                 }

@@ -108,6 +108,7 @@ pub async fn run(
         stats
             .notifications
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.health.data_arrived();
         tokio::select! {
             _ = stop.cancelled() => return,
             r = tx.send(batch) => if r.is_err() { return },

@@ -212,12 +212,14 @@ impl Connection {
 
 /// Creates the session, retrying with backoff while the server is unreachable (its endpoints
 /// cannot be fetched). `Ok(None)` on shutdown; an error only when retrying cannot help.
+/// `on_retry` is told why each failed attempt failed (the status page shows it).
 pub async fn open(
     client: &mut Client,
     cfg: &OpcUaSourceConfig,
     identity: &(IdentityToken, UserTokenPolicy),
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
+    on_retry: &(dyn Fn(String) + Sync),
 ) -> anyhow::Result<Option<Connection>> {
     let name = &cfg.name;
     let policy = security_policy_uri(&cfg.security_policy)
@@ -260,6 +262,7 @@ pub async fn open(
             Err(e) => {
                 let wait = backoff.next_delay();
                 warn!(source = %name, endpoint = %cfg.endpoint, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the OPC UA server");
+                on_retry(format!("cannot reach the OPC UA server: {e}"));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(wait) => {}

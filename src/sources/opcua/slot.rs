@@ -1,6 +1,7 @@
 //! The handle through which a running OPC UA source announces its session, for write-back,
 //! readiness and the audit log (`SourceStats::session`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use opcua::client::Session;
@@ -23,12 +24,15 @@ pub enum SessionState {
 /// The handle a source announces its session through (held in `SourceStats`).
 pub struct SessionSlot {
     tx: watch::Sender<SessionState>,
+    /// Connected at least once since start (a later "connecting" is a reconnect).
+    ever_connected: AtomicBool,
 }
 
 impl Default for SessionSlot {
     fn default() -> Self {
         SessionSlot {
             tx: watch::Sender::new(SessionState::Absent),
+            ever_connected: AtomicBool::new(false),
         }
     }
 }
@@ -62,6 +66,7 @@ impl SessionSlot {
     }
     /// The session is connected (first connect or after a reconnect).
     pub fn reconnected(&self) {
+        self.ever_connected.store(true, Ordering::Relaxed);
         self.tx.send_modify(|s| {
             if let SessionState::Lost(sess) | SessionState::Connecting(sess) = s {
                 *s = SessionState::Connected(sess.clone());
@@ -78,6 +83,14 @@ impl SessionSlot {
             SessionState::Connected(s) => Some(s.clone()),
             _ => None,
         }
+    }
+    /// The state now.
+    pub fn state(&self) -> SessionState {
+        self.tx.borrow().clone()
+    }
+    /// True once the session was connected since start.
+    pub fn was_connected(&self) -> bool {
+        self.ever_connected.load(Ordering::Relaxed)
     }
     /// True when connected right now.
     pub fn is_connected(&self) -> bool {

@@ -68,6 +68,7 @@ impl Source for OpcUaSource {
                 None => Err(format!("no mapping rule {rule}")),
             });
         let source_name = self.cfg.name.clone();
+        let stats = self.stats.clone();
         run_source(
             self.cfg,
             self.pki_dir,
@@ -79,13 +80,15 @@ impl Source for OpcUaSource {
         )
         .map(move |result| {
             // A refusal is typed where it happens; anything else is a set-up problem.
-            result.map_err(|e| match e.downcast::<SourceError>() {
-                Ok(typed) => typed,
-                Err(reason) => SourceError::Setup {
-                    source_name,
-                    reason,
-                },
-            })
+            result
+                .map_err(|e| match e.downcast::<SourceError>() {
+                    Ok(typed) => typed,
+                    Err(reason) => SourceError::Setup {
+                        source_name,
+                        reason,
+                    },
+                })
+                .inspect_err(|e| stats.health.fail(e.to_string()))
         })
         .boxed()
     }

@@ -72,6 +72,7 @@ pub async fn create(
     limits: &OperationLimits,
     handler: NotificationHandler,
 ) -> anyhow::Result<(u32, usize)> {
+    let stats = handler.stats.clone();
     let subscription_id = session
         .create_subscription(
             Duration::from_millis(cfg.publishing_interval_ms),
@@ -109,6 +110,7 @@ pub async fn create(
                 accepted += 1;
             } else {
                 error!(source = %cfg.name, node = %node.node, %status, "the server rejected this node; the others keep running");
+                stats.health.reject(&node.node, status);
             }
         }
     }
@@ -196,6 +198,7 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
         self.stats
             .notifications
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats.health.data_arrived();
         // Hand off and return: waiting here would stop this session's keep-alives and
         // publishes. Back-pressure is the hand-off's job (it pauses publishing).
         self.handoff.push(batch);
