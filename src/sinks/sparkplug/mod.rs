@@ -42,6 +42,7 @@ use crate::outbox::BufferConfig;
 pub struct SparkplugSink {
     cfg: SparkplugConfig,
     edge_node_id: String,
+    tls: Option<rumqttc::TlsConfiguration>,
 }
 
 /// Registry entry: the sink when `[sparkplug] enabled`.
@@ -59,9 +60,13 @@ pub fn build(cfg: &crate::config::Config) -> anyhow::Result<Option<Box<dyn Sink>
             "sparkplug.edge_node_id (the gateway name {edge_node_id:?} when unset): {problem}"
         );
     }
+    let tls =
+        crate::sinks::mqtt::tls_configuration(&cfg.sparkplug.tls_as_mqtt(), |p| cfg.resolve(p))
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("mqtt.", "sparkplug.")))?;
     Ok(Some(Box::new(SparkplugSink {
         cfg: cfg.sparkplug.clone(),
         edge_node_id,
+        tls,
     })))
 }
 
@@ -79,6 +84,11 @@ impl Sink for SparkplugSink {
     }
 
     fn start(self: Box<Self>, ctx: SinkContext) -> anyhow::Result<SinkTask> {
-        Ok(Box::pin(sink::run(self.cfg, self.edge_node_id, ctx)))
+        Ok(Box::pin(sink::run(
+            self.cfg,
+            self.edge_node_id,
+            self.tls,
+            ctx,
+        )))
     }
 }
