@@ -9,6 +9,7 @@
 //! - The OPC UA server stops: DDEATH per shell; it is back: DBIRTH per shell, then DDATA.
 //! - The primary host offline for `SPARKPLUG_HOST_OFFLINE_S` seconds (default 30): afterwards
 //!   it gets every value of that window, historical, in order, then live values again.
+//! - Births and data over TLS.
 //! - A DCMD write reaches the simulator and is in the audit log; one to a read-only element
 //!   is refused, and audited too.
 
@@ -821,6 +822,31 @@ async fn dcmd_writes_reach_the_simulator_and_the_audit_log() {
     assert_eq!(w[0]["result"], "Good");
     assert_eq!(w[1]["path"], "SpindleSpeed");
     assert_eq!(w[1]["http_status"], 403, "{}", w[1]);
+    sim.stop().await;
+}
+
+/// Over TLS (broker certificate checked against the configured CA): births and data arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn births_and_data_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), TICK_MS).await;
+    let certs = TlsCerts::generate();
+    let (broker, tls_port) = Mosquitto::start_with_tls(&certs);
+    // The host listens on the plain listener of the same broker.
+    let host = Host::start(broker.port, &format!("g{tls_port}"), None);
+    let cfg = dir.path().join("gw.toml");
+    let extra = format!("tls = true\nca_file = \"{}\"", certs.ca.display());
+    std::fs::write(
+        &cfg,
+        gateway_config(&sim.endpoint_url(), dir.path(), tls_port, &extra),
+    )
+    .unwrap();
+    let (_gw, _api) = spawn_gateway(&cfg, &dir.path().join("gw.log"));
+    host.wait_for("births and data over TLS", Duration::from_secs(60), |l| {
+        l.iter().filter(|m| m["type"] == "DDATA").count() >= 3
+    });
+    let lines = host.snapshot();
+    check_births(&lines, find(&lines, 0, "NBIRTH").unwrap());
     sim.stop().await;
 }
 

@@ -299,7 +299,7 @@ impl Config {
             self.questdb.validate(&mut errors);
         }
         if self.sparkplug.enabled {
-            self.sparkplug.validate(&mut errors);
+            self.sparkplug.validate(|p| self.resolve(p), &mut errors);
         }
         self.history.validate(&mut errors);
         self.outbox.validate(&mut errors);

@@ -74,7 +74,8 @@ fn off_by_default_and_bad_values_are_named_with_their_path() {
     std::fs::write(
         &path,
         "[sparkplug]\nenabled = true\ngroup_id = \"a/b\"\nedge_node_id = \"\"\nqos = 2\n\
-         primary_host_id = \"scada#1\"\n[sparkplug.buffer]\nmax_bytes = 100\n",
+         primary_host_id = \"scada#1\"\nca_file = \"missing.pem\"\n\
+         [sparkplug.buffer]\nmax_bytes = 100\n",
     )
     .unwrap();
     let cfg = Config::load(&path).unwrap();
@@ -85,6 +86,7 @@ fn off_by_default_and_bad_values_are_named_with_their_path() {
         "sparkplug.qos",
         "sparkplug.primary_host_id",
         "sparkplug.buffer.max_bytes",
+        "sparkplug.ca_file",
     ] {
         assert!(errors.contains(field), "{field} missing in: {errors}");
     }

@@ -1,6 +1,7 @@
 //! `[sparkplug]`: the Sparkplug B sink's settings and their checks.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -39,6 +40,15 @@ pub struct SparkplugConfig {
     /// as the API's write-back (`user` = `sparkplug:<shell>`, `via` = `sparkplug`). Off by
     /// default: anyone who may publish on the broker could otherwise write.
     pub accept_writes: bool,
+    /// Connect over TLS (MQTT over TLS, usually port 8883).
+    pub tls: bool,
+    /// PEM file with the CA certificate(s) the broker's certificate must chain to (relative to
+    /// the config file); without it the operating system's trusted roots are used.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for brokers that require mutual TLS (with `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
     /// User name, if the broker requires one.
     pub username: Option<String>,
     /// Password for `username`.
@@ -67,6 +77,10 @@ impl Default for SparkplugConfig {
             primary_host_id: None,
             qos: 1,
             accept_writes: false,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             username: None,
             password: None,
             keep_alive_s: 30,
@@ -88,8 +102,26 @@ pub fn id_problem(id: &str) -> Option<&'static str> {
 }
 
 impl SparkplugConfig {
-    /// Checks the section.
-    pub fn validate(&self, errors: &mut ConfigErrors) {
+    /// Checks the section; `resolve` turns config-relative paths into real ones.
+    pub fn validate(&self, resolve: impl Fn(&Path) -> PathBuf, errors: &mut ConfigErrors) {
+        for (field, file) in [
+            ("sparkplug.ca_file", &self.ca_file),
+            ("sparkplug.client_cert_file", &self.client_cert_file),
+            ("sparkplug.client_key_file", &self.client_key_file),
+        ] {
+            if let Some(f) = file {
+                let p = resolve(f);
+                if !p.is_file() {
+                    errors.push(field, format!("{} does not exist", p.display()));
+                }
+            }
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            errors.push(
+                "sparkplug.client_key_file",
+                "client_cert_file and client_key_file go together",
+            );
+        }
         if self.host.is_empty() {
             errors.push("sparkplug.host", "must not be empty");
         }
@@ -119,7 +151,24 @@ impl SparkplugConfig {
 
     /// Where this sink delivers, without secrets (the outbox keeps its backlog per destination).
     pub fn destination(&self) -> String {
-        format!("sparkplug://{}:{}/{}", self.host, self.port, self.group_id)
+        format!(
+            "sparkplug{}://{}:{}/{}",
+            if self.tls { "s" } else { "" },
+            self.host,
+            self.port,
+            self.group_id
+        )
+    }
+
+    /// The TLS settings as the MQTT sink reads them (one implementation of the file handling).
+    pub fn tls_as_mqtt(&self) -> crate::sinks::mqtt::MqttConfig {
+        crate::sinks::mqtt::MqttConfig {
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -134,6 +183,7 @@ impl fmt::Debug for SparkplugConfig {
             .field("primary_host_id", &self.primary_host_id)
             .field("qos", &self.qos)
             .field("accept_writes", &self.accept_writes)
+            .field("tls", &self.tls)
             .field("username", &self.username)
             .field("password", &redact(&self.password))
             .field("buffer", &self.buffer)

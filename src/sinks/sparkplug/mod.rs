@@ -42,6 +42,7 @@ use crate::outbox::BufferConfig;
 pub struct SparkplugSink {
     cfg: SparkplugConfig,
     edge_node_id: String,
+    tls: Option<rumqttc::TlsConfiguration>,
 }
 
 impl SinkConfig for SparkplugConfig {
@@ -59,9 +60,12 @@ impl SinkConfig for SparkplugConfig {
                 "sparkplug.edge_node_id (the gateway name {edge_node_id:?} when unset): {problem}"
             );
         }
+        let tls = crate::sinks::mqtt::tls_configuration(&self.tls_as_mqtt(), ctx.resolve)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("mqtt.", "sparkplug.")))?;
         Ok(Some(Box::new(SparkplugSink {
             cfg: self.clone(),
             edge_node_id,
+            tls,
         })))
     }
 
@@ -84,6 +88,11 @@ impl Sink for SparkplugSink {
     }
 
     fn start(self: Box<Self>, ctx: SinkContext) -> anyhow::Result<SinkTask> {
-        Ok(Box::pin(sink::run(self.cfg, self.edge_node_id, ctx)))
+        Ok(Box::pin(sink::run(
+            self.cfg,
+            self.edge_node_id,
+            self.tls,
+            ctx,
+        )))
     }
 }

@@ -70,7 +70,12 @@ enum Outcome {
 
 /// Runs the Sparkplug sink until the outbox is closed and drained, or [`DRAIN_TIMEOUT`] after
 /// shutdown.
-pub async fn run(cfg: SparkplugConfig, edge_node_id: String, ctx: SinkContext) {
+pub async fn run(
+    cfg: SparkplugConfig,
+    edge_node_id: String,
+    tls: Option<rumqttc::TlsConfiguration>,
+    ctx: SinkContext,
+) {
     let out_of_time = CancellationToken::new();
     let timer = {
         let (shutdown, out) = (ctx.shutdown.clone(), out_of_time.clone());
@@ -110,6 +115,7 @@ pub async fn run(cfg: SparkplugConfig, edge_node_id: String, ctx: SinkContext) {
             }
         };
         let state = Session {
+            tls: tls.clone(),
             node: &mut node,
             host: &mut host,
             writes: &writes,
@@ -271,6 +277,8 @@ impl Publisher {
 
 /// What a session works on that outlives it.
 struct Session<'a> {
+    /// TLS settings of the broker connection (`None`: plain MQTT).
+    tls: Option<rumqttc::TlsConfiguration>,
     node: &'a mut Node,
     host: &'a mut HostWatch,
     /// Queue of DCMD writes (see [`spawn_writer`]).
@@ -354,7 +362,12 @@ async fn session(
     state: Session<'_>,
     out_of_time: &CancellationToken,
 ) -> Outcome {
-    let Session { node, host, writes } = state;
+    let Session {
+        tls,
+        node,
+        host,
+        writes,
+    } = state;
     let stats = &ctx.stats;
     let client_id = cfg
         .client_id
@@ -376,6 +389,9 @@ async fn session(
         ));
     if let Some(u) = &cfg.username {
         opts.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(tls));
     }
     let (client, mut event_loop) = AsyncClient::new(opts, WINDOWS_IN_FLIGHT * WINDOW);
     let qos = if cfg.qos == 0 {
