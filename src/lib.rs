@@ -8,8 +8,9 @@
 //! OPC UA server ──subscription──▶ sources::opcua ──Reading──▶ pipeline::dispatch
 //!                                                              │  mapping::Router (node → element, xs type)
 //!                                                              ├─▶ aas::live (latest value per element) ◀── api (HTTP)
-//!                                                              └─▶ outbox (redb, durable) ─┬─▶ sinks::mqtt    (rumqttc, QoS 1)
-//!                                                                                          └─▶ sinks::questdb (questdb-rs, ILP/HTTP)
+//!                                                              └─▶ outbox (redb, durable) ─┬─▶ sinks::mqtt      (rumqttc, QoS 1)
+//!                                                                                          ├─▶ sinks::questdb   (questdb-rs, ILP/HTTP)
+//!                                                                                          └─▶ sinks::sparkplug (Sparkplug B, prost)
 //! ```
 //!
 //! Module map (arrows point down only, checked by `tests/module_graph.rs`; bottom to top:
@@ -21,17 +22,18 @@
 //! - [`core`]: the leaf every module may use: `TypedValue`, `Quality`, `Reading`, `XsType`, `Backoff`,
 //!   and the config loader's machinery (`core::conf`: `ConfigErrors`, the TOML tree).
 //! - [`model`]: `SubmodelUpdate`, `ElementTarget` (and the core types re-exported): what the stages exchange.
-//! - [`sources`]: the `Source` trait and its registry; [`sources::opcua`]: sessions, subscriptions,
-//!   reconnects, node ids (`nsu=`), value conversion, back-pressure that never blocks a session.
-//! - [`mapping`]: the `[[mapping]]` rules; compiles them against the AAS templates; routes
-//!   readings to elements.
+//! - [`sources`]: the `Source` trait; [`sources::opcua`]: sessions, subscriptions, reconnects,
+//!   node ids (`nsu=`), value conversion, back-pressure that never blocks a session, `browse`
+//!   (also `--aas`: AAS + AID + AIMC); [`sources::aid`]: OPC UA interfaces read from AID.
+//! - [`mapping`]: the `[[mapping]]` rules (or AIMC relations, [`mapping::aimc`]); compiles them
+//!   against the AAS templates; routes readings to elements; AIMC 2.x Lua transformations.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
 //!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
 //! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`, with the time-range
 //!   extension of Time Series submodels ([`api::time_range`]).
 //! - [`outbox`]: durable log of batch records (redb) that each sink reads through its own cursor
 //!   within its own bound; nothing is forgotten before the far side confirmed it, or counted.
-//! - [`sinks`]: the `Sink` trait and its registry; MQTT and QuestDB, each in its own folder,
+//! - [`sinks`]: the `Sink` trait; MQTT, QuestDB and Sparkplug B, each in its own folder,
 //!   acknowledge to the outbox what was confirmed.
 //! - [`history`]: IDTA 02008 Time Series submodels: recent values from a bounded in-memory store,
 //!   the full history linked to QuestDB.

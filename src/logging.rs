@@ -65,6 +65,19 @@ const NOISE: &[(&str, &str, &str)] = &[
         // The embedded broker's view of the gateway's own disconnect at stop.
         "a client left the embedded broker",
     ),
+    (
+        "opcua_server::transport",
+        "Broken pipe",
+        // The demo's embedded simulator, still sending a publish response to the gateway's
+        // session while the gateway closes it (stop, or a reconnect): a client that left.
+        "a client left the embedded simulator",
+    ),
+    (
+        "opcua_server::transport",
+        "Connection reset by peer",
+        // As above, when the socket was reset rather than closed.
+        "a client left the embedded simulator",
+    ),
 ];
 
 /// Drops the library lines listed in [`NOISE`].
@@ -157,6 +170,8 @@ mod tests {
             tracing::error!(target: "opcua_client::session", "Received a service fault of BadSessionIdInvalid for the request");
             tracing::error!(target: "rumqttd::server::broker", "cannot bind 1883");
             tracing::warn!(target: "aas_gateway::x", "BadNoSubscription in our own code is kept");
+            tracing::error!(target: "opcua_server::transport::tcp", "write bytes task failed: Broken pipe (os error 32)");
+            tracing::error!(target: "opcua_server::session", "Broken pipe elsewhere in the server is kept");
         });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("BadNoSubscription for"), "{text}");
@@ -165,5 +180,7 @@ mod tests {
         assert!(text.contains("BadSessionIdInvalid"), "{text}");
         assert!(text.contains("cannot bind 1883"), "{text}");
         assert!(text.contains("in our own code is kept"), "{text}");
+        assert!(!text.contains("write bytes task failed"), "{text}");
+        assert!(text.contains("elsewhere in the server is kept"), "{text}");
     }
 }
