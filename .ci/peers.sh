@@ -3,7 +3,7 @@
 # plus the tools the tests call (mosquitto_pub/sub, curl, openssl, python3 -m venv, headless chromium + chromedriver),
 # Python venv (asyncua, AAS validators, Prometheus parsers, pysparkplug), node-opcua (second independent OPC UA server, tests/peers/node-opcua/).
 #
-#   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua (idempotent)
+#   .ci/peers.sh install   apt packages + .venv/ from .ci/requirements.txt + `npm ci` in tests/peers/node-opcua and tests/peers/aas-aid (idempotent)
 #   .ci/peers.sh install-bench   also Node-RED + node-red-contrib-opcua (npm ci into benches/node-red/,
 #                          from its committed package-lock.json; idempotent) for the benchmark baseline
 #   .ci/peers.sh start     mosquitto + VictoriaMetrics on free 127.0.0.1 ports; writes .peers/env
@@ -127,6 +127,20 @@ install_node_peer() { # node-opcua from package-lock.json; redone only when the 
   fi
   (cd "$NODE_PEER" && node -e 'require("node-opcua")') || die "npm: node-opcua does not load"
   say "npm: node-opcua $(cd "$NODE_PEER" && node -p 'require("node-opcua/package.json").version') loads"
+  install_aid_peer
+}
+
+AID_PEER=$PEERS_ROOT/tests/peers/aas-aid
+install_aid_peer() { # @thingweb/aas-aid (independent AID reader) from package-lock.json
+  local want; want=$(sha256sum "$AID_PEER/package-lock.json" | cut -d' ' -f1)
+  if [[ -d $AID_PEER/node_modules/@thingweb/aas-aid && "$(cat "$AID_PEER/node_modules/.lock.sha256" 2>/dev/null)" == "$want" ]]; then
+    say "npm: @thingweb/aas-aid up to date in $AID_PEER"
+  else
+    say "npm: npm ci in $AID_PEER"
+    (cd "$AID_PEER" && run_logged npm ci --no-audit --no-fund)
+    echo "$want" >"$AID_PEER/node_modules/.lock.sha256"
+  fi
+  (cd "$AID_PEER" && node -e 'require("@thingweb/aas-aid")') || die "npm: @thingweb/aas-aid does not load"
 }
 
 # The benchmark's Node-RED baseline: exact versions from benches/node-red/package-lock.json.

@@ -452,19 +452,7 @@ async fn dispatch(
         }
         stats.readings.fetch_add(waiting as u64, Ordering::Relaxed);
         let mut routed = Vec::with_capacity(waiting);
-        // Values of transformation inputs become the values of its outputs here; the
-        // outputs then take the same path as every other reading.
-        let readings = group.drain(..).flatten().flat_map(|reading| {
-            if transforms.is_input(reading.rule) {
-                transforms.feed(&reading).unwrap_or_else(|| {
-                    stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
-                    Vec::new()
-                })
-            } else {
-                vec![reading]
-            }
-        });
-        for reading in readings.collect::<Vec<_>>() {
+        let mut route_one = |reading: crate::core::Reading| {
             let rule = reading.rule;
             match router.route(reading) {
                 Ok((route, update)) => {
@@ -481,6 +469,24 @@ async fn dispatch(
                     }
                 }
             }
+        };
+        // Values of transformation inputs become the values of its outputs, which then take
+        // the same path as every other reading (no extra work without transformations).
+        let mut outputs = Vec::new();
+        for reading in group.drain(..).flatten() {
+            if transforms.is_input(reading.rule) {
+                match transforms.feed(&reading) {
+                    Some(more) => outputs.extend(more),
+                    None => {
+                        stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
+            route_one(reading);
+        }
+        for reading in outputs {
+            route_one(reading);
         }
         // Parked per element; written into the AAS tree when the API reads it.
         env.record_with_status(routed.iter().map(|(rule, _, update)| {

@@ -575,6 +575,9 @@ async fn browse_aas_against_the_asyncua_peer() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    // An independent AID reader (Eclipse Thingweb's AID → WoT TD converter) finds every
+    // property with the node id we wrote, percent-encoding included.
+    read_by_thingweb(&file);
     let cfg = dir.path().join("gateway.toml");
     std::fs::write(&cfg, &toml).unwrap();
     let (ok, text) = validate(&cfg);
@@ -879,4 +882,66 @@ fn expectations_of(
                 .then(|| (submodel.to_string(), var.to_string(), expected(&c.value)))
         })
         .collect()
+}
+
+/// Converts the AID submodels of `file` with @thingweb/aas-aid (tests/peers/aas-aid, installed
+/// by `.ci/peers.sh install`) and checks that each resulting WoT Thing Description has exactly
+/// our properties, with the endpoint as base and hrefs naming the same node ids.
+fn read_by_thingweb(file: &Path) {
+    use aas_gateway::aas::aid::node_id_from_href;
+    let peer = repo_root().join("tests/peers/aas-aid");
+    assert!(
+        peer.join("node_modules/@thingweb/aas-aid").is_dir(),
+        "{} has no node_modules: run `.ci/peers.sh install`",
+        peer.display()
+    );
+    let out = Command::new("node")
+        .arg(peer.join("aid2td.js"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let mut checked = 0;
+    for sm in env["submodels"].as_array().unwrap() {
+        if sm["idShort"] != "AssetInterfacesDescription" {
+            continue;
+        }
+        let td = &tds[sm["id"].as_str().unwrap()];
+        let iface = &sm["submodelElements"][0];
+        let base = iface["value"][1]["value"][0]["value"].as_str().unwrap();
+        assert_eq!(td["base"], base, "{td}");
+        let ours = iface["value"][2]["value"][0]["value"].as_array().unwrap();
+        assert_eq!(
+            td["properties"].as_object().unwrap().len(),
+            ours.len(),
+            "{td}"
+        );
+        for p in ours {
+            let name = p["idShort"].as_str().unwrap();
+            let forms = p["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["idShort"] == "forms")
+                .unwrap();
+            let href = forms["value"][0]["value"].as_str().unwrap();
+            let theirs = td["properties"][name]["hrefs"][0]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} missing in the TD: {td}"));
+            assert!(theirs.starts_with(base.trim_end_matches('/')), "{theirs}");
+            assert_eq!(
+                node_id_from_href(theirs),
+                node_id_from_href(href),
+                "{name}: TD href {theirs}, ours {href}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} properties checked");
 }

@@ -768,6 +768,79 @@ fn build_environment(tree: &Tree, opts: &BrowseOptions) -> (Value, Built) {
 mod tests {
     use super::*;
 
+    fn node(id: NodeId, name: &str, class: NodeClass, type_definition: NodeId) -> Node {
+        Node {
+            id,
+            name: name.into(),
+            class,
+            type_definition,
+            children: Vec::new(),
+            data_type: None,
+            rank: -1,
+            value: None,
+        }
+    }
+
+    /// Objects → Plant (folder) → {Line (folder) → {M1, M2}, M3}; with a DI DeviceSet the
+    /// devices under it are the machines instead.
+    #[test]
+    fn machines_are_found_through_folders_or_in_the_di_device_set() {
+        let folder: NodeId = ObjectTypeId::FolderType.into();
+        let base: NodeId = ObjectTypeId::BaseObjectType.into();
+        let object = NodeClass::Object;
+        let mut nodes = vec![
+            node(
+                ObjectId::ObjectsFolder.into(),
+                "Root",
+                object,
+                NodeId::null(),
+            ),
+            node(NodeId::new(2, "Plant"), "Plant", object, folder.clone()),
+            node(NodeId::new(2, "Line"), "Line", object, folder.clone()),
+            node(NodeId::new(2, "M1"), "M1", object, base.clone()),
+            node(NodeId::new(2, "M2"), "M2", object, base.clone()),
+            node(NodeId::new(2, "M3"), "M3", object, base.clone()),
+            // Standard objects of namespace 0 are never machines.
+            node(NodeId::new(0, 23470u32), "Aliases", object, base.clone()),
+        ];
+        nodes[0].children = vec![1, 6];
+        nodes[1].children = vec![2, 5];
+        nodes[2].children = vec![3, 4];
+        let namespaces = vec!["http://opcfoundation.org/UA/".to_string(), "urn:x".into()];
+        let tree = Tree {
+            nodes: nodes.clone(),
+            namespaces,
+        };
+        let names = |t: &Tree| -> Vec<String> {
+            machines(t)
+                .iter()
+                .map(|&i| t.nodes[i].name.clone())
+                .collect()
+        };
+        assert_eq!(names(&tree), ["M1", "M2", "M3"]);
+
+        let mut nodes = nodes;
+        nodes.push(node(
+            NodeId::new(3, 5001u32),
+            "DeviceSet",
+            object,
+            base.clone(),
+        ));
+        nodes.push(node(NodeId::new(2, "Pump"), "Pump", object, base));
+        nodes[0].children.push(7);
+        nodes[7].children = vec![8];
+        let tree = Tree {
+            nodes,
+            namespaces: vec![
+                "http://opcfoundation.org/UA/".into(),
+                "urn:x".into(),
+                "urn:y".into(),
+                DI_NAMESPACE.into(),
+            ],
+        };
+        assert_eq!(names(&tree), ["Pump"]);
+    }
+
     #[test]
     fn concept_descriptions_carry_unit_and_range() {
         let cd = concept_description(
