@@ -529,7 +529,19 @@ async fn sigkill_and_restart_give_ndeath_with_the_old_bdseq_then_the_next() {
         ndeaths(l) == 2
     });
     let (_gw, _) = spawn_gateway(&cfg, &log);
-    host.wait_for("third NBIRTH", Duration::from_secs(60), |l| nbirths(l) == 3);
+    // The births come as NBIRTH then one DBIRTH per shell: wait for all of them.
+    host.wait_for(
+        "third NBIRTH and its DBIRTHs",
+        Duration::from_secs(60),
+        |l| {
+            nbirths(l) == 3
+                && l.iter()
+                    .rposition(|m| m["type"] == "NBIRTH")
+                    .is_some_and(|at| {
+                        l[at..].iter().filter(|m| m["type"] == "DBIRTH").count() >= MACHINES.len()
+                    })
+        },
+    );
 
     let lines = host.snapshot();
     let seen: Vec<(String, i64)> = lines

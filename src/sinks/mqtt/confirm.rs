@@ -10,7 +10,17 @@
 //! the outbox can be acknowledged in order up to there.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::outbox::{OutboxAcker, Pos};
+use crate::sinks::SinkStats;
 
 /// What a `Outgoing::Publish(pkid)` meant.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,6 +89,57 @@ impl Tracker {
     pub fn session_lost(&mut self) -> bool {
         self.in_flight.clear();
         !self.outstanding.is_empty()
+    }
+}
+
+/// A published window waiting for its PUBACKs.
+pub struct Window {
+    /// QoS 1 messages published this session once this window was out: it is confirmed when
+    /// the watermark reaches this.
+    pub published_after: u64,
+    /// Outbox position just past the window.
+    pub end: Pos,
+    /// Source timestamps, for the latency histogram.
+    pub source_ts: Vec<i64>,
+}
+
+/// Acknowledges windows to the outbox in order, each once the broker confirmed all of its
+/// messages (QoS 1: watermark of matched PUBACKs; QoS 0: once written). Shared by the MQTT
+/// and Sparkplug sinks; `sink` names the sink in log lines. Ends when the publisher
+/// closed the channel and every window was confirmed, when out of time, or when the session
+/// starts over.
+#[allow(clippy::too_many_arguments)]
+pub async fn confirm_windows(
+    mut windows: mpsc::Receiver<Window>,
+    mut watermark: watch::Receiver<u64>,
+    qos: QoS,
+    outbox: OutboxAcker,
+    stats: Arc<SinkStats>,
+    out_of_time: CancellationToken,
+    start_over: CancellationToken,
+    sink: &'static str,
+) {
+    while let Some(window) = windows.recv().await {
+        if qos == QoS::AtLeastOnce {
+            tokio::select! {
+                r = watermark.wait_for(|&n| n >= window.published_after) => if r.is_err() { return },
+                _ = out_of_time.cancelled() => {
+                    warn!("{sink}: the broker did not confirm every value before shutdown; they stay in the outbox for the next start");
+                    return;
+                }
+                _ = start_over.cancelled() => return,
+            }
+        }
+        stats
+            .confirmed
+            .fetch_add(window.source_ts.len() as u64, Ordering::Relaxed);
+        let now = crate::core::LatencyHistogram::now_nanos();
+        for ts in &window.source_ts {
+            stats.latency.observe_since(*ts, now);
+        }
+        if let Err(e) = outbox.ack(window.end).await {
+            error!(error = %e, "{sink} sink cannot record its outbox position; values may be sent again");
+        }
     }
 }
 

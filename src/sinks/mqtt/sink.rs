@@ -22,12 +22,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::confirm::{Sent, Tracker};
+use super::confirm::{confirm_windows, Sent, Tracker, Window};
 use super::payload::{basyx_payload, basyx_topic, payload, submodel_messages};
 use super::{MessagePer, MqttConfig};
 use crate::core::Backoff;
-use crate::outbox::{OutboxAcker, OutboxReader, Pos};
-use crate::sinks::{SinkContext, SinkStats};
+use crate::outbox::OutboxReader;
+use crate::sinks::SinkContext;
 
 /// Builds the TLS settings from the config (files already resolved against the config dir).
 /// Errors name the file that could not be read.
@@ -78,17 +78,6 @@ const WINDOW: usize = 1000;
 /// Windows published but not yet confirmed; `WINDOWS_IN_FLIGHT * WINDOW` is also the client's
 /// in-flight limit (unacknowledged QoS 1 messages).
 const WINDOWS_IN_FLIGHT: usize = 4;
-
-/// A published window waiting for its PUBACKs.
-struct Window {
-    /// QoS 1 messages published this session once this window was out: it is confirmed when
-    /// the watermark reaches this.
-    published_after: u64,
-    /// Outbox position just past the window.
-    end: Pos,
-    /// Source timestamps, for the latency histogram.
-    source_ts: Vec<i64>,
-}
 
 /// How a session ended.
 enum Outcome {
@@ -265,6 +254,7 @@ async fn session(
         stats.clone(),
         out_of_time.clone(),
         start_over.clone(),
+        "MQTT",
     );
     let publisher = async {
         let mut published = 0u64;
@@ -344,42 +334,5 @@ async fn session(
         Outcome::StartOver
     } else {
         Outcome::Finished
-    }
-}
-
-/// Acknowledges windows to the outbox in order, each once the broker confirmed all of its
-/// messages (QoS 1: watermark of matched PUBACKs; QoS 0: once written). Ends when the publisher
-/// closed the channel and every window was confirmed, when out of time, or when the session
-/// starts over.
-async fn confirm_windows(
-    mut windows: mpsc::Receiver<Window>,
-    mut watermark: watch::Receiver<u64>,
-    qos: QoS,
-    outbox: OutboxAcker,
-    stats: Arc<SinkStats>,
-    out_of_time: CancellationToken,
-    start_over: CancellationToken,
-) {
-    while let Some(window) = windows.recv().await {
-        if qos == QoS::AtLeastOnce {
-            tokio::select! {
-                r = watermark.wait_for(|&n| n >= window.published_after) => if r.is_err() { return },
-                _ = out_of_time.cancelled() => {
-                    warn!("MQTT broker did not confirm every value before shutdown; they stay in the outbox for the next start");
-                    return;
-                }
-                _ = start_over.cancelled() => return,
-            }
-        }
-        stats
-            .confirmed
-            .fetch_add(window.source_ts.len() as u64, Ordering::Relaxed);
-        let now = crate::core::LatencyHistogram::now_nanos();
-        for ts in &window.source_ts {
-            stats.latency.observe_since(*ts, now);
-        }
-        if let Err(e) = outbox.ack(window.end).await {
-            error!(error = %e, "MQTT sink cannot record its outbox position; values may be sent again");
-        }
     }
 }

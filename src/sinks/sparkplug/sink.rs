@@ -29,9 +29,9 @@ use super::node::Node;
 use super::payload::{self, HostState};
 use super::SparkplugConfig;
 use crate::core::Backoff;
-use crate::outbox::{OutboxAcker, Pos};
-use crate::sinks::mqtt::confirm::{Sent, Tracker};
-use crate::sinks::{SinkContext, SinkStats};
+use crate::outbox::Pos;
+use crate::sinks::mqtt::confirm::{confirm_windows, Sent, Tracker, Window};
+use crate::sinks::SinkContext;
 
 /// The sink's name: its outbox cursor and its label in `/metrics`.
 pub const NAME: &str = "sparkplug";
@@ -51,13 +51,6 @@ struct Ids {
     node: String,
     /// The primary host's STATE topic, when one is configured.
     state_topic: Option<String>,
-}
-
-/// A published window waiting for its PUBACKs.
-struct Window {
-    published_after: u64,
-    end: Pos,
-    source_ts: Vec<i64>,
 }
 
 /// How a session ended.
@@ -550,6 +543,7 @@ async fn session(
         stats.clone(),
         out_of_time.clone(),
         session_over.clone(),
+        "Sparkplug",
     );
     let mut unknown_reported = std::collections::HashSet::new();
     let mut sources_watched = true;
@@ -751,39 +745,4 @@ async fn scan_backlog(ctx: &SinkContext, node: &mut Node) -> Option<Pos> {
         "Sparkplug backlog: sent again as historical after the births"
     );
     end
-}
-
-/// Acknowledges windows to the outbox in order, each once the broker confirmed all of its
-/// messages (QoS 1: watermark of matched PUBACKs; QoS 0: once written).
-async fn confirm_windows(
-    mut windows: mpsc::Receiver<Window>,
-    mut watermark: watch::Receiver<u64>,
-    qos: QoS,
-    outbox: OutboxAcker,
-    stats: Arc<SinkStats>,
-    out_of_time: CancellationToken,
-    session_over: CancellationToken,
-) {
-    while let Some(window) = windows.recv().await {
-        if qos == QoS::AtLeastOnce {
-            tokio::select! {
-                r = watermark.wait_for(|&n| n >= window.published_after) => if r.is_err() { return },
-                _ = out_of_time.cancelled() => {
-                    warn!("Sparkplug: the broker did not confirm every value before shutdown; they stay in the outbox for the next start");
-                    return;
-                }
-                _ = session_over.cancelled() => return,
-            }
-        }
-        stats
-            .confirmed
-            .fetch_add(window.source_ts.len() as u64, Ordering::Relaxed);
-        let now = crate::core::LatencyHistogram::now_nanos();
-        for ts in &window.source_ts {
-            stats.latency.observe_since(*ts, now);
-        }
-        if let Err(e) = outbox.ack(window.end).await {
-            error!(error = %e, "Sparkplug sink cannot record its outbox position; values may be sent again");
-        }
-    }
 }
