@@ -45,6 +45,33 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Follows rumqttc's packet-id events: `Outgoing::Publish` (a re-send is counted in
+    /// `retries`) and `Incoming::PubAck` (moves the watermark). `false` for any other event,
+    /// which the sink's event loop handles itself.
+    pub fn observe(
+        &mut self,
+        event: &rumqttc::Event,
+        retries: &std::sync::atomic::AtomicU64,
+        watermark: &watch::Sender<u64>,
+    ) -> bool {
+        use rumqttc::{Event, Outgoing, Packet};
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if self.sent(*pkid, Instant::now()) == Sent::Again {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if self.acked(ack.pkid) {
+                    let _ = watermark.send(self.watermark());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// rumqttc wrote a PUBLISH with `pkid`.
     pub fn sent(&mut self, pkid: u16, now: Instant) -> Sent {
         if pkid == 0 {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::confirm::{confirm_windows, Sent, Tracker, Window};
+use super::confirm::{confirm_windows, Tracker, Window};
 use super::payload::{basyx_payload, basyx_topic, payload, submodel_messages};
 use super::{MessagePer, MqttConfig};
 use crate::core::Backoff;
@@ -211,16 +211,7 @@ async fn session(
                     });
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => said_goodbye.notify_one(),
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if tracker.sent(pkid, Instant::now()) == Sent::Again {
-                        loop_stats.retries.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if tracker.acked(ack.pkid) {
-                        let _ = watermark_tx.send(tracker.watermark());
-                    }
-                }
+                Ok(ref event) if tracker.observe(event, &loop_stats.retries, &watermark_tx) => {}
                 Ok(_) => {}
                 Err(e) => {
                     loop_stats.errors.fetch_add(1, Ordering::Relaxed);

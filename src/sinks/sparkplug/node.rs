@@ -31,6 +31,12 @@ pub struct Node {
     index: HashMap<(String, String), (usize, usize)>,
     /// Alias → (device, metric) index.
     by_alias: HashMap<u64, (usize, usize)>,
+    /// Target (by address) → (device, metric): the lookup every value takes. Updates carry the
+    /// very `Arc<ElementTarget>` the mapping made, so a hit costs no string; a target decoded
+    /// from an older outbox misses and falls back to [`Node::index`].
+    by_target: HashMap<usize, (usize, usize)>,
+    /// The targets `by_target` refers to, kept alive so their addresses cannot be reused.
+    kept_targets: Vec<std::sync::Arc<ElementTarget>>,
 }
 
 impl Node {
@@ -42,7 +48,10 @@ impl Node {
             let t = &e.target;
             let name = metric_name(t);
             let key = (t.shell_id_short.clone(), name.clone());
-            if node.index.contains_key(&key) {
+            if let Some(&at) = node.index.get(&key) {
+                node.by_target
+                    .insert(std::sync::Arc::as_ptr(t) as usize, at);
+                node.kept_targets.push(t.clone());
                 continue;
             }
             let d = match node.devices.iter().position(|d| d.id == t.shell_id_short) {
@@ -74,6 +83,11 @@ impl Node {
             });
             dev.newest.push(None);
             node.index.insert(key, (d, dev.metrics.len() - 1));
+            node.by_target.insert(
+                std::sync::Arc::as_ptr(t) as usize,
+                (d, dev.metrics.len() - 1),
+            );
+            node.kept_targets.push(t.clone());
             node.by_alias.insert(alias, (d, dev.metrics.len() - 1));
         }
         node
@@ -81,7 +95,9 @@ impl Node {
 
     /// Where the metric of `t` is, if the node has it.
     pub fn find(&self, t: &ElementTarget) -> Option<(usize, usize)> {
-        // The lookup key is built per value; a few short strings, cheap next to protobuf.
+        if let Some(&at) = self.by_target.get(&(t as *const ElementTarget as usize)) {
+            return Some(at);
+        }
         self.index
             .get(&(t.shell_id_short.clone(), metric_name(t)))
             .copied()
@@ -143,5 +159,42 @@ fn sample(u: &SubmodelUpdate) -> Sample {
         value: u.value.clone(),
         status: u.status,
         ts_nanos: u.source_ts_nanos,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::XsType;
+    use std::sync::Arc;
+
+    fn target(path: &str) -> ElementTarget {
+        ElementTarget {
+            submodel_id: "urn:sm".into(),
+            submodel_id_short: "Op".into(),
+            shell_id_short: "CNC1".into(),
+            id_short_path: path.into(),
+            value_type: XsType::Double,
+            topic: String::new(),
+            outbox_id: Default::default(),
+            unit: None,
+            semantic_id: None,
+        }
+    }
+
+    #[test]
+    fn a_value_finds_its_metric_by_its_target_and_by_name_when_decoded_elsewhere() {
+        let (a, b) = (Arc::new(target("A")), Arc::new(target("B")));
+        let element = |t: &Arc<ElementTarget>| SinkElement {
+            target: t.clone(),
+            list: false,
+            source: 0,
+        };
+        let node = Node::new(&[element(&a), element(&b)]);
+        assert_eq!(node.find(&a), Some((0, 0)));
+        assert_eq!(node.find(&b), Some((0, 1)));
+        // A target read back from an older outbox is another allocation: found by name.
+        assert_eq!(node.find(&target("B")), Some((0, 1)));
+        assert_eq!(node.find(&target("C")), None);
     }
 }

@@ -30,7 +30,7 @@ use super::payload::{self, HostState};
 use super::SparkplugConfig;
 use crate::core::Backoff;
 use crate::outbox::Pos;
-use crate::sinks::mqtt::confirm::{confirm_windows, Sent, Tracker, Window};
+use crate::sinks::mqtt::confirm::{confirm_windows, Tracker, Window};
 use crate::sinks::SinkContext;
 
 /// The sink's name: its outbox cursor and its label in `/metrics`.
@@ -438,16 +438,7 @@ async fn session(
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => said_goodbye.notify_one(),
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if tracker.sent(pkid, Instant::now()) == Sent::Again {
-                            stats.retries.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if tracker.acked(ack.pkid) {
-                            let _ = watermark_tx.send(tracker.watermark());
-                        }
-                    }
+                    Ok(ref event) if tracker.observe(event, &stats.retries, &watermark_tx) => {}
                     Ok(_) => {}
                     Err(e) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);

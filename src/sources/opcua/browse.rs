@@ -247,6 +247,27 @@ struct Pending {
     path: String,
 }
 
+/// The `[[opcua]]` keys that `browse` prints for the connection it used (PKI folder, trust,
+/// user), shared by the mapping output and `--aas`'s TOML.
+pub(crate) fn write_connection_settings(
+    opts: &BrowseOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let pki = std::fs::canonicalize(&opts.pki_dir).unwrap_or_else(|_| opts.pki_dir.clone());
+    writeln!(out, "pki_dir = {}", quote(&pki.to_string_lossy()))?;
+    if opts.trust_server_certs {
+        writeln!(out, "trust_server_certs = true  # commissioning only: trust the certificate with `aas-gateway pki trust` instead")?;
+    }
+    if let Some(user) = &opts.user {
+        writeln!(
+            out,
+            "username = {}\n# password: set AAS_GATEWAY__OPCUA__0__PASSWORD rather than writing it here",
+            quote(user)
+        )?;
+    }
+    Ok(())
+}
+
 /// Connects, walks and writes the skeleton to `out`.
 pub async fn run(opts: &BrowseOptions, out: &mut dyn Write) -> anyhow::Result<BrowseSummary> {
     let targets = template_targets(&opts.aas_templates)?;
@@ -360,18 +381,7 @@ async fn walk(
         quote(&opts.security_policy),
         quote(&opts.security_mode)
     )?;
-    let pki = std::fs::canonicalize(&opts.pki_dir).unwrap_or_else(|_| opts.pki_dir.clone());
-    writeln!(out, "pki_dir = {}", quote(&pki.to_string_lossy()))?;
-    if opts.trust_server_certs {
-        writeln!(out, "trust_server_certs = true  # commissioning only: trust the certificate with `aas-gateway pki trust` instead")?;
-    }
-    if let Some(user) = &opts.user {
-        writeln!(
-            out,
-            "username = {}\n# password: set AAS_GATEWAY__OPCUA__0__PASSWORD rather than writing it here",
-            quote(user)
-        )?;
-    }
+    write_connection_settings(opts, out)?;
 
     let shells: HashSet<String> = targets
         .values()

@@ -155,18 +155,7 @@ fn write_config(
          [[opcua]]\nname = \"server\"\nendpoint = {}",
         quote(&opts.endpoint)
     )?;
-    let pki = std::fs::canonicalize(&opts.pki_dir).unwrap_or_else(|_| opts.pki_dir.clone());
-    writeln!(out, "pki_dir = {}", quote(&pki.to_string_lossy()))?;
-    if opts.trust_server_certs {
-        writeln!(out, "trust_server_certs = true  # commissioning only: trust the certificate with `aas-gateway pki trust` instead")?;
-    }
-    if let Some(user) = &opts.user {
-        writeln!(
-            out,
-            "username = {}\n# password: set AAS_GATEWAY__OPCUA__0__PASSWORD rather than writing it here",
-            quote(user)
-        )?;
-    }
+    super::browse::write_connection_settings(opts, out)?;
     Ok(())
 }
 
