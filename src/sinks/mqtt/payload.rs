@@ -71,8 +71,8 @@ pub fn submodel_messages<'a>(
     };
     for u in updates {
         let same_submodel = |first: &SubmodelUpdate| {
-            first.target.submodel_id == u.target.submodel_id
-                && first.target.shell_id_short == u.target.shell_id_short
+            same_text(&first.target.submodel_id, &u.target.submodel_id)
+                && same_text(&first.target.shell_id_short, &u.target.shell_id_short)
         };
         let at = match open.iter().position(|(first, _)| same_submodel(first)) {
             Some(at) => {
@@ -96,6 +96,12 @@ pub fn submodel_messages<'a>(
     }
     done.extend(open.into_iter().map(|(first, body)| finish(first, body)));
     done
+}
+
+/// `a == b`, answered without comparing bytes when both are the same interned text (the
+/// elements of one submodel share their ids), as for nearly every value of a window.
+fn same_text(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
 
 /// BaSyx-compatible event topic of an element.

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use questdb::ingress::{Buffer, Sender, TimestampNanos};
+use questdb::ingress::{Buffer, ColumnName, Sender, TimestampNanos};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -25,6 +25,36 @@ use crate::outbox::{OutboxReader, Pos};
 use crate::sinks::{SinkContext, SinkStats};
 
 /// Appends one update as one ILP row.
+/// The fixed column names of every row, checked once by a test rather than by the buffer on
+/// every row (questdb-rs validates a name each time it is given as a `&str`).
+mod col {
+    pub const ASSET: &str = "asset";
+    pub const ELEMENT: &str = "element";
+    pub const QUALITY: &str = "quality";
+    pub const VALUE_DOUBLE: &str = "value_double";
+    pub const VALUE_LONG: &str = "value_long";
+    pub const VALUE_STR: &str = "value_str";
+    pub const VALUE_BOOL: &str = "value_bool";
+    pub const STATUS: &str = "status";
+    #[cfg(test)]
+    pub const ALL: [&str; 8] = [
+        ASSET,
+        ELEMENT,
+        QUALITY,
+        VALUE_DOUBLE,
+        VALUE_LONG,
+        VALUE_STR,
+        VALUE_BOOL,
+        STATUS,
+    ];
+}
+
+/// A fixed column name of [`col`], not validated again (see the test
+/// `fixed_column_names_are_valid`).
+fn c(name: &'static str) -> ColumnName<'static> {
+    ColumnName::new_unchecked(name)
+}
+
 pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> questdb::Result<()> {
     let t = &u.target;
     if table_prefix.is_empty() {
@@ -32,27 +62,29 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
     } else {
         buf.table(format!("{table_prefix}{}", t.submodel_id_short).as_str())?;
     }
-    buf.symbol("asset", t.shell_id_short.as_str())?
-        .symbol("element", t.id_short_path.as_str())?
-        .symbol("quality", u.quality().as_str())?;
+    buf.symbol(c(col::ASSET), t.shell_id_short.as_str())?
+        .symbol(c(col::ELEMENT), t.id_short_path.as_str())?
+        .symbol(c(col::QUALITY), u.quality().as_str())?;
     match &u.value {
-        TypedValue::Float(f) => buf.column_f64("value_double", *f)?,
-        TypedValue::Int(i) => buf.column_i64("value_long", *i)?,
-        TypedValue::UInt(n) if *n <= i64::MAX as u64 => buf.column_i64("value_long", *n as i64)?,
-        TypedValue::UInt(n) => buf.column_str("value_str", n.to_string())?,
-        TypedValue::Bool(b) => buf.column_bool("value_bool", *b)?,
-        TypedValue::Text(s) => buf.column_str("value_str", s)?,
+        TypedValue::Float(f) => buf.column_f64(c(col::VALUE_DOUBLE), *f)?,
+        TypedValue::Int(i) => buf.column_i64(c(col::VALUE_LONG), *i)?,
+        TypedValue::UInt(n) if *n <= i64::MAX as u64 => {
+            buf.column_i64(c(col::VALUE_LONG), *n as i64)?
+        }
+        TypedValue::UInt(n) => buf.column_str(c(col::VALUE_STR), n.to_string())?,
+        TypedValue::Bool(b) => buf.column_bool(c(col::VALUE_BOOL), *b)?,
+        TypedValue::Text(s) => buf.column_str(c(col::VALUE_STR), s)?,
         // Text after coercion already; kept exact should one arrive uncoerced.
         v @ (TypedValue::DateTime(_) | TypedValue::Bytes(_)) => {
-            buf.column_str("value_str", t.value_type.lexical(v))?
+            buf.column_str(c(col::VALUE_STR), t.value_type.lexical(v))?
         }
         list @ TypedValue::List(_) => {
-            buf.column_str("value_str", t.value_type.json(list).to_string())?
+            buf.column_str(c(col::VALUE_STR), t.value_type.json(list).to_string())?
         }
         // Only the status column below: the row still records that the value was Bad.
         TypedValue::Null => buf,
     };
-    buf.column_i64("status", u.status as i64)?;
+    buf.column_i64(c(col::STATUS), u.status as i64)?;
     buf.at(TimestampNanos::new(u.source_ts_nanos))
 }
 
@@ -212,6 +244,16 @@ fn run(
                 }
                 std::thread::sleep(wait.min(Duration::from_secs(2)));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod column_tests {
+    #[test]
+    fn fixed_column_names_are_valid() {
+        for name in super::col::ALL {
+            questdb::ingress::ColumnName::new(name).expect(name);
         }
     }
 }

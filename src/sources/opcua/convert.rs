@@ -33,9 +33,17 @@ use opcua::types::{ContextOwned, DateTime, ExtensionObject, Variant};
 use crate::core::TypedValue;
 
 /// Nanoseconds since the Unix epoch of an OPC UA DateTime (100 ns ticks since 1601).
+///
+/// Read from the chrono value the DateTime wraps: `DateTime::ticks` builds the 1601 epoch and
+/// subtracts it for every call (a few percent of the gateway's CPU at 100k values/s). Instants
+/// outside the ±292 years `i64` nanoseconds reach saturate, as they always did.
 pub fn datetime_nanos(dt: &DateTime) -> i64 {
-    const TICKS_1601_TO_1970: i64 = 116_444_736_000_000_000;
-    (dt.ticks() - TICKS_1601_TO_1970).saturating_mul(100)
+    let t = dt.as_chrono();
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// RFC 3339 UTC with as many fractional digits as needed (whole seconds have none). Works for
@@ -141,6 +149,31 @@ fn convert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datetime_nanos_is_the_tick_arithmetic_over_the_whole_range() {
+        const TICKS_1601_TO_1970: i64 = 116_444_736_000_000_000;
+        let by_ticks = |dt: &DateTime| (dt.ticks() - TICKS_1601_TO_1970).saturating_mul(100);
+        let mut instants = vec![
+            DateTime::ymd(1601, 1, 1),
+            DateTime::ymd_hms(1677, 9, 21, 0, 12, 44),
+            DateTime::ymd_hms(1677, 9, 22, 0, 0, 0),
+            DateTime::ymd(1970, 1, 1),
+            DateTime::ymd_hms(2262, 4, 11, 23, 47, 16),
+            DateTime::ymd(2263, 1, 1),
+            DateTime::endtimes(),
+            DateTime::now(),
+        ];
+        // Every 97 days with an odd number of ticks, from 1900 to 2100.
+        let mut t: i64 = 94_354_848_000_000_000;
+        while t < 157_469_184_000_000_000 {
+            instants.push(DateTime::from(t));
+            t += 97 * 864_000_000_000 + 1_234_567;
+        }
+        for dt in &instants {
+            assert_eq!(datetime_nanos(dt), by_ticks(dt), "{dt:?}");
+        }
+    }
 
     #[test]
     fn scalars_keep_sign_and_width() {
