@@ -117,6 +117,11 @@ struct Args {
     /// Change interval of the soak, ms.
     #[arg(long, default_value_t = 1000)]
     soak_interval_ms: u64,
+    /// The gateway's histogram of its added latency per sink, read from its `/metrics` (another
+    /// histogram with a `sink` label, e.g. `aas_gateway_end_to_end_latency_seconds`, checks the
+    /// scraping against a build without it).
+    #[arg(long, default_value = prom::ADDED_LATENCY)]
+    added_latency_metric: String,
     /// Where the soak's RSS samples go as CSV (default: soak-rss.csv next to `--out`).
     #[arg(long)]
     soak_csv: Option<PathBuf>,
@@ -316,6 +321,7 @@ async fn run(args: Args) -> Result<()> {
                 drain_cap: Duration::from_secs(args.drain_cap_s),
                 sim_pid: sim.pid(),
                 rss_every: Duration::from_millis(500),
+                added_metric: &args.added_latency_metric,
             })
             .await?;
             eprintln!("   {}", summary(&r));
@@ -376,6 +382,7 @@ async fn run(args: Args) -> Result<()> {
                 drain_cap: Duration::from_secs(args.drain_cap_s),
                 sim_pid: sim.pid(),
                 rss_every: Duration::from_millis(500),
+                added_metric: &args.added_latency_metric,
             })
             .await?;
             sim.stop().await;
@@ -406,6 +413,7 @@ async fn run(args: Args) -> Result<()> {
             drain_cap: Duration::from_secs(args.drain_cap_s),
             sim_pid: sim.pid(),
             rss_every: Duration::from_millis(500),
+            added_metric: &args.added_latency_metric,
         })
         .await?;
         sim.stop().await;
@@ -437,6 +445,7 @@ async fn run(args: Args) -> Result<()> {
             drain_cap: Duration::from_secs(args.drain_cap_s),
             sim_pid: sim.pid(),
             rss_every: Duration::from_secs(5),
+            added_metric: &args.added_latency_metric,
         })
         .await?;
         sim.stop().await;
@@ -617,6 +626,8 @@ struct RunSpec<'a> {
     sim_pid: Option<u32>,
     /// Cadence of the gateway's RSS series ([`GatewayRun::rss_series`]).
     rss_every: Duration,
+    /// See `--added-latency-metric`.
+    added_metric: &'a str,
 }
 
 /// Runs the gateway on one case and measures it: the warm-up (every item's initial value
@@ -635,6 +646,7 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         drain_cap,
         sim_pid,
         rss_every,
+        added_metric,
     } = spec;
     let dir = TempDir::new("gw")?;
     let mosquitto = Mosquitto::start(&dir.path)?;
@@ -686,7 +698,7 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
     let window_start = now_nanos();
     let window_end = window_start + seconds as i64 * 1_000_000_000;
     sub.counts.lock().expect("counts").window = (window_start, window_end);
-    let added_before = prom::scrape_added_latency(&api_url);
+    let added_before = prom::scrape_histograms(&api_url, added_metric);
     let mut gw_sampler = Sampler::start(gw.pid(), rss_every);
     let mut sim_sampler = sim_pid.map(|p| Sampler::start(p, rss_every));
     let t0 = Instant::now();
@@ -710,7 +722,10 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
     }
     let (gateway, rss_series) = gw_sampler.finish_with_series();
     let sim_usage = sim_sampler.map(Sampler::finish).unwrap_or_default();
-    let added = prom::added_quantiles(&added_before, &prom::scrape_added_latency(&api_url));
+    let added = prom::added_quantiles(
+        &added_before,
+        &prom::scrape_histograms(&api_url, added_metric),
+    );
 
     // Drain: wait until the window's ticks are complete over MQTT (or nothing moves for 15 s).
     // Expected is what changed: a tick leaves ~1 in 10,000 variables unchanged (4 decimals),
@@ -1054,11 +1069,17 @@ fn write_report(
     let _ = writeln!(out, "## Benchmark results\n");
     let _ = writeln!(
         out,
-        "Machine: {}. Load average (1/5/15 min) before: {load_before}, after: {load_after}. Run took {:.0} s; gateway window {} s, baselines {} s per case. CPU is % of **one** core (utime+stime from /proc over the window); RSS is the highest VmRSS sampled.\n",
+        "Machine: {}. Load average (1/5/15 min) before: {load_before}, after: {load_after}. Run took {:.0} s{}. CPU is % of **one** core (utime+stime from /proc over the window); RSS is the highest VmRSS sampled.\n",
         machine(),
         took.as_secs_f64(),
-        args.seconds,
-        args.baseline_seconds
+        if results.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; gateway window {} s, baselines {} s per case",
+                args.seconds, args.baseline_seconds
+            )
+        }
     );
     if !results.is_empty() {
         let _ = writeln!(
@@ -1175,7 +1196,7 @@ fn write_report(
     let _ = writeln!(
         out,
         "\nLatency is source timestamp (set by the simulator when the value changes) → arrival at the counting MQTT subscriber, so it includes up to one publishing interval of OPC UA batching. Gateway-added latency is the gateway's own histogram `{}` (per value: arrival at the gateway of the OPC UA publish response that carried it → the sink's confirmation, PUBACK for MQTT, HTTP 2xx for ILP), scraped from its `/metrics` at the start and the end of the window and differenced; p50 / p99 are interpolated linearly inside the bucket holding the rank (as Prometheus' `histogram_quantile`), so they are as fine as the buckets (\"> X\": above the largest finite bucket; \"–\": this gateway build does not expose the histogram). \"lost\" = values the simulator produced in the window's ticks that never arrived (N per tick; whole missing ticks count too).",
-        prom::ADDED_LATENCY
+        args.added_latency_metric
     );
     if results
         .iter()

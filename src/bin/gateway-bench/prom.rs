@@ -214,10 +214,11 @@ pub fn scrape(api_url: &str) -> Result<String> {
     crate::peers::http_get_host(host, port, "/metrics")
 }
 
-/// The added-latency histograms per sink from one scrape; empty when this gateway build does
-/// not expose the family (older builds) or the scrape failed (said on stderr).
-pub fn scrape_added_latency(api_url: &str) -> BTreeMap<String, Histogram> {
-    match scrape(api_url).and_then(|t| parse_histograms(&t, ADDED_LATENCY, "sink")) {
+/// The histograms of `family` per sink from one scrape (normally [`ADDED_LATENCY`]); empty when
+/// this gateway build does not expose the family (older builds) or the scrape failed (said on
+/// stderr).
+pub fn scrape_histograms(api_url: &str, family: &str) -> BTreeMap<String, Histogram> {
+    match scrape(api_url).and_then(|t| parse_histograms(&t, family, "sink")) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("   scraping {api_url} /metrics failed: {e:#}");
