@@ -122,6 +122,11 @@ struct Args {
     /// scraping against a build without it).
     #[arg(long, default_value = prom::ADDED_LATENCY)]
     added_latency_metric: String,
+    /// Steady flow after the initial values arrived before the soak's window starts, seconds (the
+    /// RSS of the first minutes of a process includes one-off growth: allocator arenas, buffers
+    /// reaching their working size, a backlog from the start).
+    #[arg(long, default_value_t = 60)]
+    soak_warmup_s: u64,
     /// Where the soak's RSS samples go as CSV (default: soak-rss.csv next to `--out`).
     #[arg(long)]
     soak_csv: Option<PathBuf>,
@@ -321,6 +326,7 @@ async fn run(args: Args) -> Result<()> {
                 drain_cap: Duration::from_secs(args.drain_cap_s),
                 sim_pid: sim.pid(),
                 rss_every: Duration::from_millis(500),
+                settle: Duration::from_secs(3),
                 added_metric: &args.added_latency_metric,
             })
             .await?;
@@ -382,6 +388,7 @@ async fn run(args: Args) -> Result<()> {
                 drain_cap: Duration::from_secs(args.drain_cap_s),
                 sim_pid: sim.pid(),
                 rss_every: Duration::from_millis(500),
+                settle: Duration::from_secs(3),
                 added_metric: &args.added_latency_metric,
             })
             .await?;
@@ -413,6 +420,7 @@ async fn run(args: Args) -> Result<()> {
             drain_cap: Duration::from_secs(args.drain_cap_s),
             sim_pid: sim.pid(),
             rss_every: Duration::from_millis(500),
+            settle: Duration::from_secs(3),
             added_metric: &args.added_latency_metric,
         })
         .await?;
@@ -445,6 +453,7 @@ async fn run(args: Args) -> Result<()> {
             drain_cap: Duration::from_secs(args.drain_cap_s),
             sim_pid: sim.pid(),
             rss_every: Duration::from_secs(5),
+            settle: Duration::from_secs(args.soak_warmup_s),
             added_metric: &args.added_latency_metric,
         })
         .await?;
@@ -628,6 +637,8 @@ struct RunSpec<'a> {
     rss_every: Duration,
     /// See `--added-latency-metric`.
     added_metric: &'a str,
+    /// Steady flow between the initial values' arrival and the window.
+    settle: Duration,
 }
 
 /// Runs the gateway on one case and measures it: the warm-up (every item's initial value
@@ -647,6 +658,7 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         sim_pid,
         rss_every,
         added_metric,
+        settle,
     } = spec;
     let dir = TempDir::new("gw")?;
     let mosquitto = Mosquitto::start(&dir.path)?;
@@ -680,7 +692,7 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         t_start.elapsed().as_secs_f64()
     );
 
-    // Warm-up: the initial values of all N items, then a few seconds of steady flow.
+    // Warm-up: the initial values of all N items, then `settle` of steady flow.
     let deadline = Instant::now() + Duration::from_secs(300);
     while sub.messages() < n as u64 {
         gw.check_alive()?;
@@ -693,7 +705,7 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(settle).await;
 
     let window_start = now_nanos();
     let window_end = window_start + seconds as i64 * 1_000_000_000;
@@ -1266,8 +1278,8 @@ fn write_rss_section(out: &mut String, args: &Args, runs: &[GatewayRun]) {
 fn write_soak_section(out: &mut String, args: &Args, r: &GatewayRun, csv: Option<&Path>) {
     let _ = writeln!(
         out,
-        "\n### Soak ({} items @ {} ms for {} min, {}, both sinks; RSS sampled every 5 s after the warm-up)\n",
-        r.n, r.interval_ms, args.soak_minutes, r.label
+        "\n### Soak ({} items @ {} ms for {} min, {}, both sinks; RSS sampled every 5 s after the warm-up: initial values, then {} s of flow)\n",
+        r.n, r.interval_ms, args.soak_minutes, r.label, args.soak_warmup_s
     );
     let _ = writeln!(out, "| RSS first part (MiB) | RSS last part (MiB) | difference | flat (within ±{:.0} %) | RSS max | gateway CPU | lost MQTT / ILP | duplicates MQTT / ILP | latency p50 / p99 (ms) | gateway-added p50 / p99 (ms) | max outbox depth |", 100.0 * analysis::SOAK_TOLERANCE);
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
