@@ -237,3 +237,30 @@ pub fn require(binary: &str) -> Result<PathBuf> {
     }
     bail!("{binary} is not installed: run `.ci/peers.sh install` (benches/run.sh does)")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rss_series_keeps_one_point_per_cadence_and_the_max_of_all() {
+        let me = std::process::id();
+        let mut every_sample = Sampler::start(me, Duration::ZERO);
+        let mut hourly = Sampler::start(me, Duration::from_secs(3600));
+        for _ in 0..3 {
+            every_sample.sample();
+            hourly.sample();
+        }
+        let (usage, series) = every_sample.finish_with_series();
+        // The start, three samples and the one `finish` takes.
+        assert_eq!(series.len(), 5, "{series:?}");
+        assert!(series.windows(2).all(|w| w[0].0 <= w[1].0), "{series:?}");
+        let max = series.iter().map(|s| s.1).fold(0.0, f64::max);
+        assert!(
+            max > 0.0 && usage.rss_max_mib >= max,
+            "{usage:?} {series:?}"
+        );
+        // Within the hour only the starting point.
+        assert_eq!(hourly.finish_with_series().1.len(), 1);
+    }
+}
