@@ -512,6 +512,25 @@ impl Collector for Counters {
                     .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
             }
         }
+        // The gateway's own share of it, apart from the device's publishing interval.
+        if let Some(outbox) = &s.outbox {
+            let seconds = Unit::Seconds;
+            let mut metric = enc.encode_descriptor(
+                "aas_gateway_sink_added_latency",
+                "Arrival of a value's OPC UA response at the gateway to confirmation by the sink.",
+                Some(&seconds),
+                MetricType::Histogram,
+            )?;
+            for (sink, _) in &s.sinks {
+                let Some(h) = outbox.added_latency(sink) else {
+                    continue;
+                };
+                let h = h.snapshot();
+                metric
+                    .encode_family(&[("sink", sink.as_str())])?
+                    .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
+            }
+        }
 
         let outbox = |f: fn(&OutboxStats) -> u64| One(s.outbox.as_ref().map_or(0, |o| f(&o.stats)));
         family(

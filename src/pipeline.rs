@@ -33,7 +33,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::history::History;
 use crate::mapping::Router;
 use crate::model::{ReadingBatch, SubmodelUpdate};
-use crate::outbox::{EventHook, Outbox, MAX_RECORD_VALUES};
+use crate::outbox::{EventHook, Outbox, RecordValues, MAX_RECORD_VALUES};
 use crate::sinks::{self, Sink, SinkContext, SinkStats};
 
 pub use crate::stats::PipelineStats;
@@ -440,11 +440,14 @@ async fn dispatch(
     let mut group: Vec<ReadingBatch> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut waiting = first.len();
+        // The record's arrival is its earliest batch's: the added latency is not understated.
+        let mut received = first.received;
         group.push(first);
         while waiting < MAX_RECORD_VALUES {
             match rx.try_recv() {
                 Ok(more) => {
                     waiting += more.len();
+                    received = received.min(more.received);
                     group.push(more);
                 }
                 Err(_) => break,
@@ -499,15 +502,17 @@ async fn dispatch(
         stats
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Shared with the sinks as they are (no copy, no decode for a sink that keeps up).
+        let batch = Arc::new(RecordValues::new(batch, received));
         // Persist before taking the next batch; a failing disk is retried, never skipped, until
         // shutdown ran out of time.
         let Some(outbox) = &outbox else { continue };
         let mut backoff = crate::core::Backoff::new();
         loop {
             let result = tokio::select! {
-                r = outbox.append(&batch) => r,
+                r = outbox.append_values(&batch) => r,
                 _ = &mut give_up => {
-                    stats.unpersisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats.unpersisted.fetch_add(batch.values().len() as u64, Ordering::Relaxed);
                     outbox.close();
                     return;
                 }
@@ -518,7 +523,7 @@ async fn dispatch(
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = &mut give_up => {
-                    stats.unpersisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats.unpersisted.fetch_add(batch.values().len() as u64, Ordering::Relaxed);
                     outbox.close();
                     return;
                 }

@@ -1,5 +1,7 @@
-//! The end-to-end latency histogram every sink keeps: from a value's source timestamp to its
-//! confirmation by the sink's far side.
+//! The latency histograms every sink keeps: end to end, from a value's source timestamp to its
+//! confirmation by the sink's far side ([`LATENCY_BUCKETS_S`]), and the gateway's own share,
+//! from the arrival of the response that carried the value to that confirmation
+//! ([`ADDED_LATENCY_BUCKETS_S`], finer: it is milliseconds where the other is seconds).
 //!
 //! It lives in the core, not in `metrics`, because the sinks write it on their data path and
 //! must not depend on the module that exposes it; `metrics` only reads it at scrape time.
@@ -11,17 +13,32 @@ pub const LATENCY_BUCKETS_S: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// Latency from a value's source timestamp to the sink's confirmation, as a Prometheus-style
-/// histogram. Lock-free (one atomic add per bucket hit), fixed size.
+/// Upper bounds (seconds) of the gateway-added latency buckets: fine below 100 ms, where a
+/// gateway that keeps up spends its time.
+pub const ADDED_LATENCY_BUCKETS_S: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency as a Prometheus-style histogram. Lock-free (one atomic add per bucket hit), fixed
+/// size.
 ///
-/// The source timestamp comes from the device's clock: a device clock that runs ahead or behind
-/// shows up here too (values "from the future" count as 0).
-#[derive(Debug, Default)]
+/// End to end ([`Default`]), the source timestamp comes from the device's clock: a device clock
+/// that runs ahead or behind shows up here too (values "from the future" count as 0).
+#[derive(Debug)]
 pub struct LatencyHistogram {
+    bounds: &'static [f64],
     /// Observations per finite bucket (not cumulative); above the last bound only `count` grows.
-    buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_micros: AtomicU64,
+}
+
+/// End to end: [`LATENCY_BUCKETS_S`].
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram::with_bounds(&LATENCY_BUCKETS_S)
+    }
 }
 
 /// A copy of a [`LatencyHistogram`] taken at scrape time, in the form Prometheus encoders take.
@@ -29,7 +46,7 @@ pub struct LatencyHistogram {
 pub struct LatencySnapshot {
     /// (upper bound in seconds, observations in this bucket alone: not cumulative). The last
     /// bound is `f64::INFINITY`, so the counts add up to `count`.
-    pub buckets: [(f64, u64); LATENCY_BUCKETS_S.len() + 1],
+    pub buckets: Vec<(f64, u64)>,
     /// Number of observations.
     pub count: u64,
     /// Sum of all observed latencies, seconds.
@@ -37,15 +54,31 @@ pub struct LatencySnapshot {
 }
 
 impl LatencyHistogram {
+    /// A histogram with these finite upper bounds (seconds, ascending).
+    pub fn with_bounds(bounds: &'static [f64]) -> LatencyHistogram {
+        LatencyHistogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     /// Records one value confirmed now whose source timestamp is `source_ts_nanos`.
     pub fn observe_since(&self, source_ts_nanos: i64, now_nanos: i64) {
         let micros = (now_nanos.saturating_sub(source_ts_nanos) / 1000).max(0) as u64;
+        self.observe_micros(micros, 1);
+    }
+
+    /// Records `n` values that took `micros` microseconds each.
+    pub fn observe_micros(&self, micros: u64, n: u64) {
         let secs = micros as f64 / 1e6;
-        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(n, Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(micros.saturating_mul(n), Ordering::Relaxed);
     }
 
     /// The current time in the nanoseconds `observe_since` expects.
@@ -62,16 +95,15 @@ impl LatencyHistogram {
     /// may be seen in its bucket but not yet in `count`: the count is then raised to the sum of
     /// the buckets, so the `+Inf` bucket always equals the count, as the format requires.
     pub fn snapshot(&self) -> LatencySnapshot {
-        let mut buckets = [(f64::INFINITY, 0); LATENCY_BUCKETS_S.len() + 1];
+        let mut buckets = Vec::with_capacity(self.bounds.len() + 1);
         let mut finite = 0u64;
-        for ((slot, counter), bound) in buckets.iter_mut().zip(&self.buckets).zip(LATENCY_BUCKETS_S)
-        {
+        for (counter, bound) in self.buckets.iter().zip(self.bounds) {
             let n = counter.load(Ordering::Relaxed);
-            *slot = (bound, n);
+            buckets.push((*bound, n));
             finite += n;
         }
         let count = self.count().max(finite);
-        buckets[LATENCY_BUCKETS_S.len()].1 = count - finite;
+        buckets.push((f64::INFINITY, count - finite));
         LatencySnapshot {
             buckets,
             count,
@@ -99,5 +131,18 @@ mod tests {
         assert_eq!(s.buckets[LATENCY_BUCKETS_S.len()], (f64::INFINITY, 1));
         assert_eq!(s.buckets.iter().map(|b| b.1).sum::<u64>(), 4);
         assert!((s.sum_seconds - 1002.003).abs() < 1e-6, "{}", s.sum_seconds);
+    }
+
+    #[test]
+    fn added_latency_counts_a_record_of_values_at_once() {
+        let h = LatencyHistogram::with_bounds(&ADDED_LATENCY_BUCKETS_S);
+        h.observe_micros(12_000, 1000); // 12 ms, a record of 1,000 values
+        h.observe_micros(500, 3); // 0.5 ms
+        let s = h.snapshot();
+        assert_eq!(s.count, 1003);
+        assert_eq!(s.buckets.len(), ADDED_LATENCY_BUCKETS_S.len() + 1);
+        assert_eq!(s.buckets[0], (0.001, 3), "{s:?}");
+        assert_eq!(s.buckets[5], (0.015, 1000), "{s:?}");
+        assert!((s.sum_seconds - 12.0015).abs() < 1e-9, "{}", s.sum_seconds);
     }
 }

@@ -20,7 +20,7 @@ pub mod value;
 pub mod xs;
 
 pub use backoff::Backoff;
-pub use latency::{LatencyHistogram, LatencySnapshot, LATENCY_BUCKETS_S};
+pub use latency::{LatencyHistogram, LatencySnapshot, ADDED_LATENCY_BUCKETS_S, LATENCY_BUCKETS_S};
 pub use reading::{Reading, ReadingBatch};
 pub use value::{format_timestamp, Quality, TypedValue};
 pub use xs::XsType;

@@ -43,8 +43,8 @@ use tracing::{error, info, warn};
 
 pub use config::{BufferConfig, FullPolicy, OutboxConfig, SinkBuffer, DEFAULT_SINK_MAX_BYTES};
 
+use crate::core::latency::{LatencyHistogram, ADDED_LATENCY_BUCKETS_S};
 use crate::model::{ElementTarget, SubmodelUpdate};
-use codec::EntryData;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const TARGETS: TableDefinition<u32, &str> = TableDefinition::new("targets");
@@ -58,6 +58,78 @@ const V1_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 
 /// Largest number of values merged into one record.
 pub const MAX_RECORD_VALUES: usize = 50_000;
+
+/// Values of the newest records kept in memory as appended (the newest record always is), so
+/// that sinks that keep up never read back or decode what was just written. About 64 bytes a
+/// value: 6.4 MB at this bound.
+pub const RECENT_VALUES: usize = 2 * MAX_RECORD_VALUES;
+
+/// The values of one record, in order, shared by every sink that reads it (one decode, no copy
+/// per sink: a [`Delivery`] is a range of it).
+#[derive(Debug, Default)]
+pub struct RecordValues {
+    values: Vec<SubmodelUpdate>,
+    /// Record offset of each value, present only when damaged entries were left out on
+    /// decoding (otherwise value `i` is at offset `i`).
+    offsets: Option<Vec<u32>>,
+    /// When the readings reached the gateway (`None`: read back from the file).
+    received: Option<std::time::Instant>,
+}
+
+impl RecordValues {
+    /// Values of readings that reached the gateway at `received`.
+    pub fn new(values: Vec<SubmodelUpdate>, received: std::time::Instant) -> RecordValues {
+        RecordValues {
+            values,
+            offsets: None,
+            received: Some(received),
+        }
+    }
+
+    /// The values, in order.
+    pub fn values(&self) -> &[SubmodelUpdate] {
+        &self.values
+    }
+
+    /// Index of the first value at or after record offset `offset`.
+    fn index_of(&self, offset: u32) -> usize {
+        match &self.offsets {
+            None => (offset as usize).min(self.values.len()),
+            Some(o) => o.partition_point(|x| *x < offset),
+        }
+    }
+
+    /// Record offset of value `index` (`index` < len).
+    fn offset_of(&self, index: usize) -> u32 {
+        match &self.offsets {
+            None => index as u32,
+            Some(o) => o[index],
+        }
+    }
+}
+
+/// A range of one record's values handed to a sink: derefs to the slice, so it reads like a
+/// `&[SubmodelUpdate]`, without copying any value.
+#[derive(Debug, Clone)]
+pub struct DeliveryValues {
+    record: Arc<RecordValues>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for DeliveryValues {
+    type Target = [SubmodelUpdate];
+    fn deref(&self) -> &[SubmodelUpdate] {
+        &self.record.values[self.range.clone()]
+    }
+}
+
+impl<'a> IntoIterator for &'a DeliveryValues {
+    type Item = &'a SubmodelUpdate;
+    type IntoIter = std::slice::Iter<'a, SubmodelUpdate>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
 
 /// Errors of the outbox. Each names the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +227,9 @@ pub type EventHook = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
 
 struct RecordMeta {
     count: u32,
+    /// When the earliest of its readings reached the gateway (`None` for records of an earlier
+    /// run): confirmations of its values are observed as the gateway's added latency.
+    received: Option<std::time::Instant>,
     bytes: u64,
     newest_ts: i64,
     /// Values and bytes of every record appended before this one (since open): positions turn
@@ -182,6 +257,8 @@ struct SinkState {
     dropped: u64,
     /// `dropped` when the current episode began.
     episode: Option<u64>,
+    /// Arrival at the gateway → confirmation by this sink's far side, per value.
+    added_latency: Arc<LatencyHistogram>,
 }
 
 struct State {
@@ -201,8 +278,9 @@ struct State {
 struct Targets {
     /// Element targets by id, including those of earlier runs still referenced by records.
     by_id: Vec<Option<Arc<ElementTarget>>>,
-    /// Id by JSON form, to reuse ids across restarts.
-    ids: HashMap<String, u32>,
+    /// Id by a hash of the JSON form, to reuse ids across restarts (a hit is checked against the
+    /// target itself: a hash is 8 bytes where the JSON was a few hundred, for every element).
+    ids: HashMap<u64, u32>,
     /// Registered but not yet written (go with the next record).
     unsaved: Vec<(u32, String)>,
 }
@@ -214,6 +292,9 @@ pub struct Outbox {
     cfg: OutboxConfig,
     state: Mutex<State>,
     targets: RwLock<Targets>,
+    /// The values of the newest records as appended (see [`RECENT_VALUES`]): a sink that keeps
+    /// up reads them from here, neither reading the file nor decoding.
+    recent: Mutex<VecDeque<(u64, Arc<RecordValues>)>>,
     /// Serialises appends (one record at a time, in id order).
     writer: tokio::sync::Mutex<()>,
     /// Woken when a record was appended or the outbox closed.
@@ -237,6 +318,14 @@ impl<T, E: Into<redb::Error>> StorageContext<T> for std::result::Result<T, E> {
             message: e.into().to_string(),
         })
     }
+}
+
+/// Hash of a target's JSON form within this process (the map is rebuilt at every open).
+fn json_hash(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
 }
 
 fn now_nanos() -> i64 {
@@ -275,6 +364,44 @@ impl State {
     /// Bytes of the records a sink has not finished with (from its cursor on).
     fn bytes_waiting(&self, from: Pos) -> u64 {
         self.bytes_total.saturating_sub(self.before(from).1)
+    }
+
+    /// Observes the gateway-added latency of the values sink `i` has just had confirmed,
+    /// `[from, upto)`: per record, (now − its arrival) for each of its values in that stretch.
+    /// Stretches the sink skipped (its bound) were never delivered and are left out; records of
+    /// an earlier run have no arrival time and are left out too.
+    fn observe_added_latency(&self, i: usize, from: Pos, upto: Pos) {
+        let now = std::time::Instant::now();
+        let sink = &self.sinks[i];
+        for (&id, r) in self.records.range(from.record..=upto.record) {
+            let Some(received) = r.received else { continue };
+            let start = Pos {
+                record: id,
+                offset: if id == from.record { from.offset } else { 0 },
+            };
+            let end = Pos {
+                record: id,
+                offset: if id == upto.record {
+                    upto.offset.min(r.count)
+                } else {
+                    r.count
+                },
+            };
+            if end <= start {
+                continue;
+            }
+            let mut n = (end.offset - start.offset) as u64;
+            for g in &sink.gaps {
+                let (a, b) = (g.start.max(start), g.end.min(end));
+                if a < b {
+                    n = n.saturating_sub((b.offset - a.offset) as u64);
+                }
+            }
+            if n > 0 {
+                let micros = now.saturating_duration_since(received).as_micros() as u64;
+                sink.added_latency.observe_micros(micros, n);
+            }
+        }
     }
 
     /// Is record `id` still needed by some sink?
@@ -428,6 +555,7 @@ impl Outbox {
                     id,
                     RecordMeta {
                         count,
+                        received: None,
                         bytes: v.len() as u64,
                         newest_ts,
                         values_before: values,
@@ -454,7 +582,7 @@ impl Outbox {
                         let t = Arc::new(t);
                         let _ = t.outbox_id.set(id);
                         targets.by_id[idx] = Some(t);
-                        targets.ids.insert(json, id);
+                        targets.ids.insert(json_hash(&json), id);
                     }
                     Err(e) => {
                         error!(id, error = %e, "outbox: unreadable element target; its values will be skipped")
@@ -543,6 +671,7 @@ impl Outbox {
                 gaps: VecDeque::new(),
                 dropped: 0,
                 episode: None,
+                added_latency: Arc::new(LatencyHistogram::with_bounds(&ADDED_LATENCY_BUCKETS_S)),
             });
         }
         for name in stored.keys() {
@@ -580,6 +709,7 @@ impl Outbox {
             path,
             cfg,
             targets: RwLock::new(targets),
+            recent: Mutex::new(VecDeque::new()),
             writer: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
             space: Notify::new(),
@@ -639,18 +769,27 @@ impl Outbox {
         }
     }
 
-    /// Persists `batch` as one record (one fsync). Under a `block` sink this first waits until
-    /// that sink has room; cancelling the future while it waits appends nothing.
+    /// Persists `batch` (received now) as one record; see [`Self::append_values`].
     pub async fn append(self: &Arc<Self>, batch: &[SubmodelUpdate]) -> Result<()> {
-        if batch.is_empty() {
+        let values = RecordValues::new(batch.to_vec(), std::time::Instant::now());
+        self.append_values(&Arc::new(values)).await
+    }
+
+    /// Persists `values` as one record (one fsync). Under a `block` sink this first waits until
+    /// that sink has room; cancelling the future while it waits appends nothing. The values
+    /// themselves are kept for the sinks to read (see [`RECENT_VALUES`]); on an error the
+    /// caller still has them to try again.
+    pub async fn append_values(self: &Arc<Self>, values: &Arc<RecordValues>) -> Result<()> {
+        if values.values.is_empty() {
             return Ok(());
         }
         let _writer = self.writer.lock().await;
-        let (record, new_targets) = self.encode(batch);
-        self.wait_for_room(batch.len() as u64, record.len() as u64)
+        let (record, new_targets) = self.encode(&values.values);
+        self.wait_for_room(values.values.len() as u64, record.len() as u64)
             .await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write_record(record, new_targets))
+        let values = values.clone();
+        tokio::task::spawn_blocking(move || this.write_record(record, new_targets, values))
             .await
             .map_err(|e| OutboxError::Task(e.to_string()))??;
         self.appended.notify_waiters();
@@ -665,14 +804,12 @@ impl Outbox {
                 Some(id) => *id,
                 None => self.register_target(&u.target),
             };
-            codec::push_entry(
-                &EntryData {
-                    target,
-                    status: u.status,
-                    source_ts_nanos: u.source_ts_nanos,
-                    server_ts_nanos: u.server_ts_nanos,
-                    value: u.value.clone(),
-                },
+            codec::push_parts(
+                target,
+                u.status,
+                u.source_ts_nanos,
+                u.server_ts_nanos,
+                &u.value,
                 &mut record,
             );
         }
@@ -682,13 +819,21 @@ impl Outbox {
 
     fn register_target(&self, target: &Arc<ElementTarget>) -> u32 {
         let json = serde_json::to_string(target.as_ref()).expect("targets serialise");
+        let hash = json_hash(&json);
         let mut t = self.targets.write().expect("outbox targets");
-        let id = match t.ids.get(&json) {
-            Some(id) => *id,
+        let known = t.ids.get(&hash).copied().filter(|&id| {
+            // The same hash for another target (practically never): it gets an id of its own.
+            let same = |old: &Arc<ElementTarget>| {
+                serde_json::to_string(old.as_ref()).is_ok_and(|old| old == json)
+            };
+            matches!(t.by_id.get(id as usize), Some(Some(old)) if same(old))
+        });
+        let id = match known {
+            Some(id) => id,
             None => {
                 let id = t.by_id.len() as u32;
                 t.by_id.push(None);
-                t.ids.insert(json.clone(), id);
+                t.ids.insert(hash, id);
                 t.unsaved.push((id, json));
                 id
             }
@@ -743,7 +888,12 @@ impl Outbox {
         }
     }
 
-    fn write_record(&self, record: Vec<u8>, new_targets: Vec<(u32, String)>) -> Result<()> {
+    fn write_record(
+        &self,
+        record: Vec<u8>,
+        new_targets: Vec<(u32, String)>,
+        values: Arc<RecordValues>,
+    ) -> Result<()> {
         let (count, newest_ts) = codec::record_header(&record).expect("encoded here");
         let id = self.state.lock().expect("outbox state").next_record;
         let txn = self.db.begin_write().at(&self.path)?;
@@ -775,6 +925,7 @@ impl Outbox {
             let bytes = record.len() as u64;
             let meta = RecordMeta {
                 count,
+                received: values.received,
                 bytes,
                 newest_ts,
                 values_before: s.values_total,
@@ -789,6 +940,7 @@ impl Outbox {
             let (events, skipped, mut gone) = self.enforce_bounds(&mut s);
             gone.extend(s.collect());
             self.publish_gauges(&s);
+            self.keep_recent(&s, id, values);
             let cursors: Vec<(String, Pos)> = if !skipped {
                 Vec::new()
             } else {
@@ -935,6 +1087,10 @@ impl Outbox {
     fn ack_blocking(&self, index: usize, upto: Pos) -> Result<()> {
         let (gone, cursor, event) = {
             let mut s = self.state.lock().expect("outbox state");
+            let from = s.sinks[index].acked;
+            if upto > from {
+                s.observe_added_latency(index, from, upto);
+            }
             if !s.sinks[index].confirm(upto) {
                 return Ok(());
             }
@@ -950,6 +1106,40 @@ impl Outbox {
         self.persist(&gone, &[cursor])?;
         self.space.notify_waiters();
         Ok(())
+    }
+
+    /// Keeps the values of record `id` (just appended) for the sinks to read, and lets go of
+    /// older ones every sink has read, or beyond [`RECENT_VALUES`] (the newest always stays).
+    fn keep_recent(&self, s: &State, id: u64, values: Arc<RecordValues>) {
+        let mut recent = self.recent.lock().expect("outbox recent");
+        recent.push_back((id, values));
+        let mut held: usize = recent.iter().map(|(_, v)| v.values.len()).sum();
+        while recent.len() > 1 {
+            let (oldest, v) = recent.front().expect("more than one");
+            let read_by_all = s.sinks.iter().all(|x| x.read.record > *oldest);
+            if held <= RECENT_VALUES && !read_by_all && s.records.contains_key(oldest) {
+                break;
+            }
+            held -= v.values.len();
+            recent.pop_front();
+        }
+    }
+
+    /// The values of record `id` if it is one of the newest, as appended.
+    fn recent(&self, id: u64) -> Option<Arc<RecordValues>> {
+        let recent = self.recent.lock().expect("outbox recent");
+        recent
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The gateway-added latency of `sink`: arrival of a value's readings at the gateway →
+    /// the sink's confirmation (`None` for a name the outbox does not know).
+    pub fn added_latency(&self, sink: &str) -> Option<Arc<LatencyHistogram>> {
+        let s = self.state.lock().expect("outbox state");
+        let x = s.sinks.iter().find(|x| x.spec.name == sink)?;
+        Some(x.added_latency.clone())
     }
 
     /// Values appended but not yet confirmed by `sink` (skipped ones excluded).
@@ -982,7 +1172,10 @@ impl Outbox {
     }
 
     /// Reads and decodes record `id` (`None` when it is gone).
-    fn load(&self, id: u64) -> Result<Option<Arc<Vec<Option<SubmodelUpdate>>>>> {
+    fn load(&self, id: u64) -> Result<Option<Arc<RecordValues>>> {
+        if let Some(v) = self.recent(id) {
+            return Ok(Some(v));
+        }
         let txn = self.db.begin_read().at(&self.path)?;
         let table = txn.open_table(RECORDS).at(&self.path)?;
         let Some(bytes) = table.get(id).at(&self.path)? else {
@@ -992,37 +1185,45 @@ impl Outbox {
             Ok(e) => e,
             Err(e) => {
                 error!(path = %self.path.display(), record = id, "outbox: damaged record skipped: {e}");
-                return Ok(Some(Arc::new(Vec::new())));
+                return Ok(Some(Arc::new(RecordValues::default())));
             }
         };
         let targets = self.targets.read().expect("outbox targets");
-        let values = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let e = e
-                    .map_err(|e| {
-                        error!(record = id, index = i, "outbox: damaged value skipped: {e}")
-                    })
-                    .ok()?;
-                let Some(Some(target)) = targets.by_id.get(e.target as usize) else {
-                    error!(
-                        record = id,
-                        target = e.target,
-                        "outbox: value refers to an unknown element; skipped"
-                    );
-                    return None;
-                };
-                Some(SubmodelUpdate {
-                    target: target.clone(),
-                    value: e.value,
-                    status: e.status,
-                    source_ts_nanos: e.source_ts_nanos,
-                    server_ts_nanos: e.server_ts_nanos,
-                })
+        let count = entries.len();
+        let (mut values, mut offsets) = (Vec::with_capacity(count), Vec::new());
+        let decoded = entries.into_iter().enumerate().map(|(i, e)| {
+            let e = e
+                .map_err(|e| error!(record = id, index = i, "outbox: damaged value skipped: {e}"))
+                .ok()?;
+            let Some(Some(target)) = targets.by_id.get(e.target as usize) else {
+                error!(
+                    record = id,
+                    target = e.target,
+                    "outbox: value refers to an unknown element; skipped"
+                );
+                return None;
+            };
+            Some(SubmodelUpdate {
+                target: target.clone(),
+                value: e.value,
+                status: e.status,
+                source_ts_nanos: e.source_ts_nanos,
+                server_ts_nanos: e.server_ts_nanos,
             })
-            .collect();
-        Ok(Some(Arc::new(values)))
+        });
+        for (i, v) in decoded.enumerate() {
+            if let Some(v) = v {
+                values.push(v);
+                offsets.push(i as u32);
+            }
+        }
+        // Offsets are needed only where damaged values left holes.
+        let offsets = (values.len() != count).then_some(offsets);
+        Ok(Some(Arc::new(RecordValues {
+            values,
+            offsets,
+            received: None,
+        })))
     }
 }
 
@@ -1092,8 +1293,8 @@ fn migrate_v1(db: &Database, path: &Path) -> Result<()> {
 /// What a sink got from [`OutboxReader::next_batch`].
 #[derive(Debug)]
 pub struct Delivery {
-    /// The values, in order.
-    pub values: Vec<SubmodelUpdate>,
+    /// The values, in order (a range of the record they belong to, not a copy).
+    pub values: DeliveryValues,
     /// The position just past the last value: acknowledge it once all were confirmed.
     pub end: Pos,
 }
@@ -1103,8 +1304,8 @@ pub struct OutboxReader {
     outbox: Arc<Outbox>,
     index: usize,
     sink: String,
-    /// The record read last, decoded (a record is decoded once per sink).
-    cache: Option<(u64, Arc<Vec<Option<SubmodelUpdate>>>)>,
+    /// The record read last, decoded.
+    cache: Option<(u64, Arc<RecordValues>)>,
 }
 
 impl OutboxReader {
@@ -1135,9 +1336,17 @@ impl OutboxReader {
                 appended.await;
                 continue;
             };
-            let values = match &self.cache {
-                Some((cached, values)) if *cached == id => values.clone(),
-                _ => {
+            let cached = match &self.cache {
+                Some((cached, values)) if *cached == id => Some(values.clone()),
+                // Just appended: the values as the dispatcher made them (no read, no decode).
+                _ => self.outbox.recent(id),
+            };
+            let values = match cached {
+                Some(v) => {
+                    self.cache = Some((id, v.clone()));
+                    v
+                }
+                None => {
                     let outbox = self.outbox.clone();
                     let loaded = tokio::task::spawn_blocking(move || outbox.load(id))
                         .await
@@ -1153,17 +1362,17 @@ impl OutboxReader {
                 }
             };
             let start = if id == from.record {
-                from.offset as usize
+                values.index_of(from.offset)
             } else {
                 0
             };
-            let end = (start + max.max(1)).min(values.len());
-            let end_pos = if end == values.len() {
+            let end = (start + max.max(1)).min(values.values.len());
+            let end_pos = if end == values.values.len() {
                 State::after(id)
             } else {
                 Pos {
                     record: id,
-                    offset: end as u32,
+                    offset: values.offset_of(end),
                 }
             };
             {
@@ -1175,17 +1384,16 @@ impl OutboxReader {
                 }
                 sink.read = end_pos;
             }
-            let batch: Vec<SubmodelUpdate> = values[start.min(end)..end]
-                .iter()
-                .flatten()
-                .cloned()
-                .collect();
-            if batch.is_empty() {
+            let start = start.min(end);
+            if start == end {
                 // Only damaged values (logged): the next delivery's acknowledgement covers them.
                 continue;
             }
             return Ok(Some(Delivery {
-                values: batch,
+                values: DeliveryValues {
+                    record: values,
+                    range: start..end,
+                },
                 end: end_pos,
             }));
         }

@@ -423,3 +423,119 @@ async fn a_block_sink_never_loses_values_to_the_global_cap() {
         .unwrap();
     assert_eq!(ob.sink_status("a").unwrap().dropped, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_records_are_read_as_appended_without_decoding_or_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &specs(&["a", "b"]),
+        None,
+    )
+    .unwrap();
+    let t = target("X");
+    let appended = Arc::new(RecordValues::new(
+        batch(&t, 0, 10),
+        std::time::Instant::now(),
+    ));
+    ob.append_values(&appended).await.unwrap();
+    for sink in ["a", "b"] {
+        let mut r = ob.reader(sink);
+        let d = r.next_batch(4).await.unwrap().unwrap();
+        // The very values the dispatcher made: same addresses, for both sinks.
+        assert!(std::ptr::eq(&d.values[0], &appended.values()[0]));
+        assert_eq!(values(&d), [0.0, 1.0, 2.0, 3.0]);
+        let rest = r.next_batch(100).await.unwrap().unwrap();
+        assert!(std::ptr::eq(&rest.values[0], &appended.values()[4]));
+        assert_eq!(rest.values.len(), 6);
+    }
+    // Past the bound of recent values only the newest record stays in memory; older ones are
+    // read back from the file, with the same values.
+    for i in 1..=3 {
+        ob.append(&batch(&t, i * 10, RECENT_VALUES as i64))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ob.recent.lock().unwrap().len(), 1);
+    let mut r = ob.reader("a");
+    let first = r.next_batch(3).await.unwrap().unwrap();
+    assert!(!std::ptr::eq(&first.values[0], &appended.values()[0]));
+    assert_eq!(values(&first), [0.0, 1.0, 2.0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_latency_counts_each_confirmed_value_from_its_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &specs(&["a", "b"]),
+        None,
+    )
+    .unwrap();
+    let t = target("X");
+    let arrived = std::time::Instant::now() - std::time::Duration::from_millis(30);
+    ob.append_values(&Arc::new(RecordValues::new(batch(&t, 0, 10), arrived)))
+        .await
+        .unwrap();
+    let mut r = ob.reader("a");
+    let d = r.next_batch(6).await.unwrap().unwrap();
+    r.ack(d.end).await.unwrap();
+    // Acknowledging the same position again observes nothing more.
+    r.ack(d.end).await.unwrap();
+    let h = ob.added_latency("a").unwrap().snapshot();
+    assert_eq!(h.count, 6);
+    assert!(h.sum_seconds >= 6.0 * 0.03, "{h:?}");
+    let below_30ms: u64 = h.buckets.iter().filter(|b| b.0 < 0.03).map(|b| b.1).sum();
+    assert_eq!(below_30ms, 0, "{h:?}");
+    let d = r.next_batch(100).await.unwrap().unwrap();
+    r.ack(d.end).await.unwrap();
+    assert_eq!(ob.added_latency("a").unwrap().snapshot().count, 10);
+    // The other sink confirmed nothing yet; an unknown sink has no histogram.
+    assert_eq!(ob.added_latency("b").unwrap().snapshot().count, 0);
+    assert!(ob.added_latency("c").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_value_read_back_from_the_file_is_skipped_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("X");
+    {
+        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+        ob.append(&batch(&t, 0, 4)).await.unwrap();
+        ob.close();
+    }
+    // Damage the value tag of the second entry of record 0.
+    {
+        let db = redb::Database::open(dir.path().join("outbox.redb")).unwrap();
+        let mut bytes = {
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(RECORDS).unwrap();
+            let record = table.get(0).unwrap().unwrap().value().to_vec();
+            record
+        };
+        let first_len = u32::from_le_bytes(
+            bytes[codec::RECORD_HEADER..codec::RECORD_HEADER + 4]
+                .try_into()
+                .unwrap(),
+        ) as usize;
+        let second = codec::RECORD_HEADER + 4 + first_len + 4;
+        bytes[second + 24] = 99;
+        let txn = db.begin_write().unwrap();
+        txn.open_table(RECORDS)
+            .unwrap()
+            .insert(0, bytes.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    let mut r = ob.reader("a");
+    let d = r.next_batch(2).await.unwrap().unwrap();
+    assert_eq!(values(&d), [0.0, 2.0], "the damaged value is left out");
+    r.ack(d.end).await.unwrap();
+    let d = r.next_batch(10).await.unwrap().unwrap();
+    assert_eq!(values(&d), [3.0]);
+    r.ack(d.end).await.unwrap();
+    assert_eq!(ob.lag("a"), 0);
+}

@@ -57,7 +57,7 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let mut batch = Vec::new();
+        let mut batch = ReadingBatch::new();
         for (chunk_no, chunk) in nodes.chunks(batch_size.max(1)).enumerate() {
             let ids: Vec<ReadValueId> = chunk
                 .iter()

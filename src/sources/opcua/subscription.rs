@@ -21,6 +21,7 @@ use super::{
     data_value_reading, report_unconvertible, Heartbeat, MonitorSettings, MonitoredNode,
     SourceStats,
 };
+use crate::core::ReadingBatch;
 
 /// The DataChangeFilter for these settings; `None` when the OPC UA default (StatusValue, no
 /// deadband) applies, so that servers without filter support still accept the item.
@@ -169,7 +170,7 @@ impl OnSubscriptionNotificationCore for NotificationHandler {
         }
         self.last_sequence = Some(notification.sequence_number);
 
-        let mut batch = Vec::new();
+        let mut batch = ReadingBatch::new();
         for obj in data {
             let Some(change) = obj.into_inner_as::<DataChangeNotification>() else {
                 continue;
