@@ -25,12 +25,15 @@ pub struct LinearFit {
     pub slope_mib_per_k: f64,
     /// Largest |measured − fitted| relative to the measured value.
     pub max_rel_residual: f64,
+    /// Points the line was fitted through.
+    pub points: usize,
 }
 
 impl LinearFit {
-    /// The line explains the points: every residual below 5 % of its value.
+    /// The line explains the points: every residual below 5 % of its value, with at least three
+    /// points (a line through two always fits, which says nothing).
     pub fn is_linear(&self) -> bool {
-        self.max_rel_residual < LINEAR_TOLERANCE
+        self.points >= 3 && self.max_rel_residual < LINEAR_TOLERANCE
     }
 }
 
@@ -57,6 +60,7 @@ pub fn fit(points: &[(f64, f64)]) -> Option<LinearFit> {
         intercept_mib: intercept,
         slope_mib_per_k: slope * 1000.0,
         max_rel_residual,
+        points: points.len(),
     })
 }
 
@@ -144,6 +148,9 @@ mod tests {
         assert!((f.slope_mib_per_k - 500.0).abs() < 1e-9 && (f.intercept_mib - 1.5).abs() < 1e-9);
         assert!((f.max_rel_residual - 0.5).abs() < 1e-9, "{f:?}");
         assert_eq!(fit(&[(1.0, 1.0)]), None);
+        // Two points: the line meets both, which proves nothing.
+        let two = fit(&[(1.0, 1.0), (2.0, 5.0)]).unwrap();
+        assert!(two.max_rel_residual < 1e-12 && !two.is_linear(), "{two:?}");
         assert_eq!(fit(&[(1.0, 1.0), (1.0, 2.0)]), None);
     }
 

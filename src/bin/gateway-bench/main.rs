@@ -1260,7 +1260,9 @@ fn write_rss_section(out: &mut String, args: &Args, runs: &[GatewayRun]) {
                 f.intercept_mib,
                 f.slope_mib_per_k,
                 100.0 * f.max_rel_residual,
-                if f.is_linear() {
+                if f.points < 3 {
+                    "too few item counts to call it linear (a line through two points always fits)".to_string()
+                } else if f.is_linear() {
                     format!("**linear** (every residual below {:.0} %)", 100.0 * analysis::LINEAR_TOLERANCE)
                 } else {
                     format!("**not linear** (a residual of {:.0} % or more)", 100.0 * analysis::LINEAR_TOLERANCE)
