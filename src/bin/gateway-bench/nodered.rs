@@ -142,7 +142,7 @@ pub async fn run(
     let window_start = now_nanos();
     let window_end = window_start + seconds as i64 * 1_000_000_000;
     sub.counts.lock().expect("counts").window = (window_start, window_end);
-    let mut s = Sampler::start(p.pid());
+    let mut s = Sampler::start(p.pid(), Duration::from_millis(500));
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;

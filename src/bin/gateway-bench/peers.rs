@@ -92,11 +92,16 @@ impl Victoria {
 
 /// A minimal HTTP/1.0 GET on 127.0.0.1 (the benchmark needs no HTTP client crate for this).
 fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    http_get_host("127.0.0.1", port, path)
+}
+
+/// A minimal HTTP/1.0 GET; the body of a 2xx answer.
+pub fn http_get_host(host: &str, port: u16, path: &str) -> Result<String> {
+    let mut s = std::net::TcpStream::connect((host, port))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;

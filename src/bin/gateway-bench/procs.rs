@@ -148,21 +148,30 @@ pub struct Usage {
     pub rss_max_mib: f64,
 }
 
-/// Samples a process: CPU as the difference of its CPU time over the window, RSS every 500 ms.
+/// Samples a process: CPU as the difference of its CPU time over the window, RSS at every
+/// [`Sampler::sample`] call (the highest kept), and an RSS series for the RSS and soak sections.
 pub struct Sampler {
     pid: u32,
     cpu0: f64,
     t0: Instant,
     rss_max: f64,
+    /// (seconds since start, VmRSS MiB), one point per `every` at most: bounded by the
+    /// window's length (30 min at 5 s = 361 points).
+    series: Vec<(f64, f64)>,
+    every: Duration,
 }
 
 impl Sampler {
-    pub fn start(pid: u32) -> Sampler {
+    /// Starts sampling `pid`; the RSS series gets a point at most every `every`.
+    pub fn start(pid: u32, every: Duration) -> Sampler {
+        let rss = rss_mib(pid).unwrap_or(0.0);
         Sampler {
             pid,
             cpu0: cpu_seconds(pid).unwrap_or(0.0),
             t0: Instant::now(),
-            rss_max: rss_mib(pid).unwrap_or(0.0),
+            rss_max: rss,
+            series: vec![(0.0, rss)],
+            every,
         }
     }
 
@@ -170,16 +179,30 @@ impl Sampler {
     pub fn sample(&mut self) {
         if let Some(r) = rss_mib(self.pid) {
             self.rss_max = self.rss_max.max(r);
+            let t = self.t0.elapsed().as_secs_f64();
+            let due = self
+                .series
+                .last()
+                .is_none_or(|last| t - last.0 >= self.every.as_secs_f64() - 0.05);
+            if due {
+                self.series.push((t, r));
+            }
         }
     }
 
-    pub fn finish(mut self) -> Usage {
+    pub fn finish(self) -> Usage {
+        self.finish_with_series().0
+    }
+
+    /// The usage and the RSS series: (seconds since start, MiB).
+    pub fn finish_with_series(mut self) -> (Usage, Vec<(f64, f64)>) {
         self.sample();
         let cpu = cpu_seconds(self.pid).unwrap_or(self.cpu0) - self.cpu0;
-        Usage {
+        let usage = Usage {
             cpu_pct: 100.0 * cpu / self.t0.elapsed().as_secs_f64(),
             rss_max_mib: self.rss_max,
-        }
+        };
+        (usage, self.series)
     }
 }
 
@@ -213,4 +236,31 @@ pub fn require(binary: &str) -> Result<PathBuf> {
         }
     }
     bail!("{binary} is not installed: run `.ci/peers.sh install` (benches/run.sh does)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rss_series_keeps_one_point_per_cadence_and_the_max_of_all() {
+        let me = std::process::id();
+        let mut every_sample = Sampler::start(me, Duration::ZERO);
+        let mut hourly = Sampler::start(me, Duration::from_secs(3600));
+        for _ in 0..3 {
+            every_sample.sample();
+            hourly.sample();
+        }
+        let (usage, series) = every_sample.finish_with_series();
+        // The start, three samples and the one `finish` takes.
+        assert_eq!(series.len(), 5, "{series:?}");
+        assert!(series.windows(2).all(|w| w[0].0 <= w[1].0), "{series:?}");
+        let max = series.iter().map(|s| s.1).fold(0.0, f64::max);
+        assert!(
+            max > 0.0 && usage.rss_max_mib >= max,
+            "{usage:?} {series:?}"
+        );
+        // Within the hour only the starting point.
+        assert_eq!(hourly.finish_with_series().1.len(), 1);
+    }
 }
