@@ -19,7 +19,9 @@ pub struct QuestDbConfig {
     pub conf: String,
     /// Flush when this many rows are buffered.
     pub flush_rows: usize,
-    /// Flush at least this often, milliseconds, when rows are buffered.
+    /// Flush at least this often, milliseconds, when rows are buffered. (Rows are flushed
+    /// sooner as soon as nothing more waits in the outbox; this bounds how long they may wait
+    /// while more keeps coming.)
     pub flush_interval_ms: u64,
     /// Prefix of table names; the table is `<prefix><submodel idShort>`.
     pub table_prefix: String,

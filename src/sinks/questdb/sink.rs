@@ -1,7 +1,10 @@
 //! The ILP delivery loop, on a thread of its own because questdb-rs is blocking.
 //!
-//! Rows are read from the durable outbox and flushed when `flush_rows` are buffered or the oldest
-//! is `flush_interval_ms` old; only a confirmed flush (HTTP 2xx) is acknowledged to the outbox. A
+//! Rows are read from the durable outbox and flushed when `flush_rows` are buffered, when the
+//! oldest is `flush_interval_ms` old, or as soon as nothing more is waiting in the outbox (so a
+//! value leaves at once when the sink keeps up, and batches grow only under load: the gateway's
+//! added latency is not the flush interval); only a confirmed flush (HTTP 2xx) is acknowledged
+//! to the outbox. A
 //! failed flush keeps the buffer and is retried with backoff; meanwhile nothing new is read, and
 //! the values wait on disk in the outbox, not in memory.
 
@@ -88,6 +91,10 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
     buf.at(TimestampNanos::new(u.source_ts_nanos))
 }
 
+/// With rows buffered, how long a read may wait for more before the rows are flushed: long
+/// enough to load a record from the file, far shorter than any publishing interval.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// How long the sink keeps trying to deliver after shutdown was requested. What is still
 /// unconfirmed then stays in the outbox and is written after the next start.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +132,8 @@ fn run(
     let mut last_end: Option<Pos> = None;
     let mut oldest: Option<Instant> = None;
     let mut drained = false;
+    // Nothing more was waiting in the outbox: what is buffered goes now.
+    let mut idle = false;
     let mut backoff = Backoff::new();
     let mut logged_ok = false;
     let mut shutdown_at: Option<Instant> = None;
@@ -169,9 +178,14 @@ fn run(
         // Take more input unless a flush is due.
         let due = rows >= cfg.flush_rows
             || oldest.is_some_and(|t| t.elapsed() >= interval)
-            || (drained && rows > 0);
+            || ((drained || idle) && rows > 0);
         if !due {
-            let wait = oldest.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            let mut wait = oldest.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            if rows > 0 {
+                // Rows are buffered: wait only long enough for a record that is there already
+                // (read back from the file if the sink is behind), not for new values.
+                wait = wait.min(LINGER);
+            }
             let room = cfg.flush_rows - rows;
             let next = runtime
                 .block_on(async { tokio::time::timeout(wait, reader.next_batch(room)).await });
@@ -207,10 +221,11 @@ fn run(
                     error!(error = %e, "QuestDB sink cannot read the outbox; retrying");
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                Err(_elapsed) => {}
+                Err(_elapsed) => idle = rows > 0,
             }
             continue;
         }
+        idle = false;
         let s = sender.as_mut().expect("connected above");
         match s.flush(buf) {
             Ok(()) => {
@@ -243,6 +258,8 @@ fn run(
                     sender = None;
                 }
                 std::thread::sleep(wait.min(Duration::from_secs(2)));
+                // Retry this buffer as it is before reading anything more.
+                idle = true;
             }
         }
     }
