@@ -308,7 +308,10 @@ topic_prefix = "t"
 [questdb]
 enabled = true
 conf = "{ilp_conf}"
-flush_interval_ms = 200
+# Ten minutes and a million rows: the sinks must still settle within the test's 30 s,
+# since rows are flushed as soon as nothing more waits in the outbox.
+flush_interval_ms = 600000
+flush_rows = 1000000
 "#,
         reader = hash_token(reader),
         root = repo_root().display(),
