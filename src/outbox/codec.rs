@@ -31,30 +31,38 @@ const TAG_LIST: u8 = 6;
 const TAG_NULL: u8 = 7;
 
 pub fn encode(e: &EntryData, out: &mut Vec<u8>) {
-    encode_parts(
-        e.target,
-        e.status,
-        e.source_ts_nanos,
-        e.server_ts_nanos,
-        &e.value,
-        out,
-    );
+    encode_ref(&e.as_ref(), out);
 }
 
-/// [`encode`] from the fields, without an [`EntryData`] (no copy of the value).
-fn encode_parts(
-    target: u32,
-    status: u32,
-    source_ts: i64,
-    server_ts: i64,
-    value: &TypedValue,
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(&target.to_le_bytes());
-    out.extend_from_slice(&status.to_le_bytes());
-    out.extend_from_slice(&source_ts.to_le_bytes());
-    out.extend_from_slice(&server_ts.to_le_bytes());
-    encode_value(value, out);
+/// The fields of an entry, borrowed from wherever they are (no copy of the value).
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub target: u32,
+    pub status: u32,
+    pub source_ts_nanos: i64,
+    pub server_ts_nanos: i64,
+    pub value: &'a TypedValue,
+}
+
+impl EntryData {
+    /// The entry's fields, borrowed.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            target: self.target,
+            status: self.status,
+            source_ts_nanos: self.source_ts_nanos,
+            server_ts_nanos: self.server_ts_nanos,
+            value: &self.value,
+        }
+    }
+}
+
+fn encode_ref(e: &EntryRef, out: &mut Vec<u8>) {
+    out.extend_from_slice(&e.target.to_le_bytes());
+    out.extend_from_slice(&e.status.to_le_bytes());
+    out.extend_from_slice(&e.source_ts_nanos.to_le_bytes());
+    out.extend_from_slice(&e.server_ts_nanos.to_le_bytes());
+    encode_value(e.value, out);
 }
 
 fn encode_value(v: &TypedValue, out: &mut Vec<u8>) {
@@ -109,35 +117,21 @@ pub fn begin_record(out: &mut Vec<u8>) {
 
 /// Appends one entry to a record begun with [`begin_record`], updating its header.
 pub fn push_entry(e: &EntryData, out: &mut Vec<u8>) {
-    push_parts(
-        e.target,
-        e.status,
-        e.source_ts_nanos,
-        e.server_ts_nanos,
-        &e.value,
-        out,
-    );
+    push_ref(&e.as_ref(), out);
 }
 
-/// [`push_entry`] from the fields of an entry (the value is encoded where it is, not copied).
-pub fn push_parts(
-    target: u32,
-    status: u32,
-    source_ts: i64,
-    server_ts: i64,
-    value: &TypedValue,
-    out: &mut Vec<u8>,
-) {
+/// [`push_entry`] from borrowed fields (the value is encoded where it is, not copied).
+pub fn push_ref(e: &EntryRef, out: &mut Vec<u8>) {
     let at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
-    encode_parts(target, status, source_ts, server_ts, value, out);
+    encode_ref(e, out);
     let len = (out.len() - at - 4) as u32;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     let count = u32::from_le_bytes(out[1..5].try_into().expect("header")) + 1;
     out[1..5].copy_from_slice(&count.to_le_bytes());
     let newest = i64::from_le_bytes(out[5..13].try_into().expect("header"));
-    if source_ts > newest {
-        out[5..13].copy_from_slice(&source_ts.to_le_bytes());
+    if e.source_ts_nanos > newest {
+        out[5..13].copy_from_slice(&e.source_ts_nanos.to_le_bytes());
     }
 }
 

@@ -804,12 +804,14 @@ impl Outbox {
                 Some(id) => *id,
                 None => self.register_target(&u.target),
             };
-            codec::push_parts(
-                target,
-                u.status,
-                u.source_ts_nanos,
-                u.server_ts_nanos,
-                &u.value,
+            codec::push_ref(
+                &codec::EntryRef {
+                    target,
+                    status: u.status,
+                    source_ts_nanos: u.source_ts_nanos,
+                    server_ts_nanos: u.server_ts_nanos,
+                    value: &u.value,
+                },
                 &mut record,
             );
         }
