@@ -28,11 +28,11 @@ use crate::sinks::{SinkContext, SinkStats};
 pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> questdb::Result<()> {
     let t = &u.target;
     if table_prefix.is_empty() {
-        buf.table(t.submodel_id_short.as_str())?;
+        buf.table(&*t.submodel_id_short)?;
     } else {
         buf.table(format!("{table_prefix}{}", t.submodel_id_short).as_str())?;
     }
-    buf.symbol("asset", t.shell_id_short.as_str())?
+    buf.symbol("asset", &t.shell_id_short)?
         .symbol("element", t.id_short_path.as_str())?
         .symbol("quality", u.quality().as_str())?;
     match &u.value {
