@@ -218,6 +218,8 @@ enum PkiCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: fewer malloc arenas, less RSS for a long-running gateway.
+    aas_gateway::ops::limit_malloc_arenas();
     let cli = Cli::parse();
     // `[log] format = "json"` in the config counts like --log-json; the file is read here only
     // for that (errors surface when the command loads it properly).

@@ -18,12 +18,14 @@ pub use crate::core::{format_timestamp, Quality, Reading, ReadingBatch, TypedVal
 /// config still delivers what an earlier config queued.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ElementTarget {
-    /// Submodel identifier (IRI/URN) the element lives in.
-    pub submodel_id: String,
+    /// Submodel identifier (IRI/URN) the element lives in. The three ids are the same for
+    /// every element of a submodel: shared (interned), not copied per element. Serialised as
+    /// plain strings, as before (serde's `rc` feature), so older outbox files read back.
+    pub submodel_id: Arc<str>,
     /// Submodel idShort (used for the time-series table name).
-    pub submodel_id_short: String,
+    pub submodel_id_short: Arc<str>,
     /// idShort of the shell that references the submodel (the asset, in MQTT topics and ILP).
-    pub shell_id_short: String,
+    pub shell_id_short: Arc<str>,
     /// Dotted idShortPath of the element inside the submodel, e.g. `Axis.Speed` or `Positions[2]`.
     pub id_short_path: String,
     /// The element's `valueType` (`xs:double`, ...); for lists, the list's `valueTypeListElement`.

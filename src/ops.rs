@@ -37,6 +37,25 @@ pub fn release_free_memory() {
     }
 }
 
+/// Caps glibc malloc at two arenas, unless `MALLOC_ARENA_MAX` is set (then glibc follows it).
+///
+/// glibc gives each thread that allocates under contention an arena of its own, up to 8 per
+/// core, and each keeps freed memory mapped. The gateway's allocations are spread over the
+/// tokio workers and the blocking threads of the sinks, so at 100k items the extra arenas held
+/// about 50 MiB of RSS (478 → 426 MiB measured with `MALLOC_ARENA_MAX=1`). Two arenas keep
+/// most of that saving without making every thread contend for one lock. Call it first thing
+/// in `main`, before threads start.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes a tuning parameter of glibc's allocator; called before
+        // other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Opens the audit log (when enabled) and records the start and the loaded config's hash.
 /// Also warns (log + audit) when a config with secrets is readable by other users.
 pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
@@ -69,7 +88,8 @@ pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
     Ok(Some(audit))
 }
 
-/// The API router behind the gatekeeper, with write-back, `/metrics` and `/ready` added.
+/// The API router behind the gatekeeper, with write-back (`writeback`, the one the sinks'
+/// commands use too), `/metrics` and `/ready` added.
 pub fn secured_api(
     cfg: &Config,
     mapping: &MappingRouter,
@@ -77,6 +97,7 @@ pub fn secured_api(
     env: SharedEnvironment,
     stats: Arc<PipelineStats>,
     audit: Option<Arc<AuditLog>>,
+    writeback: Arc<WriteBack>,
 ) -> anyhow::Result<Router> {
     let auth =
         Authenticator::from_config(&cfg.api.auth, &cfg.base_dir).map_err(|e| anyhow::anyhow!(e))?;
@@ -92,22 +113,15 @@ pub fn secured_api(
         cfg.api.rate_limit_per_s,
         cfg.api.max_body_bytes,
     );
-    let all_sources: Vec<_> = cfg
+    // Only sources with mapped nodes connect; the others must not hold readiness down.
+    let active: Vec<_> = cfg
         .opcua
         .iter()
         .map(|s| s.name.clone())
         .zip(stats.sources.iter().cloned())
-        .collect();
-    // Only sources with mapped nodes connect; the others must not hold readiness down.
-    let active: Vec<_> = all_sources
-        .iter()
         .enumerate()
-        .filter(|(i, _)| {
-            !mapping
-                .nodes_of_source(*i, &cfg.opcua[*i], &cfg.mapping)
-                .is_empty()
-        })
-        .map(|(_, s)| s.clone())
+        .filter(|(i, _)| mapping.monitors_any(*i))
+        .map(|(_, s)| s)
         .collect();
     let page = status_page(
         cfg,
@@ -118,7 +132,6 @@ pub fn secured_api(
         audit.as_deref(),
         tokens_configured,
     );
-    let writeback = WriteBack::new(&cfg.mapping, mapping, all_sources, env, audit);
     let observability = Observability::new(stats, active, Some(gatekeeper.clone()));
     Ok(writeback
         .layer_onto(api)

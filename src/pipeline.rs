@@ -283,9 +283,10 @@ impl Gateway {
         drop(reading_tx);
         follow_source_health(&stats.sources, sources_up_tx, &shutdown, &mut tasks);
         // Sinks that take commands write through the same checks and audit as the API.
-        let sink_writer: Arc<dyn sinks::ElementWriter> = crate::writeback::WriteBack::new(
+        // One write-back for the sinks' commands and the API (it indexes every rule).
+        let writeback = crate::writeback::WriteBack::new(
             &cfg.mapping,
-            &router,
+            router.clone(),
             cfg.opcua
                 .iter()
                 .map(|s| s.name.clone())
@@ -294,7 +295,7 @@ impl Gateway {
             environment.clone(),
             audit.clone(),
         );
-        let _ = writer.set(sink_writer);
+        let _ = writer.set(writeback.clone() as Arc<dyn sinks::ElementWriter>);
 
         let stats = Arc::new(stats);
         if let Some(listener) = api_listener {
@@ -310,6 +311,7 @@ impl Gateway {
                 environment.clone(),
                 stats.clone(),
                 audit.clone(),
+                writeback,
             )?;
             // The status page's trend lines read the history store through the same extension.
             let app = match &history {

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -29,62 +30,79 @@ use serde_json::{json, Value};
 use crate::aas::XsType;
 use crate::api::{decode_id, ApiError, SharedEnvironment};
 use crate::audit::AuditLog;
-use crate::mapping::{MappingRule, Router as MappingRouter};
+use crate::mapping::{MappingRule, Route, Router as MappingRouter};
 use crate::model::TypedValue;
 use crate::security::Principal;
-use crate::sources::opcua::node_ref::NodeRef;
 use crate::sources::SourceStats;
 
 pub use crate::sources::opcua::slot::{SessionSlot, SessionState};
 
-/// One mapping rule as the write path sees it.
-#[derive(Debug)]
-struct Rule {
-    submodel: String,
-    path: String,
-    node: NodeRef,
-    source: usize,
-    writable: bool,
-    xs: XsType,
-}
-
-/// Shared state of the write-back endpoint.
+/// Shared state of the write-back endpoint (one for the API and the sinks' commands).
+///
+/// It keeps no per-rule copies: the node, source and element of a rule are read from the
+/// mapping router the dispatcher uses too (at 100k rules, copies of submodel id, path and node
+/// per rule cost ~26 MB, and there used to be two such copies).
 pub struct WriteBack {
-    rules: Vec<Rule>,
+    router: Arc<MappingRouter>,
+    /// Per rule (by index), whether it is marked `writable = true`.
+    writable: Vec<bool>,
+    /// `(hash of (submodel id, idShortPath), rule index)`, sorted: finds a rule without a scan
+    /// of every rule per write, and without a second copy of the strings (a hit is checked
+    /// against the route's own target, so a hash collision cannot pick a wrong rule).
+    index: Vec<(u64, u32)>,
+    hasher: std::hash::RandomState,
     sources: Vec<(String, Arc<SourceStats>)>,
     env: SharedEnvironment,
     audit: Option<Arc<AuditLog>>,
 }
 
 impl WriteBack {
-    /// Collects the rules (with their `writable` flag; `rules` are those `router` was built
-    /// from) and the sources' session slots.
+    /// Indexes the rules of `router` (`rules` are those it was built from, for their
+    /// `writable` flag) and keeps the sources' session slots.
     pub fn new(
         rules: &[MappingRule],
-        router: &MappingRouter,
+        router: Arc<MappingRouter>,
         sources: Vec<(String, Arc<SourceStats>)>,
         env: SharedEnvironment,
         audit: Option<Arc<AuditLog>>,
     ) -> Arc<WriteBack> {
-        let rules = router
+        let hasher = std::hash::RandomState::new();
+        let mut index: Vec<(u64, u32)> = router
             .routes
             .iter()
-            .zip(rules)
-            .map(|(route, rule)| Rule {
-                submodel: route.target.submodel_id.clone(),
-                path: route.target.id_short_path.clone(),
-                node: route.node.clone(),
-                source: route.source,
-                writable: rule.writable,
-                xs: route.target.value_type,
+            .enumerate()
+            .map(|(i, r)| {
+                let key = (&*r.target.submodel_id, r.target.id_short_path.as_str());
+                (hasher.hash_one(key), i as u32)
             })
             .collect();
+        // Ties keep rule order, so the first rule for an element wins, as before.
+        index.sort_unstable();
+        let writable = rules
+            .iter()
+            .take(router.routes.len())
+            .map(|r| r.writable)
+            .collect();
         Arc::new(WriteBack {
-            rules,
+            router,
+            writable,
+            index,
+            hasher,
             sources,
             env,
             audit,
         })
+    }
+
+    /// The first rule mapping `path` of submodel `submodel`, with its index.
+    fn rule(&self, submodel: &str, path: &str) -> Option<(usize, &Route)> {
+        let hash = self.hasher.hash_one((submodel, path));
+        let start = self.index.partition_point(|(h, _)| *h < hash);
+        self.index[start..]
+            .iter()
+            .take_while(|(h, _)| *h == hash)
+            .map(|(_, i)| (*i as usize, &self.router.routes[*i as usize]))
+            .find(|(_, r)| &*r.target.submodel_id == submodel && r.target.id_short_path == path)
     }
 
     /// Adds the endpoint to the read API. It is a layer rather than a route of its own: a
@@ -260,18 +278,14 @@ impl WriteBack {
             env.locate(submodel, path)
                 .map_err(|e| Failure::new(StatusCode::NOT_FOUND, e))?;
         }
-        let rule = self
-            .rules
-            .iter()
-            .find(|r| r.submodel == submodel && r.path == path)
-            .ok_or_else(|| {
-                Failure::new(
-                    StatusCode::FORBIDDEN,
-                    format!("{path} is not mapped from an OPC UA node, so it cannot be written"),
-                )
-            })?;
+        let (index, rule) = self.rule(submodel, path).ok_or_else(|| {
+            Failure::new(
+                StatusCode::FORBIDDEN,
+                format!("{path} is not mapped from an OPC UA node, so it cannot be written"),
+            )
+        })?;
         audit["node"] = rule.node.to_string().into();
-        if !rule.writable {
+        if !self.writable.get(index).copied().unwrap_or(false) {
             return Err(Failure::new(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -280,7 +294,7 @@ impl WriteBack {
                 ),
             ));
         }
-        let typed = json_to_typed(new_json, rule.xs)
+        let typed = json_to_typed(new_json, rule.target.value_type)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{path}: {e}")))?;
         let (source_name, stats) = self.sources.get(rule.source).ok_or_else(|| {
             Failure::new(
@@ -329,7 +343,7 @@ impl WriteBack {
             .first()
             .and_then(|dv| dv.value.as_ref())
             .and_then(|v| crate::sources::opcua::convert::variant_to_typed(v).ok())
-            .map(|t| rule.xs.json(&t))
+            .map(|t| rule.target.value_type.json(&t))
             .unwrap_or(Value::Null);
         let data_type = read
             .get(1)
@@ -338,7 +352,7 @@ impl WriteBack {
                 Variant::NodeId(id) => Some((**id).clone()),
                 _ => None,
             });
-        let variant = to_variant(&typed, data_type.as_ref(), rule.xs)
+        let variant = to_variant(&typed, data_type.as_ref(), rule.target.value_type)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{path}: {e}")))?;
         let results = session
             .write(&[WriteValue {

@@ -216,13 +216,23 @@ endpoint = "opc.tcp://127.0.0.1:1/"
     let mut stats = PipelineStats::default();
     stats.sources.push(Default::default()); // a source that is never connected
     stats.sinks.push(("mqtt".into(), Default::default()));
+    let mapping = Arc::new(mapping);
+    let stats = Arc::new(stats);
+    let writeback = aas_gateway::writeback::WriteBack::new(
+        &cfg.mapping,
+        mapping.clone(),
+        vec![("sim".into(), stats.sources[0].clone())],
+        env.clone(),
+        None,
+    );
     let app = aas_gateway::ops::secured_api(
         &cfg,
         &mapping,
         aas_gateway::api::router(env.clone()),
         env,
-        Arc::new(stats),
+        stats,
         None,
+        writeback,
     )
     .unwrap();
     (app, reader, writer, dir)

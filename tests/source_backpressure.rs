@@ -91,7 +91,7 @@ pki_dir = "{pki}"
     let (tx, rx) = mpsc::channel::<ReadingBatch>(1);
     let shutdown = CancellationToken::new();
     // Built and started the way the pipeline does it: through the source registry.
-    let mut built = cfg.build_sources(&router).unwrap();
+    let mut built = cfg.build_sources(&std::sync::Arc::new(router)).unwrap();
     assert_eq!(built.len(), 1);
     let source = built.remove(0);
     assert_eq!(source.name(), "sim");

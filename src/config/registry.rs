@@ -7,9 +7,11 @@
 //! [`SinkConfig`], code, tests), its field in [`Config`] and one line in
 //! [`Config::sink_sections`] (and [`Config::sink_sections_mut`]).
 
+use std::sync::Arc;
+
 use crate::mapping::Router;
 use crate::sinks::{BuildContext, Sink, SinkConfig};
-use crate::sources::{RuleTarget, Source, SourceConfig, SourceContext};
+use crate::sources::{Source, SourceConfig, SourceContext};
 
 use super::Config;
 
@@ -49,7 +51,7 @@ impl Config {
 
     /// Every configured source of every kind, in config order, each with the nodes `router`
     /// (built from this config) maps; a source no rule uses is built idle.
-    pub fn build_sources(&self, router: &Router) -> anyhow::Result<Vec<Box<dyn Source>>> {
+    pub fn build_sources(&self, router: &Arc<Router>) -> anyhow::Result<Vec<Box<dyn Source>>> {
         let resolve = |p: &std::path::Path| self.resolve(p);
         let opcua_nodes: Vec<_> = self
             .opcua
@@ -57,10 +59,10 @@ impl Config {
             .enumerate()
             .map(|(i, source)| router.nodes_of_source(i, source, &self.mapping))
             .collect();
-        let targets: Vec<RuleTarget> = router.rule_targets();
+        let router = router.clone();
         let ctx = SourceContext {
             resolve: &resolve,
-            targets: targets.into(),
+            targets: Arc::new(move |rule| router.rule_target(rule as usize)),
             opcua_nodes: &opcua_nodes,
         };
         let sections: [&dyn SourceConfig; 1] = [&self.opcua];

@@ -58,7 +58,7 @@ fn the_registry_builds_one_source_per_configured_entry_idle_when_unmapped() {
     )
     .unwrap();
     assert_eq!(router.rule_targets()[0].value_type, XsType::Double);
-    let built = config.build_sources(&router).unwrap();
+    let built = config.build_sources(&std::sync::Arc::new(router)).unwrap();
     let names: Vec<_> = built.iter().map(|s| (s.name(), s.is_idle())).collect();
     assert_eq!(names, [("a", true), ("b", false)]);
 }

@@ -160,7 +160,7 @@ impl History {
                 None => {
                     assets.push(Asset {
                         shell_id: shell_id.clone(),
-                        shell_id_short: route.target.shell_id_short.clone(),
+                        shell_id_short: route.target.shell_id_short.to_string(),
                         submodel_id: String::new(),
                         variables: Vec::new(),
                     });

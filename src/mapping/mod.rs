@@ -20,6 +20,7 @@ use opcua::types::NodeId;
 
 use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
 use crate::core::conf::ConfigErrors;
+use crate::core::Interner;
 use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
 use crate::sinks::mqtt::topic::element_topic;
 use crate::sources::opcua::config::OpcUaSourceConfig;
@@ -32,8 +33,8 @@ use crate::sources::RuleTarget;
 pub struct Route {
     /// Index of the `[[opcua]]` source the node lives on.
     pub source: usize,
-    /// The node.
-    pub node: NodeRef,
+    /// The node (shared with the source's list of monitored nodes, not copied).
+    pub node: Arc<NodeRef>,
     /// Where its values go (shared by every update of this rule).
     pub target: Arc<ElementTarget>,
     /// The element's precomputed position in the store.
@@ -52,7 +53,7 @@ pub struct InputRoute {
     /// Index of the `[[opcua]]` source the node lives on.
     pub source: usize,
     /// The node.
-    pub node: NodeRef,
+    pub node: Arc<NodeRef>,
     /// Index of the transformation in [`Router::transforms`].
     pub transform: usize,
     /// Its SourceId (the key of its value in the Lua table).
@@ -115,10 +116,12 @@ impl Router {
         let mut routes = Vec::with_capacity(rules.len());
         let mut seen = std::collections::HashMap::new();
         let index = env.top_level_index();
+        // Ids shared by many rules (submodel, shell, namespace URI) are stored once.
+        let mut strings = Interner::default();
         for (i, rule) in rules.iter().enumerate() {
             let at = |field: &str| format!("mapping[{i}].{field}");
-            let node = match rule.node_id.parse::<NodeRef>() {
-                Ok(n) => n,
+            let node = match NodeRef::parse_interned(&rule.node_id, &mut strings) {
+                Ok(n) => Arc::new(n),
                 Err(e) => {
                     errors.push(at("node_id"), e);
                     continue;
@@ -152,15 +155,15 @@ impl Router {
                 }
             };
             let sm = env.submodel(&rule.submodel).expect("located above");
-            let sm_id_short = sm
-                .get("idShort")
-                .and_then(|v| v.as_str())
-                .unwrap_or("Submodel")
-                .to_string();
-            let shell = env
-                .shell_of_submodel(&rule.submodel)
-                .unwrap_or("unassigned")
-                .to_string();
+            let sm_id_short = strings.intern(
+                sm.get("idShort")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("Submodel"),
+            );
+            let shell = strings.intern(
+                env.shell_of_submodel(&rule.submodel)
+                    .unwrap_or("unassigned"),
+            );
             let topic = element_topic(topic_prefix, &shell, &sm_id_short, &rule.path);
             let linear = match (rule.scale, rule.offset) {
                 (None, None) => None,
@@ -203,7 +206,7 @@ impl Router {
                 source,
                 node,
                 target: Arc::new(ElementTarget {
-                    submodel_id: rule.submodel.clone(),
+                    submodel_id: strings.intern(&rule.submodel),
                     submodel_id_short: sm_id_short,
                     shell_id_short: shell,
                     id_short_path: rule.path.clone(),
@@ -241,7 +244,7 @@ impl Router {
             for (source_id, rule) in &spec.inputs {
                 let at = format!("{}.Sources.{source_id}", spec.at);
                 let node = match rule.node_id.parse::<NodeRef>() {
-                    Ok(n) => n,
+                    Ok(n) => Arc::new(n),
                     Err(e) => {
                         errors.push(&at, e);
                         continue;
@@ -295,6 +298,15 @@ impl Router {
                     }),
             )
             .collect()
+    }
+
+    /// Whether source `source` (its index) has a node to monitor: the same answer as
+    /// `!nodes_of_source(..).is_empty()` without building the list (100k entries at scale).
+    pub fn monitors_any(&self, source: usize) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.source == source && r.monitored)
+            || self.inputs.iter().any(|r| r.source == source)
     }
 
     /// Converts one reading; an error names the node and element so the log says what to fix.
@@ -352,18 +364,27 @@ impl Route {
 impl Router {
     /// Per rule (by index), what its element takes: for the sources' own type checks.
     pub fn rule_targets(&self) -> Vec<RuleTarget> {
+        (0..self.routes.len() + self.inputs.len())
+            .filter_map(|rule| self.rule_target(rule))
+            .collect()
+    }
+
+    /// What rule `rule` (a reading's rule number: routes first, then transformation inputs)
+    /// takes; `None` for an unknown number. Built on demand: the node and element texts are
+    /// only for messages, and a table of them for 100k rules would cost ~14 MB for the
+    /// gateway's whole life.
+    pub fn rule_target(&self, rule: usize) -> Option<RuleTarget> {
+        if let Some(route) = self.routes.get(rule) {
+            return Some(route.rule_target());
+        }
         // Transformation inputs take any value: Lua gets it as it comes.
-        let inputs = self.inputs.iter().map(|i| RuleTarget {
-            node: i.node.to_string(),
-            element: format!("transformation input {}", i.source_id),
+        let input = self.inputs.get(rule - self.routes.len())?;
+        Some(RuleTarget {
+            node: input.node.to_string(),
+            element: format!("transformation input {}", input.source_id),
             value_type: XsType::String,
             linear: false,
-        });
-        self.routes
-            .iter()
-            .map(Route::rule_target)
-            .chain(inputs)
-            .collect()
+        })
     }
 
     /// The transformations, compiled for the dispatcher (the specs compiled once already in

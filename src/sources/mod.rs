@@ -89,12 +89,17 @@ pub struct RuleTarget {
     pub linear: bool,
 }
 
+/// Per mapping rule number, what its element takes (`None` for an unknown number). A function
+/// rather than a table: the answer is needed only when a source connects, and a table would
+/// hold two message texts per rule for the gateway's whole life.
+pub type RuleTargets = Arc<dyn Fn(u32) -> Option<RuleTarget> + Send + Sync>;
+
 /// What a config section builds its sources from, besides itself.
 pub struct SourceContext<'a> {
     /// Makes a path from the config absolute (relative paths are relative to the config file).
     pub resolve: &'a dyn Fn(&Path) -> PathBuf,
     /// Per mapping rule (by index), what its element takes.
-    pub targets: Arc<[RuleTarget]>,
+    pub targets: RuleTargets,
     /// Per `[[opcua]]` entry (by index), the nodes the mapping rules want from it, with their
     /// acquisition settings.
     pub opcua_nodes: &'a [Vec<opcua::MonitoredNode>],

@@ -37,8 +37,9 @@ struct SubmodelInfo {
 struct Row {
     submodel: u32,
     path: Box<str>,
-    /// The path in lower case, for the search.
-    lower: Box<str>,
+    /// The path in lower case, for the search, only when it is not ASCII (idShorts are ASCII
+    /// by the AAS spec; an ASCII path is searched without a lower-case copy per element).
+    lower: Option<Box<str>>,
     location: ElementLocation,
     /// The mapping rule that writes it, if any.
     rule: Option<u32>,
@@ -56,6 +57,20 @@ pub struct ElementIndex {
     rows: Vec<Row>,
 }
 
+/// Whether the row's path contains `word` (lower case), ignoring case like `to_lowercase`.
+fn row_contains(r: &Row, word: &str) -> bool {
+    match &r.lower {
+        Some(lower) => lower.contains(word),
+        None => {
+            let (hay, needle) = (r.path.as_bytes(), word.as_bytes());
+            needle.is_empty()
+                || hay
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle))
+        }
+    }
+}
+
 impl ElementIndex {
     /// Indexes `env` (as loaded, before live values); `rules` are those `router` was built
     /// from (for `writable` and `history`); `skip` tells submodels to leave out (the Time
@@ -70,7 +85,7 @@ impl ElementIndex {
         for (i, route) in router.routes.iter().enumerate() {
             by_element
                 .entry((
-                    route.target.submodel_id.as_str(),
+                    &route.target.submodel_id,
                     route.target.id_short_path.as_str(),
                 ))
                 .or_insert(i);
@@ -108,7 +123,7 @@ impl ElementIndex {
                 let flags = rule.and_then(|r| rules.get(r));
                 out.rows.push(Row {
                     submodel: sm_index,
-                    lower: path.to_lowercase().into(),
+                    lower: (!path.is_ascii()).then(|| path.to_lowercase().into()),
                     path: path.into(),
                     location,
                     rule: rule.map(|r| r as u32),
@@ -159,7 +174,7 @@ impl ElementIndex {
             let sm = &self.submodels[r.submodel as usize].lower;
             words
                 .iter()
-                .all(|w| r.lower.contains(w.as_str()) || sm.contains(w.as_str()))
+                .all(|w| row_contains(r, w) || sm.contains(w.as_str()))
         };
         let mut total = 0usize;
         let mut picked: Vec<&Row> = Vec::with_capacity(limit);

@@ -151,7 +151,7 @@ mod tests {
 
     fn target(submodel: &str, path: &str) -> Arc<ElementTarget> {
         Arc::new(ElementTarget {
-            submodel_id: format!("urn:sm:{submodel}"),
+            submodel_id: format!("urn:sm:{submodel}").into(),
             submodel_id_short: submodel.into(),
             shell_id_short: "Cnc1".into(),
             id_short_path: path.into(),
@@ -203,7 +203,7 @@ mod tests {
                 .then(|| crate::model::format_timestamp(u.server_ts_nanos)),
             quality: u.quality().as_str(),
             status_code: u.status,
-            submodel_id: (!in_submodel).then_some(u.target.submodel_id.as_str()),
+            submodel_id: (!in_submodel).then_some(&*u.target.submodel_id),
             id_short_path: (!in_submodel).then_some(path),
         })
         .unwrap()

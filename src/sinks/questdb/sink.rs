@@ -61,11 +61,11 @@ fn c(name: &'static str) -> ColumnName<'static> {
 pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> questdb::Result<()> {
     let t = &u.target;
     if table_prefix.is_empty() {
-        buf.table(t.submodel_id_short.as_str())?;
+        buf.table(&*t.submodel_id_short)?;
     } else {
         buf.table(format!("{table_prefix}{}", t.submodel_id_short).as_str())?;
     }
-    buf.symbol(c(col::ASSET), t.shell_id_short.as_str())?
+    buf.symbol(c(col::ASSET), &t.shell_id_short)?
         .symbol(c(col::ELEMENT), t.id_short_path.as_str())?
         .symbol(c(col::QUALITY), u.quality().as_str())?;
     match &u.value {

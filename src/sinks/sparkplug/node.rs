@@ -47,18 +47,18 @@ impl Node {
         for e in elements {
             let t = &e.target;
             let name = metric_name(t);
-            let key = (t.shell_id_short.clone(), name.clone());
+            let key = (t.shell_id_short.to_string(), name.clone());
             if let Some(&at) = node.index.get(&key) {
                 node.by_target
                     .insert(std::sync::Arc::as_ptr(t) as usize, at);
                 node.kept_targets.push(t.clone());
                 continue;
             }
-            let d = match node.devices.iter().position(|d| d.id == t.shell_id_short) {
+            let d = match node.devices.iter().position(|d| *d.id == *t.shell_id_short) {
                 Some(d) => d,
                 None => {
                     node.devices.push(Device {
-                        id: t.shell_id_short.clone(),
+                        id: t.shell_id_short.to_string(),
                         metrics: Vec::new(),
                         newest: Vec::new(),
                         sources: Vec::new(),
@@ -78,7 +78,7 @@ impl Node {
                 datatype: DataType::of(t.value_type, e.list),
                 unit: t.unit.clone(),
                 semantic_id: t.semantic_id.clone(),
-                submodel_id: t.submodel_id.clone(),
+                submodel_id: t.submodel_id.to_string(),
                 path: t.id_short_path.clone(),
             });
             dev.newest.push(None);
@@ -99,7 +99,7 @@ impl Node {
             return Some(at);
         }
         self.index
-            .get(&(t.shell_id_short.clone(), metric_name(t)))
+            .get(&(t.shell_id_short.to_string(), metric_name(t)))
             .copied()
     }
 

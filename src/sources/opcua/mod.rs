@@ -109,8 +109,9 @@ impl MonitorSettings {
 pub struct MonitoredNode {
     /// Index of the mapping rule.
     pub rule: u32,
-    /// The node id as configured.
-    pub node: NodeRef,
+    /// The node id as configured (shared with the mapping's route: cloning a node list
+    /// copies no node ids).
+    pub node: Arc<NodeRef>,
     /// Acquisition settings.
     pub settings: MonitorSettings,
 }

@@ -6,49 +6,68 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use opcua::types::{NamespaceMap, NodeId};
 
+use crate::core::Interner;
+
 /// A node id whose namespace may still be a URI.
+///
+/// Kept small because a gateway holds one per mapped node (100k and more): the namespace URI
+/// is shared between nodes ([`NodeRef::parse_interned`]) and the text as written is kept only
+/// when it differs from the form [`fmt::Display`] rebuilds from the parts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRef {
     /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
-    pub namespace_uri: Option<String>,
+    pub namespace_uri: Option<Arc<str>>,
     /// The node id; for `nsu=` ids its namespace index is a placeholder until resolved.
     pub node_id: NodeId,
-    text: String,
+    /// The text as written, when the canonical form differs (e.g. `ns=0;i=2258`).
+    text: Option<Box<str>>,
 }
 
 impl FromStr for NodeRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeRef::parse_interned(s, &mut Interner::default())
+    }
+}
+
+impl NodeRef {
+    /// Parses `s` like [`FromStr`], taking the namespace URI from `strings`, so that the
+    /// nodes of one namespace share one copy of it.
+    pub fn parse_interned(s: &str, strings: &mut Interner) -> Result<NodeRef, String> {
         let invalid = || {
             format!("{s:?} is not a NodeId (expected ns=<index>;<i|s|g|b>=<id> or nsu=<uri>;<i|s|g|b>=<id>)")
         };
-        if let Some(rest) = s.strip_prefix("nsu=") {
+        let mut node = if let Some(rest) = s.strip_prefix("nsu=") {
             let (uri, id) = rest.split_once(';').ok_or_else(invalid)?;
             if uri.is_empty() {
                 return Err(invalid());
             }
             let node_id = NodeId::from_str(id).map_err(|_| invalid())?;
-            Ok(NodeRef {
-                namespace_uri: Some(uri.to_string()),
+            NodeRef {
+                namespace_uri: Some(strings.intern(uri)),
                 node_id,
-                text: s.to_string(),
-            })
+                text: None,
+            }
         } else {
             let node_id = NodeId::from_str(s).map_err(|_| invalid())?;
-            Ok(NodeRef {
+            NodeRef {
                 namespace_uri: None,
                 node_id,
-                text: s.to_string(),
-            })
+                text: None,
+            }
+        };
+        // Once per node at start: the text is shown as the user wrote it.
+        if node.to_string() != s {
+            node.text = Some(s.into());
         }
+        Ok(node)
     }
-}
 
-impl NodeRef {
     /// The concrete node id on a server with the given namespace table.
     pub fn resolve(&self, namespaces: &NamespaceMap) -> Result<NodeId, String> {
         match &self.namespace_uri {
@@ -65,7 +84,11 @@ impl NodeRef {
 
 impl fmt::Display for NodeRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        match (&self.text, &self.namespace_uri) {
+            (Some(text), _) => f.write_str(text),
+            (None, Some(uri)) => write!(f, "nsu={uri};{}", self.node_id.identifier),
+            (None, None) => write!(f, "{}", self.node_id),
+        }
     }
 }
 
@@ -83,10 +106,22 @@ mod tests {
             "ns=4;b=AQID",
             "nsu=urn:opcua-sim:cnc;s=CNC1.SpindleSpeed",
             "nsu=http://opcfoundation.org/UA/;i=2258",
+            "nsu=urn:x;g=72962b91-fa75-4ae6-8d28-b404dc7daf63",
+            "nsu=urn:x;ns=3;s=odd",
         ] {
             let r: NodeRef = s.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(r.to_string(), s);
         }
+    }
+
+    #[test]
+    fn nodes_of_one_namespace_share_its_uri() {
+        let mut strings = Interner::default();
+        let a = NodeRef::parse_interned("nsu=urn:a;s=X", &mut strings).unwrap();
+        let b = NodeRef::parse_interned("nsu=urn:a;i=7", &mut strings).unwrap();
+        let (ua, ub) = (a.namespace_uri.unwrap(), b.namespace_uri.unwrap());
+        assert!(Arc::ptr_eq(&ua, &ub));
+        assert!(a.text.is_none(), "canonical text is not stored twice");
     }
 
     #[test]

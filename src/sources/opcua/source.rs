@@ -11,14 +11,14 @@ use tracing::warn;
 use super::config::OpcUaSourceConfig;
 use super::{run_source, MonitoredNode, TypeCheck};
 use crate::core::ReadingBatch;
-use crate::sources::{RuleTarget, Source, SourceConfig, SourceContext, SourceError, SourceStats};
+use crate::sources::{RuleTargets, Source, SourceConfig, SourceContext, SourceError, SourceStats};
 
 /// One configured OPC UA server and the nodes the mapping wants from it.
 pub struct OpcUaSource {
     cfg: OpcUaSourceConfig,
     pki_dir: std::path::PathBuf,
     nodes: Vec<MonitoredNode>,
-    targets: Arc<[RuleTarget]>,
+    targets: RuleTargets,
     stats: Arc<SourceStats>,
 }
 
@@ -62,11 +62,10 @@ impl Source for OpcUaSource {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), SourceError>> {
         let targets = self.targets;
-        let type_check: TypeCheck =
-            Arc::new(move |rule, data_type| match targets.get(rule as usize) {
-                Some(t) => super::typecheck::check_data_type(t, data_type),
-                None => Err(format!("no mapping rule {rule}")),
-            });
+        let type_check: TypeCheck = Arc::new(move |rule, data_type| match targets(rule) {
+            Some(t) => super::typecheck::check_data_type(&t, data_type),
+            None => Err(format!("no mapping rule {rule}")),
+        });
         let source_name = self.cfg.name.clone();
         let stats = self.stats.clone();
         run_source(

@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(f.trigger, DataChangeTrigger::StatusValueTimestamp);
         let node = MonitoredNode {
             rule: 4,
-            node: "ns=2;s=X".parse().unwrap(),
+            node: Arc::new("ns=2;s=X".parse().unwrap()),
             settings: s,
         };
         let req = create_request(&node, NodeId::new(2, "X"));
