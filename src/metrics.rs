@@ -34,6 +34,7 @@ use prometheus_client::registry::{Registry, Unit};
 use serde_json::json;
 
 use crate::api::gatekeeper::Gatekeeper;
+use crate::core::LatencySnapshot;
 use crate::outbox::{OutboxStats, SinkBufferStatus};
 use crate::sinks::SinkStats;
 use crate::sources::SourceStats;
@@ -253,6 +254,26 @@ enum Samples<'a> {
 /// counter it ends in `_total`, which prometheus-client appends by itself, so it is cut off here
 /// (OpenMetrics names the family without it; the Prometheus text format with it). A family
 /// without samples (no source configured) is left out, as prometheus-client's own registry does.
+/// A latency histogram family in seconds, one histogram per sink (nothing without sinks).
+fn latency_family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    per_sink: &[(&str, LatencySnapshot)],
+) -> std::fmt::Result {
+    if per_sink.is_empty() {
+        return Ok(());
+    }
+    let mut metric =
+        enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for (sink, h) in per_sink {
+        metric
+            .encode_family(&[("sink", *sink)])?
+            .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
+    }
+    Ok(())
+}
+
 fn family(
     enc: &mut DescriptorEncoder,
     kind: Kind,
@@ -496,41 +517,34 @@ impl Collector for Counters {
             per_buffer(|b| b.max_bytes),
         )?;
 
-        if !s.sinks.is_empty() {
-            // Named with its unit: the samples are `aas_gateway_end_to_end_latency_seconds_*`.
-            let seconds = Unit::Seconds;
-            let mut metric = enc.encode_descriptor(
-                "aas_gateway_end_to_end_latency",
-                "Source timestamp to confirmation by the sink.",
-                Some(&seconds),
-                MetricType::Histogram,
-            )?;
-            for (sink, st) in &s.sinks {
-                let h = st.latency.snapshot();
-                metric
-                    .encode_family(&[("sink", sink.as_str())])?
-                    .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
-            }
-        }
+        // Named with their unit: the samples are `aas_gateway_end_to_end_latency_seconds_*`.
+        let end_to_end: Vec<_> = s
+            .sinks
+            .iter()
+            .map(|(sink, st)| (sink.as_str(), st.latency.snapshot()))
+            .collect();
+        latency_family(
+            enc,
+            "aas_gateway_end_to_end_latency",
+            "Source timestamp to confirmation by the sink.",
+            &end_to_end,
+        )?;
         // The gateway's own share of it, apart from the device's publishing interval.
-        if let Some(outbox) = &s.outbox {
-            let seconds = Unit::Seconds;
-            let mut metric = enc.encode_descriptor(
-                "aas_gateway_sink_added_latency",
-                "Arrival of a value's OPC UA response at the gateway to confirmation by the sink.",
-                Some(&seconds),
-                MetricType::Histogram,
-            )?;
-            for (sink, _) in &s.sinks {
-                let Some(h) = outbox.added_latency(sink) else {
-                    continue;
-                };
-                let h = h.snapshot();
-                metric
-                    .encode_family(&[("sink", sink.as_str())])?
-                    .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)?;
-            }
-        }
+        let added: Vec<_> = s
+            .outbox
+            .iter()
+            .flat_map(|o| {
+                s.sinks.iter().filter_map(|(sink, _)| {
+                    Some((sink.as_str(), o.added_latency(sink)?.snapshot()))
+                })
+            })
+            .collect();
+        latency_family(
+            enc,
+            "aas_gateway_sink_added_latency",
+            "Arrival of a value's OPC UA response at the gateway to confirmation by the sink.",
+            &added,
+        )?;
 
         let outbox = |f: fn(&OutboxStats) -> u64| One(s.outbox.as_ref().map_or(0, |o| f(&o.stats)));
         family(

@@ -315,20 +315,14 @@ async fn run(args: Args) -> Result<()> {
                 );
                 continue;
             }
-            let r = run_gateway(&RunSpec {
-                label,
-                bin,
-                message_per: mode,
-                sim_url: &sim.url,
+            let r = run_gateway(&RunSpec::new(
+                &args,
+                (label, bin, mode),
+                &sim,
                 n,
                 interval_ms,
-                seconds: args.seconds,
-                drain_cap: Duration::from_secs(args.drain_cap_s),
-                sim_pid: sim.pid(),
-                rss_every: Duration::from_millis(500),
-                settle: Duration::from_secs(3),
-                added_metric: &args.added_latency_metric,
-            })
+                args.seconds,
+            ))
             .await?;
             eprintln!("   {}", summary(&r));
             if !r.zero_loss() {
@@ -377,20 +371,14 @@ async fn run(args: Args) -> Result<()> {
                 .with_context(|| format!("--max-intervals: {m:?} is not a number of ms"))?;
             eprintln!("== max throughput: {n} items @ {interval_ms} ms");
             let sim = Sim::start(&args, n, interval_ms).await?;
-            let r = run_gateway(&RunSpec {
-                label,
-                bin,
-                message_per: mode,
-                sim_url: &sim.url,
+            let r = run_gateway(&RunSpec::new(
+                &args,
+                (label, bin, mode),
+                &sim,
                 n,
                 interval_ms,
-                seconds: args.max_seconds,
-                drain_cap: Duration::from_secs(args.drain_cap_s),
-                sim_pid: sim.pid(),
-                rss_every: Duration::from_millis(500),
-                settle: Duration::from_secs(3),
-                added_metric: &args.added_latency_metric,
-            })
+                args.max_seconds,
+            ))
             .await?;
             sim.stop().await;
             eprintln!("   {} held={}", summary(&r), r.held());
@@ -409,20 +397,14 @@ async fn run(args: Args) -> Result<()> {
         let interval_ms = args.rss_interval_ms;
         eprintln!("== RSS: {n} items @ {interval_ms} ms");
         let sim = Sim::start(&args, n, interval_ms).await?;
-        let r = run_gateway(&RunSpec {
-            label,
-            bin,
-            message_per: mode,
-            sim_url: &sim.url,
+        let r = run_gateway(&RunSpec::new(
+            &args,
+            (label, bin, mode),
+            &sim,
             n,
             interval_ms,
-            seconds: args.rss_settle_s,
-            drain_cap: Duration::from_secs(args.drain_cap_s),
-            sim_pid: sim.pid(),
-            rss_every: Duration::from_millis(500),
-            settle: Duration::from_secs(3),
-            added_metric: &args.added_latency_metric,
-        })
+            args.rss_settle_s,
+        ))
         .await?;
         sim.stop().await;
         eprintln!(
@@ -443,18 +425,16 @@ async fn run(args: Args) -> Result<()> {
         );
         let sim = Sim::start(&args, n, interval_ms).await?;
         let r = run_gateway(&RunSpec {
-            label,
-            bin,
-            message_per: mode,
-            sim_url: &sim.url,
-            n,
-            interval_ms,
-            seconds: args.soak_minutes * 60,
-            drain_cap: Duration::from_secs(args.drain_cap_s),
-            sim_pid: sim.pid(),
             rss_every: Duration::from_secs(5),
             settle: Duration::from_secs(args.soak_warmup_s),
-            added_metric: &args.added_latency_metric,
+            ..RunSpec::new(
+                &args,
+                (label, bin, mode),
+                &sim,
+                n,
+                interval_ms,
+                args.soak_minutes * 60,
+            )
         })
         .await?;
         sim.stop().await;
@@ -639,6 +619,34 @@ struct RunSpec<'a> {
     added_metric: &'a str,
     /// Steady flow between the initial values' arrival and the window.
     settle: Duration,
+}
+
+impl<'a> RunSpec<'a> {
+    /// A run of gateway `(label, bin, message_per)` against `sim` with N items changing every
+    /// `interval_ms`, measured for `seconds`: RSS every 500 ms, 3 s of flow before the window.
+    fn new(
+        args: &'a Args,
+        (label, bin, message_per): (&'a str, &'a Path, &'a str),
+        sim: &'a Sim,
+        n: usize,
+        interval_ms: u64,
+        seconds: u64,
+    ) -> RunSpec<'a> {
+        RunSpec {
+            label,
+            bin,
+            message_per,
+            sim_url: &sim.url,
+            n,
+            interval_ms,
+            seconds,
+            drain_cap: Duration::from_secs(args.drain_cap_s),
+            sim_pid: sim.pid(),
+            rss_every: Duration::from_millis(500),
+            settle: Duration::from_secs(3),
+            added_metric: &args.added_latency_metric,
+        }
+    }
 }
 
 /// Runs the gateway on one case and measures it: the warm-up (every item's initial value
