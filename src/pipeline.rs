@@ -418,10 +418,16 @@ impl Gateway {
     }
 }
 
+/// Values mapped before they are handed to the sinks as one record: a large group (a publish
+/// response of 10k values) starts leaving while the rest of it is still being mapped, and the
+/// whole group is still written with one fsync (see [`Outbox::publish`]).
+pub const CHUNK_VALUES: usize = 2_000;
+
 /// Maps readings to updates, applies them to the AAS store and persists them in the outbox,
 /// from which every sink reads. Every batch waiting in the channel is taken at once and
-/// persisted as one record (group commit: one fsync). Closes the outbox when the sources are
-/// done, or [`DISPATCH_STOP`] after shutdown when it cannot persist any more.
+/// persisted with one fsync (group commit), handed to the sinks a chunk at a time as it is
+/// mapped ([`CHUNK_VALUES`]). Closes the outbox when the sources are done, or
+/// [`DISPATCH_STOP`] after shutdown when it cannot persist any more.
 async fn dispatch(
     mut rx: mpsc::Receiver<ReadingBatch>,
     router: Arc<Router>,
@@ -431,8 +437,13 @@ async fn dispatch(
     history: Option<Arc<History>>,
     shutdown: CancellationToken,
 ) {
-    let mut reported = HashSet::new();
-    let mut seen = vec![false; router.routes.len()];
+    let mut mapper = Mapper {
+        router: &router,
+        stats: &stats,
+        seen: vec![false; router.routes.len()],
+        reported: HashSet::new(),
+        routed: Vec::with_capacity(CHUNK_VALUES),
+    };
     let mut transforms = router.transform_runtime();
     let give_up = async {
         shutdown.cancelled().await;
@@ -442,7 +453,7 @@ async fn dispatch(
     let mut group: Vec<ReadingBatch> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut waiting = first.len();
-        // The record's arrival is its earliest batch's: the added latency is not understated.
+        // The group's arrival is its earliest batch's: the added latency is not understated.
         let mut received = first.received;
         group.push(first);
         while waiting < MAX_RECORD_VALUES {
@@ -456,28 +467,18 @@ async fn dispatch(
             }
         }
         stats.readings.fetch_add(waiting as u64, Ordering::Relaxed);
-        let mut routed = Vec::with_capacity(waiting);
-        let mut route_one = |reading: crate::core::Reading| {
-            let rule = reading.rule;
-            match router.route(reading) {
-                Ok((route, update)) => {
-                    if let Some(first @ false) = seen.get_mut(rule as usize) {
-                        *first = true;
-                        stats.rules_with_value.fetch_add(1, Ordering::Relaxed);
-                    }
-                    routed.push((rule, route, update))
-                }
-                Err(e) => {
-                    stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
-                    if reported.insert(rule) {
-                        warn!("value not mapped (logged once per rule, counted always): {e}");
-                    }
-                }
-            }
+        let mut hand_off = HandOff {
+            env: &env,
+            history: history.as_deref(),
+            outbox: outbox.as_ref(),
+            stats: &stats,
+            received,
+            published: 0,
         };
         // Values of transformation inputs become the values of its outputs, which then take
         // the same path as every other reading (no extra work without transformations).
         let mut outputs = Vec::new();
+        let mut stopped = false;
         for reading in group.drain(..).flatten() {
             if transforms.is_input(reading.rule) {
                 match transforms.feed(&reading) {
@@ -488,33 +489,35 @@ async fn dispatch(
                 }
                 continue;
             }
-            route_one(reading);
+            mapper.map(reading);
+            if mapper.routed.len() >= CHUNK_VALUES && !stopped {
+                stopped = !hand_off.publish(&mut mapper.routed, &mut give_up).await;
+            }
         }
         for reading in outputs {
-            route_one(reading);
+            mapper.map(reading);
         }
-        // Parked per element; written into the AAS tree when the API reads it.
-        env.record_with_status(routed.iter().map(|(rule, _, update)| {
-            (*rule, &update.value, update.status, update.source_ts_nanos)
-        }));
-        if let Some(h) = &history {
-            h.record(routed.iter().map(|(_, route, update)| (*route, update)));
+        if !stopped {
+            stopped = !hand_off.publish(&mut mapper.routed, &mut give_up).await;
         }
-        let batch: Vec<SubmodelUpdate> = routed.into_iter().map(|(_, _, u)| u).collect();
-        stats
-            .updates
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        // Shared with the sinks as they are (no copy, no decode for a sink that keeps up).
-        let batch = Arc::new(RecordValues::new(batch, received));
+        let Some(outbox) = &outbox else { continue };
+        if stopped {
+            // Out of time while a `block` sink had no room: what was mapped is not persisted.
+            stats.unpersisted.fetch_add(
+                hand_off.published + mapper.routed.len() as u64,
+                Ordering::Relaxed,
+            );
+            outbox.close();
+            return;
+        }
         // Persist before taking the next batch; a failing disk is retried, never skipped, until
         // shutdown ran out of time.
-        let Some(outbox) = &outbox else { continue };
         let mut backoff = crate::core::Backoff::new();
         loop {
             let result = tokio::select! {
-                r = outbox.append_values(&batch) => r,
+                r = outbox.commit() => r,
                 _ = &mut give_up => {
-                    stats.unpersisted.fetch_add(batch.values().len() as u64, Ordering::Relaxed);
+                    stats.unpersisted.fetch_add(hand_off.published, Ordering::Relaxed);
                     outbox.close();
                     return;
                 }
@@ -525,7 +528,7 @@ async fn dispatch(
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = &mut give_up => {
-                    stats.unpersisted.fetch_add(batch.values().len() as u64, Ordering::Relaxed);
+                    stats.unpersisted.fetch_add(hand_off.published, Ordering::Relaxed);
                     outbox.close();
                     return;
                 }
@@ -534,6 +537,94 @@ async fn dispatch(
     }
     if let Some(outbox) = outbox {
         outbox.close();
+    }
+}
+
+/// Readings → updates, through the router; counts the rules that produced a value and the
+/// readings that could not be mapped (logged once per rule).
+struct Mapper<'a> {
+    router: &'a Router,
+    stats: &'a PipelineStats,
+    seen: Vec<bool>,
+    reported: HashSet<u32>,
+    /// Mapped and not yet handed on: (rule, route, update).
+    routed: Vec<(u32, &'a crate::mapping::Route, SubmodelUpdate)>,
+}
+
+impl<'a> Mapper<'a> {
+    fn map(&mut self, reading: crate::core::Reading) {
+        let rule = reading.rule;
+        match self.router.route(reading) {
+            Ok((route, update)) => {
+                if let Some(first @ false) = self.seen.get_mut(rule as usize) {
+                    *first = true;
+                    self.stats.rules_with_value.fetch_add(1, Ordering::Relaxed);
+                }
+                self.routed.push((rule, route, update))
+            }
+            Err(e) => {
+                self.stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
+                if self.reported.insert(rule) {
+                    warn!("value not mapped (logged once per rule, counted always): {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Where mapped updates go: the live AAS, the history and the outbox.
+struct HandOff<'a> {
+    env: &'a SharedEnvironment,
+    history: Option<&'a History>,
+    outbox: Option<&'a Arc<Outbox>>,
+    stats: &'a PipelineStats,
+    /// When the group's earliest readings reached the gateway.
+    received: std::time::Instant,
+    /// Values of the group published to the outbox (not on disk before the group's commit).
+    published: u64,
+}
+
+impl HandOff<'_> {
+    /// Applies `routed` to the live AAS and the history and publishes it to the sinks as one
+    /// record (written by the next commit), leaving `routed` empty. False when shutdown ran
+    /// out of time while a `block` sink had no room (nothing was published then).
+    async fn publish(
+        &mut self,
+        routed: &mut Vec<(u32, &crate::mapping::Route, SubmodelUpdate)>,
+        give_up: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> bool {
+        if routed.is_empty() {
+            return true;
+        }
+        // Parked per element; written into the AAS tree when the API reads it.
+        self.env
+            .record_with_status(routed.iter().map(|(rule, _, update)| {
+                (*rule, &update.value, update.status, update.source_ts_nanos)
+            }));
+        if let Some(h) = self.history {
+            h.record(routed.iter().map(|(_, route, update)| (*route, update)));
+        }
+        let batch: Vec<SubmodelUpdate> = routed.drain(..).map(|(_, _, u)| u).collect();
+        self.stats
+            .updates
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let Some(outbox) = self.outbox else {
+            return true;
+        };
+        // Shared with the sinks as they are (no copy, no decode for a sink that keeps up).
+        let values = Arc::new(RecordValues::new(batch, self.received));
+        tokio::select! {
+            _ = outbox.publish(&values) => {
+                self.published += values.values().len() as u64;
+                true
+            }
+            _ = give_up.as_mut() => {
+                self.stats
+                    .unpersisted
+                    .fetch_add(values.values().len() as u64, Ordering::Relaxed);
+                false
+            }
+        }
     }
 }
 

@@ -8,6 +8,10 @@
 //! - **Records, not values.** Each dispatcher batch (every reading batch that was waiting,
 //!   merged: group commit) becomes one record, written with one fsync before the dispatcher takes
 //!   the next batch. A value is encoded once; a sink decodes a record once ([`codec`]).
+//! - **Sent while written, confirmed once durable.** The sinks may read the newest record while
+//!   its fsync is under way (a busy disk took tens of milliseconds, which every value waited);
+//!   a confirmation that reaches into it is held back until it is on disk, so a cursor never
+//!   points past what the file holds. A crash in between re-sends those values: at least once.
 //! - **Per-sink cursors** `(record, offset)` = the first value the sink has not had confirmed.
 //!   A sink acknowledges in order only what its far side confirmed (PUBACK, HTTP 2xx). A record is
 //!   deleted once no sink needs it any more.
@@ -212,7 +216,7 @@ pub struct SinkBufferStatus {
 pub struct OutboxStats {
     /// Values persisted.
     pub appended: AtomicU64,
-    /// Records persisted (one fsync each).
+    /// Records persisted (a commit writes every record published since the last: one fsync).
     pub records: AtomicU64,
     /// Values given up for at least one sink (sum over sinks; see the per-sink counts).
     pub dropped: AtomicU64,
@@ -259,12 +263,18 @@ struct SinkState {
     episode: Option<u64>,
     /// Arrival at the gateway → confirmation by this sink's far side, per value.
     added_latency: Arc<LatencyHistogram>,
+    /// A confirmation that reached into the record still being written: applied once that
+    /// record is on disk (a cursor never points past what the file holds).
+    confirmed_early: Option<Pos>,
 }
 
 struct State {
     records: BTreeMap<u64, RecordMeta>,
     /// Id the next record gets; also the log's head.
     next_record: u64,
+    /// Every record below this id is on disk; the newer ones were handed to the sinks before
+    /// their write (see [`Outbox::publish`]).
+    durable_below: u64,
     /// Values and bytes appended since open, including records that were deleted.
     values_total: u64,
     bytes_total: u64,
@@ -285,6 +295,14 @@ struct Targets {
     unsaved: Vec<(u32, String)>,
 }
 
+/// A record visible to the sinks that is not on disk yet.
+struct PendingWrite {
+    id: u64,
+    values: Arc<RecordValues>,
+    record: Vec<u8>,
+    new_targets: Vec<(u32, String)>,
+}
+
 /// The durable log shared by the dispatcher (writer) and the sinks (readers).
 pub struct Outbox {
     db: Database,
@@ -295,8 +313,9 @@ pub struct Outbox {
     /// The values of the newest records as appended (see [`RECENT_VALUES`]): a sink that keeps
     /// up reads them from here, neither reading the file nor decoding.
     recent: Mutex<VecDeque<(u64, Arc<RecordValues>)>>,
-    /// Serialises appends (one record at a time, in id order).
-    writer: tokio::sync::Mutex<()>,
+    /// Serialises appends (records in id order); holds the records published but not yet
+    /// written (see [`Outbox::publish`]).
+    writer: tokio::sync::Mutex<Vec<PendingWrite>>,
     /// Woken when a record was appended or the outbox closed.
     appended: Notify,
     /// Woken when a sink confirmed or skipped values (room for a blocked append).
@@ -617,6 +636,7 @@ impl Outbox {
             held_bytes: records.values().map(|r| r.bytes).sum(),
             records,
             next_record,
+            durable_below: next_record,
             values_total,
             bytes_total,
             sinks: Vec::new(),
@@ -672,6 +692,7 @@ impl Outbox {
                 dropped: 0,
                 episode: None,
                 added_latency: Arc::new(LatencyHistogram::with_bounds(&ADDED_LATENCY_BUCKETS_S)),
+                confirmed_early: None,
             });
         }
         for name in stored.keys() {
@@ -710,7 +731,7 @@ impl Outbox {
             cfg,
             targets: RwLock::new(targets),
             recent: Mutex::new(VecDeque::new()),
-            writer: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(Vec::new()),
             appended: Notify::new(),
             space: Notify::new(),
             hook,
@@ -775,25 +796,64 @@ impl Outbox {
         self.append_values(&Arc::new(values)).await
     }
 
-    /// Persists `values` as one record (one fsync). Under a `block` sink this first waits until
-    /// that sink has room; cancelling the future while it waits appends nothing. The values
-    /// themselves are kept for the sinks to read (see [`RECENT_VALUES`]); on an error the
-    /// caller still has them to try again.
+    /// Persists `values` as one record: [`Self::publish`], then [`Self::commit`]. Called again
+    /// with the same values after a failed write, it writes them again (never a second copy).
     pub async fn append_values(self: &Arc<Self>, values: &Arc<RecordValues>) -> Result<()> {
-        if values.values.is_empty() {
-            return Ok(());
+        let retry = {
+            let pending = self.writer.lock().await;
+            pending.iter().any(|p| Arc::ptr_eq(&p.values, values))
+        };
+        if !retry {
+            self.publish(values).await;
         }
-        let _writer = self.writer.lock().await;
+        self.commit().await
+    }
+
+    /// Hands `values` to the sinks as the next record, before it is on disk; [`Self::commit`]
+    /// writes it. Under a `block` sink this first waits until that sink has room; cancelling
+    /// the future while it waits publishes nothing.
+    ///
+    /// Why before the disk: a value leaves for its sinks without waiting for the fsync (on a
+    /// busy disk, tens of milliseconds) or for the rest of its group to be mapped. A sink's
+    /// confirmation of it takes effect only once it is on disk, so a cursor never points past
+    /// what the file holds; a crash before the commit re-sends what was confirmed meanwhile.
+    pub async fn publish(self: &Arc<Self>, values: &Arc<RecordValues>) {
+        if values.values.is_empty() {
+            return;
+        }
+        let mut pending = self.writer.lock().await;
         let (record, new_targets) = self.encode(&values.values);
         self.wait_for_room(values.values.len() as u64, record.len() as u64)
             .await;
-        let this = self.clone();
-        let values = values.clone();
-        tokio::task::spawn_blocking(move || this.write_record(record, new_targets, values))
-            .await
-            .map_err(|e| OutboxError::Task(e.to_string()))??;
+        let id = self.publish_record(&record, values.clone());
         self.appended.notify_waiters();
-        Ok(())
+        pending.push(PendingWrite {
+            id,
+            values: values.clone(),
+            record,
+            new_targets,
+        });
+    }
+
+    /// Writes every published record not yet on disk in one transaction (one fsync: group
+    /// commit). On an error they stay published and the next call writes them again.
+    pub async fn commit(self: &Arc<Self>) -> Result<()> {
+        let mut pending = self.writer.lock().await;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut *pending);
+        let this = self.clone();
+        let (result, records) = tokio::task::spawn_blocking(move || {
+            let result = this.write_records(&records);
+            (result, records)
+        })
+        .await
+        .map_err(|e| OutboxError::Task(e.to_string()))?;
+        if result.is_err() {
+            *pending = records;
+        }
+        result
     }
 
     fn encode(&self, batch: &[SubmodelUpdate]) -> (Vec<u8>, Vec<(u32, String)>) {
@@ -890,60 +950,74 @@ impl Outbox {
         }
     }
 
-    fn write_record(
-        &self,
-        record: Vec<u8>,
-        new_targets: Vec<(u32, String)>,
-        values: Arc<RecordValues>,
-    ) -> Result<()> {
-        let (count, newest_ts) = codec::record_header(&record).expect("encoded here");
-        let id = self.state.lock().expect("outbox state").next_record;
+    /// Makes a record visible to the sinks (before it is on disk); returns its id.
+    fn publish_record(&self, record: &[u8], values: Arc<RecordValues>) -> u64 {
+        let (count, newest_ts) = codec::record_header(record).expect("encoded here");
+        let mut s = self.state.lock().expect("outbox state");
+        let id = s.next_record;
+        let bytes = record.len() as u64;
+        let meta = RecordMeta {
+            count,
+            received: values.received,
+            bytes,
+            newest_ts,
+            values_before: s.values_total,
+            bytes_before: s.bytes_total,
+        };
+        s.records.insert(id, meta);
+        s.next_record = id + 1;
+        s.values_total += count as u64;
+        s.bytes_total += bytes;
+        s.held_values += count as u64;
+        s.held_bytes += bytes;
+        self.keep_recent(&s, id, values);
+        id
+    }
+
+    /// Writes published records (in id order) in one transaction, then applies the
+    /// confirmations that waited for them and the bounds.
+    fn write_records(&self, pending: &[PendingWrite]) -> Result<()> {
+        let Some(last) = pending.last() else {
+            return Ok(());
+        };
         let txn = self.db.begin_write().at(&self.path)?;
         {
             let mut records = txn.open_table(RECORDS).at(&self.path)?;
-            records.insert(id, record.as_slice()).at(&self.path)?;
             let mut targets = txn.open_table(TARGETS).at(&self.path)?;
-            for (tid, json) in &new_targets {
-                targets.insert(*tid, json.as_str()).at(&self.path)?;
+            for p in pending {
+                records.insert(p.id, p.record.as_slice()).at(&self.path)?;
+                for (tid, json) in &p.new_targets {
+                    targets.insert(*tid, json.as_str()).at(&self.path)?;
+                }
             }
         }
-        if let Err(e) = txn.commit().at(&self.path) {
-            // Registered again with the next attempt.
-            self.targets
-                .write()
-                .expect("targets")
-                .unsaved
-                .extend(new_targets);
-            return Err(e);
-        }
+        txn.commit().at(&self.path)?;
+        let count: usize = pending.iter().map(|p| p.values.values.len()).sum();
         self.stats
             .appended
             .fetch_add(count as u64, Ordering::Relaxed);
-        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .records
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
 
-        // The record is durable; now make it visible and apply the bounds.
-        let (gone, cursors, events) = {
+        // The records are durable: confirmations of them count now, then the bounds apply.
+        let (gone, cursors, mut events) = {
             let mut s = self.state.lock().expect("outbox state");
-            let bytes = record.len() as u64;
-            let meta = RecordMeta {
-                count,
-                received: values.received,
-                bytes,
-                newest_ts,
-                values_before: s.values_total,
-                bytes_before: s.bytes_total,
-            };
-            s.records.insert(id, meta);
-            s.next_record = id + 1;
-            s.values_total += count as u64;
-            s.bytes_total += bytes;
-            s.held_values += count as u64;
-            s.held_bytes += bytes;
-            let (events, skipped, mut gone) = self.enforce_bounds(&mut s);
+            s.durable_below = last.id + 1;
+            let mut events = Vec::new();
+            let mut confirmed = false;
+            for i in 0..s.sinks.len() {
+                if let Some(upto) = s.sinks[i].confirmed_early.take() {
+                    let (moved, event) = self.apply_confirmation(&mut s, i, upto);
+                    confirmed |= moved;
+                    events.extend(event);
+                }
+            }
+            let (more, skipped, mut gone) = self.enforce_bounds(&mut s);
+            events.extend(more);
             gone.extend(s.collect());
             self.publish_gauges(&s);
-            self.keep_recent(&s, id, values);
-            let cursors: Vec<(String, Pos)> = if !skipped {
+            let cursors: Vec<(String, Pos)> = if !skipped && !confirmed {
                 Vec::new()
             } else {
                 s.sinks
@@ -953,7 +1027,7 @@ impl Outbox {
             };
             (gone, cursors, events)
         };
-        for (event, details) in events {
+        for (event, details) in events.drain(..) {
             if let Some(h) = &self.hook {
                 h(event, details);
             }
@@ -1089,14 +1163,16 @@ impl Outbox {
     fn ack_blocking(&self, index: usize, upto: Pos) -> Result<()> {
         let (gone, cursor, event) = {
             let mut s = self.state.lock().expect("outbox state");
-            let from = s.sinks[index].acked;
-            if upto > from {
-                s.observe_added_latency(index, from, upto);
-            }
-            if !s.sinks[index].confirm(upto) {
+            if upto > Pos::start_of(s.durable_below) {
+                // Reaches into the record still being written: counts once it is on disk.
+                let early = &mut s.sinks[index].confirmed_early;
+                *early = Some(early.map_or(upto, |p| p.max(upto)));
                 return Ok(());
             }
-            let event = self.end_episode(&mut s, index);
+            let (moved, event) = self.apply_confirmation(&mut s, index, upto);
+            if !moved {
+                return Ok(());
+            }
             let gone = s.collect();
             self.publish_gauges(&s);
             let sink = &s.sinks[index];
@@ -1110,14 +1186,38 @@ impl Outbox {
         Ok(())
     }
 
+    /// Sink `index` confirmed everything before `upto` (on disk): observes the added latency,
+    /// moves its cursor and ends its drop episode when it is back within its bound. Returns
+    /// whether the cursor moved, and the episode's end event.
+    fn apply_confirmation(
+        &self,
+        s: &mut State,
+        index: usize,
+        upto: Pos,
+    ) -> (bool, Option<(&'static str, serde_json::Value)>) {
+        let from = s.sinks[index].acked;
+        if upto > from {
+            s.observe_added_latency(index, from, upto);
+        }
+        if !s.sinks[index].confirm(upto) {
+            return (false, None);
+        }
+        (true, self.end_episode(s, index))
+    }
+
     /// Keeps the values of record `id` (just appended) for the sinks to read, and lets go of
-    /// older ones every sink has read, or beyond [`RECENT_VALUES`] (the newest always stays).
+    /// older ones every sink has read, or beyond [`RECENT_VALUES`]. The newest always stays, and
+    /// so does every record not yet on disk (the file cannot give it back; at most one
+    /// dispatcher group, [`MAX_RECORD_VALUES`]).
     fn keep_recent(&self, s: &State, id: u64, values: Arc<RecordValues>) {
         let mut recent = self.recent.lock().expect("outbox recent");
         recent.push_back((id, values));
         let mut held: usize = recent.iter().map(|(_, v)| v.values.len()).sum();
         while recent.len() > 1 {
             let (oldest, v) = recent.front().expect("more than one");
+            if *oldest >= s.durable_below {
+                break;
+            }
             let read_by_all = s.sinks.iter().all(|x| x.read.record > *oldest);
             if held <= RECENT_VALUES && !read_by_all && s.records.contains_key(oldest) {
                 break;

@@ -539,3 +539,80 @@ async fn a_damaged_value_read_back_from_the_file_is_skipped_and_the_rest_deliver
     r.ack(d.end).await.unwrap();
     assert_eq!(ob.lag("a"), 0);
 }
+
+/// The newest record reaches the sinks while its write is under way; a confirmation of it
+/// takes effect only once it is on disk, so a crash before that re-sends instead of pointing
+/// the cursor past the file's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("X");
+    // The second record as `append_values` makes it visible, before its fsync.
+    let publish = |ob: &Arc<Outbox>, from: i64| {
+        let made = Arc::new(RecordValues::new(
+            batch(&t, from, 3),
+            std::time::Instant::now(),
+        ));
+        let (record, new_targets) = ob.encode(made.values());
+        let id = ob.publish_record(&record, made.clone());
+        PendingWrite {
+            id,
+            values: made,
+            record,
+            new_targets,
+        }
+    };
+    {
+        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+        ob.append(&batch(&t, 0, 2)).await.unwrap();
+        let pending = publish(&ob, 2);
+        let mut r = ob.reader("a");
+        assert_eq!(
+            values(&r.next_batch(100).await.unwrap().unwrap()),
+            [0.0, 1.0]
+        );
+        let unwritten = r.next_batch(100).await.unwrap().unwrap();
+        assert_eq!(
+            values(&unwritten),
+            [2.0, 3.0, 4.0],
+            "delivered before its write"
+        );
+        r.ack(unwritten.end).await.unwrap();
+        assert_eq!(
+            ob.lag("a"),
+            5,
+            "the confirmation waits for the record's write"
+        );
+        assert_eq!(ob.added_latency("a").unwrap().count(), 0);
+        ob.write_records(&[pending]).unwrap();
+        assert_eq!(ob.lag("a"), 0, "applied once the record is on disk");
+        assert_eq!(ob.added_latency("a").unwrap().count(), 5);
+        ob.close();
+    }
+    {
+        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+        ob.close();
+        assert!(
+            drain(&mut ob.reader("a")).await.is_empty(),
+            "the cursor was kept"
+        );
+    }
+    // A gateway that stops before the write: nothing of the unwritten record is confirmed.
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    ob.append(&batch(&t, 10, 1)).await.unwrap();
+    let _never_written = publish(&ob, 11);
+    let mut r = ob.reader("a");
+    let _ = r.next_batch(100).await.unwrap().unwrap();
+    let unwritten = r.next_batch(100).await.unwrap().unwrap();
+    r.ack(unwritten.end).await.unwrap();
+    drop(r);
+    drop(ob);
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    ob.append(&batch(&t, 20, 1)).await.unwrap();
+    ob.close();
+    assert_eq!(
+        drain(&mut ob.reader("a")).await,
+        [10.0, 20.0],
+        "the written record comes again; the log continues after it"
+    );
+}
