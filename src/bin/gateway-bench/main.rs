@@ -130,6 +130,11 @@ struct Args {
     /// Where the soak's RSS samples go as CSV (default: soak-rss.csv next to `--out`).
     #[arg(long)]
     soak_csv: Option<PathBuf>,
+    /// The brokers' `set_tcp_nodelay` (mosquitto's default is false). With false, mosquitto's
+    /// Nagle holds a PUBACK while the previous one waits for the gateway's delayed ACK (up to
+    /// 40 ms): the last windows of every burst are confirmed that much later.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    broker_tcp_nodelay: bool,
     /// Write the Markdown report here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -341,7 +346,16 @@ async fn run(args: Args) -> Result<()> {
         }
         if let Some(dir) = &args.node_red {
             if n <= args.node_red_max_items {
-                match nodered::run(dir, &sim.url, n, interval_ms, args.baseline_seconds).await {
+                match nodered::run(
+                    dir,
+                    &sim.url,
+                    n,
+                    interval_ms,
+                    args.baseline_seconds,
+                    args.broker_tcp_nodelay,
+                )
+                .await
+                {
                     Ok(b) => {
                         eprintln!("   Node-RED: {b:?}");
                         case.node_red = Some(b)
@@ -617,6 +631,8 @@ struct RunSpec<'a> {
     rss_every: Duration,
     /// See `--added-latency-metric`.
     added_metric: &'a str,
+    /// The broker's `set_tcp_nodelay` (`--broker-tcp-nodelay`).
+    broker_nodelay: bool,
     /// Steady flow between the initial values' arrival and the window.
     settle: Duration,
 }
@@ -645,6 +661,7 @@ impl<'a> RunSpec<'a> {
             rss_every: Duration::from_millis(500),
             settle: Duration::from_secs(3),
             added_metric: &args.added_latency_metric,
+            broker_nodelay: args.broker_tcp_nodelay,
         }
     }
 }
@@ -667,9 +684,10 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         rss_every,
         added_metric,
         settle,
+        broker_nodelay,
     } = spec;
     let dir = TempDir::new("gw")?;
-    let mosquitto = Mosquitto::start(&dir.path)?;
+    let mosquitto = Mosquitto::start(&dir.path, broker_nodelay)?;
     let vm = Victoria::start(&dir.path)?;
     let sub = Subscriber::start(
         mosquitto.port,
@@ -1089,7 +1107,7 @@ fn write_report(
     let _ = writeln!(out, "## Benchmark results\n");
     let _ = writeln!(
         out,
-        "Machine: {}. Load average (1/5/15 min) before: {load_before}, after: {load_after}. Run took {:.0} s{}. CPU is % of **one** core (utime+stime from /proc over the window); RSS is the highest VmRSS sampled.\n",
+        "Machine: {}. Load average (1/5/15 min) before: {load_before}, after: {load_after}. Run took {:.0} s{}. CPU is % of **one** core (utime+stime from /proc over the window); RSS is the highest VmRSS sampled. Broker: mosquitto with `set_tcp_nodelay {}`.\n",
         machine(),
         took.as_secs_f64(),
         if results.is_empty() {
@@ -1099,7 +1117,8 @@ fn write_report(
                 "; gateway window {} s, baselines {} s per case",
                 args.seconds, args.baseline_seconds
             )
-        }
+        },
+        args.broker_tcp_nodelay,
     );
     if !results.is_empty() {
         let _ = writeln!(

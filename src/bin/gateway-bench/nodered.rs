@@ -96,6 +96,7 @@ pub async fn run(
     n: usize,
     interval_ms: u64,
     seconds: u64,
+    tcp_nodelay: bool,
 ) -> Result<BaselineRun> {
     let red = install.join("node_modules/node-red/red.js");
     if !red.is_file() {
@@ -106,7 +107,7 @@ pub async fn run(
     }
     let dir = TempDir::new("nodered")?;
     let ns = scale_namespace_index(url, &dir.path.join("pki")).await?;
-    let mosquitto = Mosquitto::start(&dir.path)?;
+    let mosquitto = Mosquitto::start(&dir.path, tcp_nodelay)?;
     let sub = Subscriber::start(mosquitto.port, "bench-counter-nr", "nodered/#").await?;
     let user_dir = dir.path.join("user");
     std::fs::create_dir_all(&user_dir)?;

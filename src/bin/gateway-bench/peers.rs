@@ -17,7 +17,9 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    pub fn start(dir: &Path) -> Result<Mosquitto> {
+    /// `tcp_nodelay`: mosquitto's `set_tcp_nodelay` (its default is false: Nagle then holds a
+    /// PUBACK while the previous one waits for the client's delayed ACK, up to 40 ms).
+    pub fn start(dir: &Path, tcp_nodelay: bool) -> Result<Mosquitto> {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         // The counting subscriber must never be the one that drops: mosquitto's default per-client
@@ -26,7 +28,8 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 5000000\nmax_inflight_messages 1000\nuser root\nlog_dest stderr\n"
+                 max_queued_messages 5000000\nmax_inflight_messages 1000\nuser root\nlog_dest stderr\n\
+                 set_tcp_nodelay {tcp_nodelay}\n"
             ),
         )?;
         let mut cmd = Command::new(require("mosquitto")?);
