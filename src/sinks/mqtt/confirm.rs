@@ -146,7 +146,16 @@ pub async fn confirm_windows(
     start_over: CancellationToken,
     sink: &'static str,
 ) {
-    while let Some(window) = windows.recv().await {
+    // A window taken from the channel that was not confirmed yet when the one before it was.
+    let mut next: Option<Window> = None;
+    loop {
+        let window = match next.take() {
+            Some(w) => w,
+            None => match windows.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
         if qos == QoS::AtLeastOnce {
             tokio::select! {
                 r = watermark.wait_for(|&n| n >= window.published_after) => if r.is_err() { return },
@@ -157,14 +166,29 @@ pub async fn confirm_windows(
                 _ = start_over.cancelled() => return,
             }
         }
-        stats
-            .confirmed
-            .fetch_add(window.source_ts.len() as u64, Ordering::Relaxed);
-        let now = crate::core::LatencyHistogram::now_nanos();
-        for ts in &window.source_ts {
-            stats.latency.observe_since(*ts, now);
+        // Every window already confirmed goes with this one: one outbox write for all of them
+        // (with 16 windows in flight, PUBACKs often confirm several at once).
+        let mut end = window.end;
+        let mut confirmed = vec![window];
+        while let Ok(more) = windows.try_recv() {
+            let done = qos != QoS::AtLeastOnce || *watermark.borrow() >= more.published_after;
+            if !done {
+                next = Some(more);
+                break;
+            }
+            end = more.end;
+            confirmed.push(more);
         }
-        if let Err(e) = outbox.ack(window.end).await {
+        let now = crate::core::LatencyHistogram::now_nanos();
+        for w in &confirmed {
+            stats
+                .confirmed
+                .fetch_add(w.source_ts.len() as u64, Ordering::Relaxed);
+            for ts in &w.source_ts {
+                stats.latency.observe_since(*ts, now);
+            }
+        }
+        if let Err(e) = outbox.ack(end).await {
             error!(error = %e, "{sink} sink cannot record its outbox position; values may be sent again");
         }
     }
@@ -199,6 +223,91 @@ mod tests {
         // Packet ids are reused once confirmed: a new message.
         assert_eq!(t.sent(1, now), Sent::New);
         assert_eq!(t.watermark(), 3);
+    }
+
+    /// Windows the watermark already passed are acknowledged (taken together, in order), and a
+    /// window not yet confirmed is never acknowledged with them.
+    #[tokio::test]
+    async fn confirmed_windows_are_acknowledged_in_order_and_never_ahead_of_the_broker() {
+        use crate::outbox::{Outbox, OutboxConfig, SinkBuffer, SinkSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SinkSpec {
+            name: "mqtt".into(),
+            destination: "mqtt://here".into(),
+            buffer: SinkBuffer::default(),
+        };
+        let outbox = Outbox::open(dir.path(), OutboxConfig::default(), &[spec], None).unwrap();
+        let target = std::sync::Arc::new(crate::model::ElementTarget {
+            submodel_id: "urn:sm".into(),
+            submodel_id_short: "Op".into(),
+            shell_id_short: "M1".into(),
+            id_short_path: "X".into(),
+            value_type: crate::aas::XsType::Double,
+            topic: "aas/M1/Op/X".into(),
+            unit: None,
+            semantic_id: None,
+            outbox_id: Default::default(),
+        });
+        let updates: Vec<_> = (0..3)
+            .map(|i| crate::model::SubmodelUpdate {
+                target: target.clone(),
+                value: crate::model::TypedValue::Float(i as f64),
+                status: 0,
+                source_ts_nanos: 1,
+                server_ts_nanos: 0,
+            })
+            .collect();
+        outbox.append(&updates).await.unwrap();
+        let mut reader = outbox.reader("mqtt");
+        let (window_tx, window_rx) = mpsc::channel(16);
+        // One window per value, the n-th confirmed once the watermark reaches n.
+        for n in 1..=3 {
+            let d = reader.next_batch(1).await.unwrap().unwrap();
+            let window = Window {
+                published_after: n,
+                end: d.end,
+                source_ts: vec![1],
+            };
+            window_tx.send(window).await.unwrap();
+        }
+        let (watermark_tx, watermark_rx) = watch::channel(0u64);
+        let stats = Arc::new(SinkStats::default());
+        let never = CancellationToken::new();
+        let confirmer = tokio::spawn(confirm_windows(
+            window_rx,
+            watermark_rx,
+            QoS::AtLeastOnce,
+            reader.acker(),
+            stats.clone(),
+            never.clone(),
+            never.clone(),
+            "MQTT",
+        ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let wait_for = |want: u64| {
+            let (outbox, stats) = (outbox.clone(), stats.clone());
+            async move {
+                while stats.confirmed.load(Ordering::Relaxed) < want
+                    || outbox.lag("mqtt") != 3 - want
+                {
+                    assert!(Instant::now() < deadline, "confirmed {want} never reached");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        watermark_tx.send(2).unwrap();
+        wait_for(2).await;
+        // The third window is not confirmed: it stays unacknowledged.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(outbox.lag("mqtt"), 1);
+        assert_eq!(stats.confirmed.load(Ordering::Relaxed), 2);
+        watermark_tx.send(3).unwrap();
+        wait_for(3).await;
+        drop(window_tx);
+        tokio::time::timeout(Duration::from_secs(30), confirmer)
+            .await
+            .expect("the confirmer ends once the channel is closed")
+            .unwrap();
     }
 
     #[test]
