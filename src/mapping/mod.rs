@@ -35,8 +35,8 @@ pub struct Route {
     pub source: usize,
     /// The node (shared with the source's list of monitored nodes, not copied).
     pub node: Arc<NodeRef>,
-    /// Where its values go (shared by every update of this rule).
-    pub target: Arc<ElementTarget>,
+    /// Where its values go (shared by every update of this rule; see [`ElementTarget::leak`]).
+    pub target: &'static ElementTarget,
     /// The element's precomputed position in the store.
     pub location: ElementLocation,
     /// `value * scale + offset`, when the rule asks for it.
@@ -205,7 +205,7 @@ impl Router {
                 linear,
                 source,
                 node,
-                target: Arc::new(ElementTarget {
+                target: ElementTarget {
                     submodel_id: strings.intern(&rule.submodel),
                     submodel_id_short: sm_id_short,
                     shell_id_short: shell,
@@ -215,7 +215,8 @@ impl Router {
                     outbox_id: Default::default(),
                     unit,
                     semantic_id: rule.semantic_id.clone().or(template_semantic_id),
-                }),
+                }
+                .leak(),
                 location,
             });
         }
@@ -329,7 +330,7 @@ impl Router {
         Ok((
             route,
             SubmodelUpdate {
-                target: route.target.clone(),
+                target: route.target,
                 value,
                 status: reading.status,
                 source_ts_nanos: reading.source_ts_nanos,
