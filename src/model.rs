@@ -50,8 +50,9 @@ pub struct ElementTarget {
 
 impl ElementTarget {
     /// Gives the target the lifetime of the process. Targets are made once, at start (one per
-    /// mapping rule, and those of an outbox file that records still refer to); they are never
-    /// freed, which is what lets an update carry a reference without a reference count.
+    /// mapping rule, all in one slice, see `Router::build`; and those of an outbox file that
+    /// records still refer to); they are never freed, which is what lets an update carry a
+    /// reference without a reference count.
     pub fn leak(self) -> &'static ElementTarget {
         Box::leak(Box::new(self))
     }
