@@ -832,7 +832,7 @@ impl Outbox {
     fn encode(&self, batch: &[SubmodelUpdate]) -> (Vec<u8>, Vec<(u32, String)>) {
         let mut record = Vec::with_capacity(codec::RECORD_HEADER + batch.len() * 40);
         codec::begin_record(&mut record);
-        for u in batch {
+        for u in crate::model::prefetch_targets(batch) {
             let target = match u.target.outbox_id.get() {
                 Some(id) => *id,
                 None => self.register_target(u.target),

@@ -55,10 +55,11 @@ const SUBMODEL_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The submodel messages of a window, `(topic, payload)`: one per submodel (more when one grows
 /// past [`SUBMODEL_MESSAGE_BYTES`]), each keeping the window's order of its values.
-pub fn submodel_messages<'a>(
-    topic_prefix: &str,
-    updates: impl IntoIterator<Item = &'a SubmodelUpdate>,
-) -> Vec<(String, Vec<u8>)> {
+pub fn submodel_messages<'a, I>(topic_prefix: &str, updates: I) -> Vec<(String, Vec<u8>)>
+where
+    I: IntoIterator<Item = &'a SubmodelUpdate>,
+    I::IntoIter: Clone,
+{
     // Open messages: the first value's target names the submodel; few per window.
     let mut open: Vec<(&'a SubmodelUpdate, Vec<u8>)> = Vec::new();
     let mut done = Vec::new();
@@ -69,7 +70,7 @@ pub fn submodel_messages<'a>(
             super::topic::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
         (topic, body)
     };
-    for u in updates {
+    for u in crate::model::prefetch_targets(updates) {
         let same_submodel = |first: &SubmodelUpdate| {
             same_text(&first.target.submodel_id, &u.target.submodel_id)
                 && same_text(&first.target.shell_id_short, &u.target.shell_id_short)
