@@ -5,17 +5,16 @@
 //! `cargo bench --bench outbox` prints a table; the baseline in the same run is a plain
 //! `Vec` push/drain of the same updates (what an in-memory queue would cost).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use aas_gateway::aas::XsType;
 use aas_gateway::model::{ElementTarget, SubmodelUpdate, TypedValue, UpdateBatch};
 use aas_gateway::outbox::{Outbox, OutboxConfig, SinkBuffer, SinkSpec};
 
-fn targets(n: usize) -> Vec<Arc<ElementTarget>> {
+fn targets(n: usize) -> Vec<&'static ElementTarget> {
     (0..n)
         .map(|i| {
-            Arc::new(ElementTarget {
+            ElementTarget {
                 submodel_id: "urn:bench:sm".into(),
                 submodel_id_short: "Scale".into(),
                 shell_id_short: "Bench".into(),
@@ -25,17 +24,18 @@ fn targets(n: usize) -> Vec<Arc<ElementTarget>> {
                 unit: None,
                 semantic_id: None,
                 outbox_id: Default::default(),
-            })
+            }
+            .leak()
         })
         .collect()
 }
 
-fn batch(targets: &[Arc<ElementTarget>], round: usize) -> UpdateBatch {
+fn batch(targets: &[&'static ElementTarget], round: usize) -> UpdateBatch {
     targets
         .iter()
         .enumerate()
-        .map(|(i, t)| SubmodelUpdate {
-            target: t.clone(),
+        .map(|(i, &t)| SubmodelUpdate {
+            target: t,
             value: TypedValue::Float((round * 31 + i) as f64 * 0.5),
             status: 0,
             source_ts_nanos: 1_700_000_000_000_000_000 + (round as i64) * 1_000_000,

@@ -8,7 +8,6 @@
 //! five rounds over 200,000 values (mixed xs:double, xs:int, xs:boolean, xs:string; half with
 //! a server timestamp), so a busy machine shows as spread, not as a slower encoder.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use aas_gateway::core::XsType;
@@ -55,9 +54,9 @@ fn baseline_payload(u: &SubmodelUpdate) -> Vec<u8> {
 
 fn updates() -> Vec<SubmodelUpdate> {
     let kinds = [XsType::Double, XsType::Int, XsType::Boolean, XsType::String];
-    let targets: Vec<Arc<ElementTarget>> = (0..1000)
+    let targets: Vec<&'static ElementTarget> = (0..1000)
         .map(|i| {
-            Arc::new(ElementTarget {
+            ElementTarget {
                 submodel_id: "urn:aas-gateway:bench:sm:operational-data".into(),
                 submodel_id_short: "OperationalData".into(),
                 shell_id_short: "CNC1".into(),
@@ -67,12 +66,13 @@ fn updates() -> Vec<SubmodelUpdate> {
                 outbox_id: Default::default(),
                 unit: Some("mm".into()),
                 semantic_id: None,
-            })
+            }
+            .leak()
         })
         .collect();
     (0..VALUES)
         .map(|i| {
-            let target = targets[i % targets.len()].clone();
+            let target = targets[i % targets.len()];
             let value = match target.value_type {
                 XsType::Double => TypedValue::Float(i as f64 * 0.173 - 1234.5),
                 XsType::Int => TypedValue::Int(i as i64 - 100_000),

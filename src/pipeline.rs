@@ -242,7 +242,7 @@ impl Gateway {
             .routes
             .iter()
             .map(|r| sinks::SinkElement {
-                target: r.target.clone(),
+                target: r.target,
                 list: r.location.kind == crate::aas::ElementKind::PropertyList,
                 source: r.source,
             })

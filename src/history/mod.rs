@@ -33,7 +33,7 @@ pub mod store;
 pub mod submodel;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use serde_json::Value;
 
@@ -82,7 +82,7 @@ pub struct History {
     variables: Vec<Variable>,
     assets: Vec<Asset>,
     by_submodel: HashMap<String, usize>,
-    /// `Arc::as_ptr` of a route's target → variable (the dispatcher knows routes, not rules).
+    /// Address of a route's target → variable (the dispatcher knows routes, not rules).
     by_target: HashMap<usize, usize>,
     store: RwLock<Store>,
     /// Wall-clock start of the gateway (ns), the LinkedSegment's start before any value came.
@@ -183,7 +183,7 @@ impl History {
                 continue;
             }
             assets[a].variables.push(variables.len());
-            targets.push(Arc::as_ptr(&route.target) as usize);
+            targets.push(std::ptr::from_ref(route.target) as usize);
             variables.push(Variable {
                 id_short,
                 value_type: route.location.value_type,
@@ -232,7 +232,10 @@ impl History {
         let now = now_nanos();
         let mut store = self.store.write().expect("history lock");
         for (route, update) in routed {
-            if let Some(&var) = self.by_target.get(&(Arc::as_ptr(&route.target) as usize)) {
+            if let Some(&var) = self
+                .by_target
+                .get(&(std::ptr::from_ref(route.target) as usize))
+            {
                 store.push(
                     var,
                     Sample {
@@ -251,10 +254,10 @@ impl History {
     /// no history variable. For the status page's trend line.
     pub fn recent(
         &self,
-        target: &Arc<crate::model::ElementTarget>,
+        target: &crate::model::ElementTarget,
         max: usize,
     ) -> Option<Vec<(i64, crate::core::TypedValue, u32)>> {
-        let &var = self.by_target.get(&(Arc::as_ptr(target) as usize))?;
+        let &var = self.by_target.get(&(std::ptr::from_ref(target) as usize))?;
         let store = self.store.read().expect("history lock");
         let n = store.samples(var).count();
         Some(

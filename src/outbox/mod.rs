@@ -287,7 +287,7 @@ struct State {
 
 struct Targets {
     /// Element targets by id, including those of earlier runs still referenced by records.
-    by_id: Vec<Option<Arc<ElementTarget>>>,
+    by_id: Vec<Option<TargetSlot>>,
     /// Id by a hash of the JSON form, to reuse ids across restarts (a hit is checked against the
     /// target itself: a hash is 8 bytes where the JSON was a few hundred, for every element).
     ids: HashMap<u64, u32>,
@@ -301,6 +301,37 @@ struct PendingWrite {
     values: Arc<RecordValues>,
     record: Vec<u8>,
     new_targets: Vec<(u32, String)>,
+}
+
+/// An element target of the outbox's table.
+enum TargetSlot {
+    /// Registered by this run: the router's own target.
+    Live(&'static ElementTarget),
+    /// Read from the file at open and not (yet) registered by this run. Made `'static` only
+    /// when a record read back refers to it first: a restart whose config still has the
+    /// target then keeps no second copy of it for the rest of the process.
+    Stored {
+        target: ElementTarget,
+        leaked: std::sync::OnceLock<&'static ElementTarget>,
+    },
+}
+
+impl TargetSlot {
+    /// The target, to read.
+    fn get(&self) -> &ElementTarget {
+        match self {
+            TargetSlot::Live(t) => t,
+            TargetSlot::Stored { target, .. } => target,
+        }
+    }
+
+    /// The target for an update (see [`ElementTarget::leak`]).
+    fn for_update(&self) -> &'static ElementTarget {
+        match self {
+            TargetSlot::Live(t) => t,
+            TargetSlot::Stored { target, leaked } => leaked.get_or_init(|| target.clone().leak()),
+        }
+    }
 }
 
 /// The durable log shared by the dispatcher (writer) and the sinks (readers).
@@ -596,11 +627,13 @@ impl Outbox {
                     Ok(t) => {
                         let idx = id as usize;
                         if targets.by_id.len() <= idx {
-                            targets.by_id.resize(idx + 1, None);
+                            targets.by_id.resize_with(idx + 1, || None);
                         }
-                        let t = Arc::new(t);
                         let _ = t.outbox_id.set(id);
-                        targets.by_id[idx] = Some(t);
+                        targets.by_id[idx] = Some(TargetSlot::Stored {
+                            target: t,
+                            leaked: Default::default(),
+                        });
                         targets.ids.insert(json_hash(&json), id);
                     }
                     Err(e) => {
@@ -859,10 +892,10 @@ impl Outbox {
     fn encode(&self, batch: &[SubmodelUpdate]) -> (Vec<u8>, Vec<(u32, String)>) {
         let mut record = Vec::with_capacity(codec::RECORD_HEADER + batch.len() * 40);
         codec::begin_record(&mut record);
-        for u in batch {
+        for u in crate::model::prefetch_targets(batch) {
             let target = match u.target.outbox_id.get() {
                 Some(id) => *id,
-                None => self.register_target(&u.target),
+                None => self.register_target(u.target),
             };
             codec::push_ref(
                 &codec::EntryRef {
@@ -879,15 +912,14 @@ impl Outbox {
         (record, new_targets)
     }
 
-    fn register_target(&self, target: &Arc<ElementTarget>) -> u32 {
-        let json = serde_json::to_string(target.as_ref()).expect("targets serialise");
+    fn register_target(&self, target: &'static ElementTarget) -> u32 {
+        let json = serde_json::to_string(target).expect("targets serialise");
         let hash = json_hash(&json);
         let mut t = self.targets.write().expect("outbox targets");
         let known = t.ids.get(&hash).copied().filter(|&id| {
             // The same hash for another target (practically never): it gets an id of its own.
-            let same = |old: &Arc<ElementTarget>| {
-                serde_json::to_string(old.as_ref()).is_ok_and(|old| old == json)
-            };
+            let same =
+                |old: &TargetSlot| serde_json::to_string(old.get()).is_ok_and(|old| old == json);
             matches!(t.by_id.get(id as usize), Some(Some(old)) if same(old))
         });
         let id = match known {
@@ -900,9 +932,9 @@ impl Outbox {
                 id
             }
         };
-        // Later values of this target reuse the id and decode to this same Arc.
+        // Later values of this target reuse the id and decode to this same target.
         let _ = target.outbox_id.set(id);
-        t.by_id[id as usize] = Some(target.clone());
+        t.by_id[id as usize] = Some(TargetSlot::Live(target));
         id
     }
 
@@ -1306,7 +1338,7 @@ impl Outbox {
                 return None;
             };
             Some(SubmodelUpdate {
-                target: target.clone(),
+                target: target.for_update(),
                 value: e.value,
                 status: e.status,
                 source_ts_nanos: e.source_ts_nanos,

@@ -2,8 +2,8 @@ use super::*;
 use crate::aas::XsType;
 use crate::model::TypedValue;
 
-fn target(path: &str) -> Arc<ElementTarget> {
-    Arc::new(ElementTarget {
+fn target(path: &str) -> &'static ElementTarget {
+    ElementTarget {
         submodel_id: "urn:sm".into(),
         submodel_id_short: "Op".into(),
         shell_id_short: "M1".into(),
@@ -13,13 +13,14 @@ fn target(path: &str) -> Arc<ElementTarget> {
         unit: None,
         semantic_id: None,
         outbox_id: Default::default(),
-    })
+    }
+    .leak()
 }
 
-fn batch(t: &Arc<ElementTarget>, from: i64, n: i64) -> Vec<SubmodelUpdate> {
+fn batch(t: &'static ElementTarget, from: i64, n: i64) -> Vec<SubmodelUpdate> {
     (from..from + n)
         .map(|i| SubmodelUpdate {
-            target: t.clone(),
+            target: t,
             value: TypedValue::Float(i as f64),
             status: 0,
             source_ts_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap() + i,
@@ -74,8 +75,8 @@ async fn each_sink_reads_in_order_and_records_go_once_all_acked() {
     )
     .unwrap();
     let t = target("X");
-    ob.append(&batch(&t, 0, 10)).await.unwrap();
-    ob.append(&batch(&t, 10, 5)).await.unwrap();
+    ob.append(&batch(t, 0, 10)).await.unwrap();
+    ob.append(&batch(t, 10, 5)).await.unwrap();
     assert_eq!(
         ob.stats.records.load(Ordering::Relaxed),
         2,
@@ -112,7 +113,7 @@ async fn unacknowledged_values_survive_a_restart() {
     let t = target("X");
     {
         let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
-        ob.append(&batch(&t, 0, 5)).await.unwrap();
+        ob.append(&batch(t, 0, 5)).await.unwrap();
         let mut r = ob.reader("a");
         let got = r.next_batch(2).await.unwrap().unwrap();
         r.ack(got.end).await.unwrap();
@@ -133,7 +134,7 @@ async fn unacknowledged_values_survive_a_restart() {
     drop(ob);
     // New values after the restart continue the log.
     let ob2 = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
-    ob2.append(&batch(&target("Y"), 100, 1)).await.unwrap();
+    ob2.append(&batch(target("Y"), 100, 1)).await.unwrap();
     ob2.close();
     assert_eq!(
         drain(&mut ob2.reader("a")).await,
@@ -161,7 +162,7 @@ async fn a_sink_past_its_bound_loses_its_oldest_values_alone_and_counts_them() {
     let t = target("X");
     // 20 records of 50 values (~1.9 kB each): "slow" can hold about two.
     for i in 0..20 {
-        ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+        ob.append(&batch(t, i * 50, 50)).await.unwrap();
     }
     let status = ob.sink_status("slow").unwrap();
     assert!(status.dropping);
@@ -204,11 +205,11 @@ async fn values_in_flight_are_not_skipped_and_the_count_stays_exact() {
     )
     .unwrap();
     let t = target("X");
-    ob.append(&batch(&t, 0, 50)).await.unwrap();
+    ob.append(&batch(t, 0, 50)).await.unwrap();
     let mut r = ob.reader("a");
     let in_flight = r.next_batch(10).await.unwrap().unwrap();
     for i in 1..10 {
-        ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+        ob.append(&batch(t, i * 50, 50)).await.unwrap();
     }
     let dropped = ob.sink_status("a").unwrap().dropped;
     assert!(dropped > 0);
@@ -246,11 +247,11 @@ async fn block_policy_waits_until_the_sink_catches_up() {
     )
     .unwrap();
     let t = target("X");
-    ob.append(&batch(&t, 0, 50)).await.unwrap();
-    ob.append(&batch(&t, 50, 50)).await.unwrap();
+    ob.append(&batch(t, 0, 50)).await.unwrap();
+    ob.append(&batch(t, 50, 50)).await.unwrap();
     let blocked = tokio::spawn({
         let ob = ob.clone();
-        let b = batch(&t, 100, 50);
+        let b = batch(t, 100, 50);
         async move { ob.append(&b).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -285,12 +286,12 @@ async fn values_older_than_max_age_are_dropped_and_counted() {
     )
     .unwrap();
     let t = target("X");
-    let mut old = batch(&t, 0, 3);
+    let mut old = batch(t, 0, 3);
     for u in &mut old {
         u.source_ts_nanos -= 3_600_000_000_000;
     }
     ob.append(&old).await.unwrap();
-    ob.append(&batch(&t, 3, 2)).await.unwrap();
+    ob.append(&batch(t, 3, 2)).await.unwrap();
     assert_eq!(ob.sink_status("a").unwrap().dropped, 3);
     ob.close();
     assert_eq!(drain(&mut ob.reader("a")).await, vec![3.0, 4.0]);
@@ -308,7 +309,7 @@ async fn a_sink_pointed_elsewhere_does_not_inherit_the_old_backlog() {
             None,
         )
         .unwrap();
-        ob.append(&batch(&t, 0, 5)).await.unwrap();
+        ob.append(&batch(t, 0, 5)).await.unwrap();
         ob.close();
     }
     let mut moved = specs(&["a", "b"]);
@@ -317,7 +318,7 @@ async fn a_sink_pointed_elsewhere_does_not_inherit_the_old_backlog() {
     let seen = events.clone();
     let hook: EventHook = Arc::new(move |event, d| seen.lock().unwrap().push((event, d)));
     let ob = Outbox::open(dir.path(), OutboxConfig::default(), &moved, Some(hook)).unwrap();
-    ob.append(&batch(&t, 5, 1)).await.unwrap();
+    ob.append(&batch(t, 5, 1)).await.unwrap();
     ob.close();
     assert_eq!(
         drain(&mut ob.reader("a")).await,
@@ -357,7 +358,7 @@ async fn the_global_cap_bounds_the_file_for_every_sink() {
     let ob = Outbox::open(dir.path(), cfg, &specs(&["a", "b"]), None).unwrap();
     let t = target("X");
     for i in 0..10 {
-        ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+        ob.append(&batch(t, i * 50, 50)).await.unwrap();
     }
     assert!(ob.stats.depth.load(Ordering::Relaxed) <= 120);
     for sink in ["a", "b"] {
@@ -377,7 +378,7 @@ async fn records_given_up_to_the_global_cap_leave_the_file_too() {
     {
         let ob = Outbox::open(dir.path(), cfg.clone(), &specs(&["a"]), None).unwrap();
         for i in 0..10 {
-            ob.append(&batch(&t, i * 50, 50)).await.unwrap();
+            ob.append(&batch(t, i * 50, 50)).await.unwrap();
         }
         ob.close();
     }
@@ -401,11 +402,11 @@ async fn a_block_sink_never_loses_values_to_the_global_cap() {
     };
     let ob = Outbox::open(dir.path(), cfg, &[spec("a", blocking)], None).unwrap();
     let t = target("X");
-    ob.append(&batch(&t, 0, 50)).await.unwrap();
-    ob.append(&batch(&t, 50, 50)).await.unwrap();
+    ob.append(&batch(t, 0, 50)).await.unwrap();
+    ob.append(&batch(t, 50, 50)).await.unwrap();
     let blocked = tokio::spawn({
         let ob = ob.clone();
-        let b = batch(&t, 100, 50);
+        let b = batch(t, 100, 50);
         async move { ob.append(&b).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -436,7 +437,7 @@ async fn the_newest_records_are_read_as_appended_without_decoding_or_copying() {
     .unwrap();
     let t = target("X");
     let appended = Arc::new(RecordValues::new(
-        batch(&t, 0, 10),
+        batch(t, 0, 10),
         std::time::Instant::now(),
     ));
     ob.append_values(&appended).await.unwrap();
@@ -453,7 +454,7 @@ async fn the_newest_records_are_read_as_appended_without_decoding_or_copying() {
     // Past the bound of recent values only the newest record stays in memory; older ones are
     // read back from the file, with the same values.
     for i in 1..=3 {
-        ob.append(&batch(&t, i * 10, RECENT_VALUES as i64))
+        ob.append(&batch(t, i * 10, RECENT_VALUES as i64))
             .await
             .unwrap();
     }
@@ -476,7 +477,7 @@ async fn added_latency_counts_each_confirmed_value_from_its_arrival() {
     .unwrap();
     let t = target("X");
     let arrived = std::time::Instant::now() - std::time::Duration::from_millis(30);
-    ob.append_values(&Arc::new(RecordValues::new(batch(&t, 0, 10), arrived)))
+    ob.append_values(&Arc::new(RecordValues::new(batch(t, 0, 10), arrived)))
         .await
         .unwrap();
     let mut r = ob.reader("a");
@@ -503,7 +504,7 @@ async fn a_damaged_value_read_back_from_the_file_is_skipped_and_the_rest_deliver
     let t = target("X");
     {
         let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
-        ob.append(&batch(&t, 0, 4)).await.unwrap();
+        ob.append(&batch(t, 0, 4)).await.unwrap();
         ob.close();
     }
     // Damage the value tag of the second entry of record 0.
@@ -550,7 +551,7 @@ async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
     // The second record as `append_values` makes it visible, before its fsync.
     let publish = |ob: &Arc<Outbox>, from: i64| {
         let made = Arc::new(RecordValues::new(
-            batch(&t, from, 3),
+            batch(t, from, 3),
             std::time::Instant::now(),
         ));
         let (record, new_targets) = ob.encode(made.values());
@@ -564,7 +565,7 @@ async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
     };
     {
         let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
-        ob.append(&batch(&t, 0, 2)).await.unwrap();
+        ob.append(&batch(t, 0, 2)).await.unwrap();
         let pending = publish(&ob, 2);
         let mut r = ob.reader("a");
         assert_eq!(
@@ -599,7 +600,7 @@ async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
     }
     // A gateway that stops before the write: nothing of the unwritten record is confirmed.
     let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
-    ob.append(&batch(&t, 10, 1)).await.unwrap();
+    ob.append(&batch(t, 10, 1)).await.unwrap();
     let _never_written = publish(&ob, 11);
     let mut r = ob.reader("a");
     let _ = r.next_batch(100).await.unwrap().unwrap();
@@ -608,7 +609,7 @@ async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
     drop(r);
     drop(ob);
     let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
-    ob.append(&batch(&t, 20, 1)).await.unwrap();
+    ob.append(&batch(t, 20, 1)).await.unwrap();
     ob.close();
     assert_eq!(
         drain(&mut ob.reader("a")).await,

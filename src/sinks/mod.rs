@@ -88,7 +88,7 @@ pub trait ElementWriter: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SinkElement {
     /// Where its values go (the same target its updates carry).
-    pub target: Arc<crate::model::ElementTarget>,
+    pub target: &'static crate::model::ElementTarget,
     /// The element is a SubmodelElementList (its values are arrays).
     pub list: bool,
     /// Index of the source its values come from (`[[opcua]]` order).

@@ -47,7 +47,7 @@ struct Row {
     history: bool,
     unit: Option<Arc<str>>,
     /// The route's target of a history variable (the key of its recent values).
-    target: Option<Arc<ElementTarget>>,
+    target: Option<&'static ElementTarget>,
 }
 
 /// Every value-carrying element, in submodel and document order.
@@ -132,7 +132,7 @@ impl ElementIndex {
                     unit: route.and_then(|r| r.target.unit.as_deref()).map(Arc::from),
                     target: route
                         .filter(|_| flags.is_some_and(|f| f.history))
-                        .map(|r| r.target.clone()),
+                        .map(|r| r.target),
                 });
             }
         }
@@ -147,9 +147,9 @@ impl ElementIndex {
         &self,
         submodel_id: &str,
         path: &str,
-    ) -> Option<(&Arc<ElementTarget>, Option<&str>)> {
+    ) -> Option<(&'static ElementTarget, Option<&str>)> {
         self.rows.iter().find_map(|r| {
-            let target = r.target.as_ref()?;
+            let target = r.target?;
             (&*r.path == path && self.submodels[r.submodel as usize].id == submodel_id)
                 .then_some((target, r.unit.as_deref()))
         })

@@ -237,7 +237,7 @@ mod tests {
             buffer: SinkBuffer::default(),
         };
         let outbox = Outbox::open(dir.path(), OutboxConfig::default(), &[spec], None).unwrap();
-        let target = std::sync::Arc::new(crate::model::ElementTarget {
+        let target = crate::model::ElementTarget {
             submodel_id: "urn:sm".into(),
             submodel_id_short: "Op".into(),
             shell_id_short: "M1".into(),
@@ -247,10 +247,11 @@ mod tests {
             unit: None,
             semantic_id: None,
             outbox_id: Default::default(),
-        });
+        }
+        .leak();
         let updates: Vec<_> = (0..3)
             .map(|i| crate::model::SubmodelUpdate {
-                target: target.clone(),
+                target,
                 value: crate::model::TypedValue::Float(i as f64),
                 status: 0,
                 source_ts_nanos: 1,

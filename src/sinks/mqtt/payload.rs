@@ -55,10 +55,11 @@ const SUBMODEL_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The submodel messages of a window, `(topic, payload)`: one per submodel (more when one grows
 /// past [`SUBMODEL_MESSAGE_BYTES`]), each keeping the window's order of its values.
-pub fn submodel_messages<'a>(
-    topic_prefix: &str,
-    updates: impl IntoIterator<Item = &'a SubmodelUpdate>,
-) -> Vec<(String, Vec<u8>)> {
+pub fn submodel_messages<'a, I>(topic_prefix: &str, updates: I) -> Vec<(String, Vec<u8>)>
+where
+    I: IntoIterator<Item = &'a SubmodelUpdate>,
+    I::IntoIter: Clone,
+{
     // Open messages: the first value's target names the submodel; few per window.
     let mut open: Vec<(&'a SubmodelUpdate, Vec<u8>)> = Vec::new();
     let mut done = Vec::new();
@@ -69,7 +70,7 @@ pub fn submodel_messages<'a>(
             super::topic::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
         (topic, body)
     };
-    for u in updates {
+    for u in crate::model::prefetch_targets(updates) {
         let same_submodel = |first: &SubmodelUpdate| {
             same_text(&first.target.submodel_id, &u.target.submodel_id)
                 && same_text(&first.target.shell_id_short, &u.target.shell_id_short)
@@ -147,10 +148,9 @@ mod tests {
     use super::*;
     use crate::aas::XsType;
     use crate::model::{ElementTarget, TypedValue};
-    use std::sync::Arc;
 
-    fn target(submodel: &str, path: &str) -> Arc<ElementTarget> {
-        Arc::new(ElementTarget {
+    fn target(submodel: &str, path: &str) -> &'static ElementTarget {
+        ElementTarget {
             submodel_id: format!("urn:sm:{submodel}").into(),
             submodel_id_short: submodel.into(),
             shell_id_short: "Cnc1".into(),
@@ -160,12 +160,13 @@ mod tests {
             unit: None,
             semantic_id: None,
             outbox_id: Default::default(),
-        })
+        }
+        .leak()
     }
 
-    fn update(t: &Arc<ElementTarget>, v: f64, ts: i64) -> SubmodelUpdate {
+    fn update(t: &'static ElementTarget, v: f64, ts: i64) -> SubmodelUpdate {
         SubmodelUpdate {
-            target: t.clone(),
+            target: t,
             value: TypedValue::Float(v),
             status: 0,
             source_ts_nanos: ts,
@@ -224,19 +225,20 @@ mod tests {
                 TypedValue::List(vec![TypedValue::Float(1.0), TypedValue::Float(2.5)]),
             ),
         ] {
-            let t = Arc::new(ElementTarget {
+            let t = ElementTarget {
                 value_type,
                 submodel_id: "urn:sm:Op \"quoted\" ü".into(),
                 id_short_path: "Axes.X\\1".into(),
-                ..Arc::into_inner(target("Op", "X")).unwrap()
-            });
+                ..target("Op", "X").clone()
+            }
+            .leak();
             for (status, server_ts) in [
                 (0, 0),
                 (0x4000_0000, 1_700_000_000_000_123_456),
                 (0x8000_0000, -5),
             ] {
                 let u = SubmodelUpdate {
-                    target: t.clone(),
+                    target: t,
                     value: value.clone(),
                     status,
                     source_ts_nanos: 1_700_000_000_123_000_000,
@@ -257,7 +259,7 @@ mod tests {
     #[test]
     fn value_payload_names_its_submodel_and_element() {
         let p = payload(&update(
-            &target("Op", "Speed"),
+            target("Op", "Speed"),
             1.5,
             1_700_000_000_000_000_000,
         ));
@@ -278,10 +280,10 @@ mod tests {
             target("Energy", "Power"),
         );
         let window = [
-            update(&speed, 1.0, 1),
-            update(&energy, 10.0, 1),
-            update(&temp, 2.0, 1),
-            update(&speed, 3.0, 2),
+            update(speed, 1.0, 1),
+            update(energy, 10.0, 1),
+            update(temp, 2.0, 1),
+            update(speed, 3.0, 2),
         ];
         let msgs = submodel_messages("aas", &window);
         let topics: Vec<_> = msgs.iter().map(|(t, _)| t.as_str()).collect();
@@ -309,7 +311,7 @@ mod tests {
     #[test]
     fn a_large_submodel_window_is_split_into_several_messages() {
         let t = target("Op", "Speed");
-        let window: Vec<_> = (0..5000).map(|i| update(&t, i as f64, i)).collect();
+        let window: Vec<_> = (0..5000).map(|i| update(t, i as f64, i)).collect();
         let msgs = submodel_messages("aas", &window);
         assert!(msgs.len() > 1, "5000 values exceed one message");
         let mut values = Vec::new();

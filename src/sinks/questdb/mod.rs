@@ -13,7 +13,7 @@ pub mod config;
 pub mod sink;
 
 pub use config::QuestDbConfig;
-pub use sink::append_row;
+pub use sink::{append_row, RowWriter};
 
 use super::{BuildContext, Sink, SinkConfig, SinkContext, SinkTask};
 use crate::outbox::BufferConfig;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use questdb::ingress::{Buffer, ColumnName, Sender, TimestampNanos};
+use questdb::ingress::{Buffer, ColumnName, Sender, TableName, TimestampNanos};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -27,7 +27,6 @@ use crate::model::{SubmodelUpdate, TypedValue};
 use crate::outbox::{OutboxReader, Pos};
 use crate::sinks::{SinkContext, SinkStats};
 
-/// Appends one update as one ILP row.
 /// The fixed column names of every row, checked once by a test rather than by the buffer on
 /// every row (questdb-rs validates a name each time it is given as a `&str`).
 mod col {
@@ -58,13 +57,54 @@ fn c(name: &'static str) -> ColumnName<'static> {
     ColumnName::new_unchecked(name)
 }
 
+/// Appends one update as one ILP row (see [`RowWriter`], which the sink uses to write many).
 pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> questdb::Result<()> {
-    let t = &u.target;
-    if table_prefix.is_empty() {
-        buf.table(&*t.submodel_id_short)?;
-    } else {
-        buf.table(format!("{table_prefix}{}", t.submodel_id_short).as_str())?;
+    RowWriter::new(table_prefix).append(buf, u)
+}
+
+/// Writes updates as ILP rows, checking a table name once rather than for every row.
+#[derive(Debug)]
+pub struct RowWriter {
+    /// `[questdb] table_prefix`.
+    prefix: String,
+    /// The table of the last row: its submodel idShort and its checked name (prefix +
+    /// idShort). The values of a submodel come in runs (in mapping order), so this one entry
+    /// serves nearly every row; questdb-rs checks a name given as `&str` on every row, and a
+    /// prefix cost a `String` per row.
+    table: Option<(Arc<str>, String)>,
+}
+
+impl RowWriter {
+    /// A writer of tables named `<table_prefix><submodel idShort>`.
+    pub fn new(table_prefix: &str) -> RowWriter {
+        RowWriter {
+            prefix: table_prefix.to_string(),
+            table: None,
+        }
     }
+
+    /// Appends `u` as one row; an error (an invalid table name, ...) leaves the row half
+    /// written: the caller rewinds the buffer to its marker.
+    pub fn append(&mut self, buf: &mut Buffer, u: &SubmodelUpdate) -> questdb::Result<()> {
+        let t = u.target;
+        let cached = self.table.as_ref().is_some_and(|(sm, _)| {
+            Arc::ptr_eq(sm, &t.submodel_id_short) || *sm == t.submodel_id_short
+        });
+        if !cached {
+            let name = format!("{}{}", self.prefix, t.submodel_id_short);
+            // An invalid name fails here, for every row of its table, and is not kept.
+            TableName::new(&name)?;
+            self.table = Some((t.submodel_id_short.clone(), name));
+        }
+        let (_, name) = self.table.as_ref().expect("set above");
+        buf.table(TableName::new_unchecked(name))?;
+        write_columns(buf, u)
+    }
+}
+
+/// The symbols, value, status and timestamp of a row whose table is written.
+fn write_columns(buf: &mut Buffer, u: &SubmodelUpdate) -> questdb::Result<()> {
+    let t = u.target;
     buf.symbol(c(col::ASSET), &t.shell_id_short)?
         .symbol(c(col::ELEMENT), t.id_short_path.as_str())?
         .symbol(c(col::QUALITY), u.quality().as_str())?;
@@ -125,6 +165,7 @@ fn run(
     let interval = Duration::from_millis(cfg.flush_interval_ms.max(1));
     let mut sender: Option<Sender> = None;
     let mut buffer: Option<Buffer> = None;
+    let mut rows_of = RowWriter::new(&cfg.table_prefix);
     let mut rows = 0usize;
     // Source timestamps of the buffered rows (at most flush_rows), for the latency histogram.
     let mut pending_ts: Vec<i64> = Vec::new();
@@ -192,10 +233,10 @@ fn run(
             match next {
                 Ok(Ok(Some(delivery))) => {
                     last_end = Some(delivery.end);
-                    for u in &delivery.values {
+                    for u in crate::model::prefetch_targets(&delivery.values) {
                         stats.received.fetch_add(1, Ordering::Relaxed);
                         let _ = buf.set_marker();
-                        if let Err(e) = append_row(buf, &cfg.table_prefix, u) {
+                        if let Err(e) = rows_of.append(buf, u) {
                             // A value ILP cannot carry (e.g. an invalid name): say which, keep the rest.
                             stats.rejected.fetch_add(1, Ordering::Relaxed);
                             let _ = buf.rewind_to_marker();
@@ -267,10 +308,78 @@ fn run(
 
 #[cfg(test)]
 mod column_tests {
+    use super::*;
+    use crate::core::XsType;
+    use crate::model::ElementTarget;
+
     #[test]
     fn fixed_column_names_are_valid() {
         for name in super::col::ALL {
             questdb::ingress::ColumnName::new(name).expect(name);
         }
+    }
+
+    fn update(submodel: &str, path: &str, v: f64) -> SubmodelUpdate {
+        SubmodelUpdate {
+            target: ElementTarget {
+                submodel_id: format!("urn:sm:{submodel}").into(),
+                submodel_id_short: submodel.into(),
+                shell_id_short: "M1".into(),
+                id_short_path: path.into(),
+                value_type: XsType::Double,
+                topic: String::new(),
+                outbox_id: Default::default(),
+                unit: None,
+                semantic_id: None,
+            }
+            .leak(),
+            value: TypedValue::Float(v),
+            status: 0,
+            source_ts_nanos: 1_000,
+            server_ts_nanos: 0,
+        }
+    }
+
+    #[test]
+    fn a_writer_checks_each_table_name_once_and_writes_what_single_rows_write() {
+        let (op, energy, bad) = (
+            update("Op", "X", 1.5),
+            update("Energy", "P", 2.0),
+            update("bad?name", "Y", 3.0),
+        );
+        // Runs, a switch back and forth, and a table name ILP does not take.
+        let rows = [&op, &op, &energy, &bad, &op, &bad, &energy];
+        let mut cached = Buffer::new(questdb::ingress::ProtocolVersion::V1);
+        let mut single = Buffer::new(questdb::ingress::ProtocolVersion::V1);
+        let mut writer = RowWriter::new("gw_");
+        let mut rejected = 0;
+        for u in rows {
+            cached.set_marker().unwrap();
+            match writer.append(&mut cached, u) {
+                Ok(()) => cached.clear_marker(),
+                Err(_) => {
+                    rejected += 1;
+                    cached.rewind_to_marker().unwrap();
+                }
+            }
+            single.set_marker().unwrap();
+            match append_row(&mut single, "gw_", u) {
+                Ok(()) => single.clear_marker(),
+                Err(_) => single.rewind_to_marker().unwrap(),
+            }
+        }
+        assert_eq!(rejected, 2, "every row of the invalid table is rejected");
+        let text = String::from_utf8(cached.as_bytes().to_vec()).unwrap();
+        assert_eq!(text, String::from_utf8(single.as_bytes().to_vec()).unwrap());
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "gw_Op,asset=M1,element=X,quality=good value_double=1.5,status=0i 1000",
+                "gw_Op,asset=M1,element=X,quality=good value_double=1.5,status=0i 1000",
+                "gw_Energy,asset=M1,element=P,quality=good value_double=2.0,status=0i 1000",
+                "gw_Op,asset=M1,element=X,quality=good value_double=1.5,status=0i 1000",
+                "gw_Energy,asset=M1,element=P,quality=good value_double=2.0,status=0i 1000",
+            ]
+        );
     }
 }

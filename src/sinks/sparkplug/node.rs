@@ -32,11 +32,10 @@ pub struct Node {
     /// Alias → (device, metric) index.
     by_alias: HashMap<u64, (usize, usize)>,
     /// Target (by address) → (device, metric): the lookup every value takes. Updates carry the
-    /// very `Arc<ElementTarget>` the mapping made, so a hit costs no string; a target decoded
-    /// from an older outbox misses and falls back to [`Node::index`].
+    /// very `&'static ElementTarget` the mapping made (never freed, so an address is never
+    /// reused), so a hit costs no string; a target decoded from an older outbox misses and
+    /// falls back to [`Node::index`].
     by_target: HashMap<usize, (usize, usize)>,
-    /// The targets `by_target` refers to, kept alive so their addresses cannot be reused.
-    kept_targets: Vec<std::sync::Arc<ElementTarget>>,
 }
 
 impl Node {
@@ -45,13 +44,11 @@ impl Node {
         let mut node = Node::default();
         let mut alias = super::payload::REBIRTH_ALIAS;
         for e in elements {
-            let t = &e.target;
+            let t = e.target;
             let name = metric_name(t);
             let key = (t.shell_id_short.to_string(), name.clone());
             if let Some(&at) = node.index.get(&key) {
-                node.by_target
-                    .insert(std::sync::Arc::as_ptr(t) as usize, at);
-                node.kept_targets.push(t.clone());
+                node.by_target.insert(std::ptr::from_ref(t) as usize, at);
                 continue;
             }
             let d = match node.devices.iter().position(|d| *d.id == *t.shell_id_short) {
@@ -83,11 +80,8 @@ impl Node {
             });
             dev.newest.push(None);
             node.index.insert(key, (d, dev.metrics.len() - 1));
-            node.by_target.insert(
-                std::sync::Arc::as_ptr(t) as usize,
-                (d, dev.metrics.len() - 1),
-            );
-            node.kept_targets.push(t.clone());
+            node.by_target
+                .insert(std::ptr::from_ref(t) as usize, (d, dev.metrics.len() - 1));
             node.by_alias.insert(alias, (d, dev.metrics.len() - 1));
         }
         node
@@ -166,7 +160,6 @@ fn sample(u: &SubmodelUpdate) -> Sample {
 mod tests {
     use super::*;
     use crate::core::XsType;
-    use std::sync::Arc;
 
     fn target(path: &str) -> ElementTarget {
         ElementTarget {
@@ -184,15 +177,15 @@ mod tests {
 
     #[test]
     fn a_value_finds_its_metric_by_its_target_and_by_name_when_decoded_elsewhere() {
-        let (a, b) = (Arc::new(target("A")), Arc::new(target("B")));
-        let element = |t: &Arc<ElementTarget>| SinkElement {
-            target: t.clone(),
+        let (a, b) = (target("A").leak(), target("B").leak());
+        let element = |t: &'static ElementTarget| SinkElement {
+            target: t,
             list: false,
             source: 0,
         };
-        let node = Node::new(&[element(&a), element(&b)]);
-        assert_eq!(node.find(&a), Some((0, 0)));
-        assert_eq!(node.find(&b), Some((0, 1)));
+        let node = Node::new(&[element(a), element(b)]);
+        assert_eq!(node.find(a), Some((0, 0)));
+        assert_eq!(node.find(b), Some((0, 1)));
         // A target read back from an older outbox is another allocation: found by name.
         assert_eq!(node.find(&target("B")), Some((0, 1)));
         assert_eq!(node.find(&target("C")), None);

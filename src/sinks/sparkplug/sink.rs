@@ -597,7 +597,7 @@ async fn session(
             // device's values keep their order.
             let mut per_device: Vec<(usize, Vec<super::proto::Metric>)> = Vec::new();
             for u in batch {
-                let Some(at) = node.find(&u.target) else {
+                let Some(at) = node.find(u.target) else {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
                     if unknown_reported.insert(u.target.topic.clone()) {
                         warn!(element = %u.target.topic, "Sparkplug sink: value of an element the mapping no longer has; skipped (logged once)");
@@ -722,7 +722,7 @@ async fn scan_backlog(ctx: &SinkContext, node: &mut Node) -> Option<Pos> {
             Ok(Ok(Some(d))) => {
                 seen += d.values.len() as u64;
                 for u in &d.values {
-                    if let Some(at) = node.find(&u.target) {
+                    if let Some(at) = node.find(u.target) {
                         node.remember(at, u);
                     }
                 }
