@@ -83,8 +83,8 @@ pub type UpdateBatch = Arc<[SubmodelUpdate]>;
 /// text is asked for half as far ahead, once the target itself has arrived.
 const PREFETCH_AHEAD: usize = 16;
 
-/// Iterates `updates`, asking the CPU to load the element targets (and idShortPath texts) of
-/// the updates a few places ahead.
+/// Iterates `updates`, asking the CPU to load the element targets of the updates a few places
+/// ahead.
 ///
 /// Each update's target is one of 100k elements, in a table far larger than the caches: a
 /// loop that reads them (outbox encoding, MQTT and ILP payloads) otherwise waits for memory
@@ -95,21 +95,43 @@ where
     I: IntoIterator<Item = &'a SubmodelUpdate>,
     I::IntoIter: Clone,
 {
-    let updates = updates.into_iter();
+    prefetching::<false, _>(updates.into_iter())
+}
+
+/// [`prefetch_targets`], and the idShortPath texts too, for loops that write them (payloads).
+pub fn prefetch_targets_and_paths<'a, I>(updates: I) -> impl Iterator<Item = &'a SubmodelUpdate>
+where
+    I: IntoIterator<Item = &'a SubmodelUpdate>,
+    I::IntoIter: Clone,
+{
+    prefetching::<true, _>(updates.into_iter())
+}
+
+/// The iterator of both: `PATHS` also asks for each idShortPath text, half as far ahead (it
+/// reads the target for the text's address, which then has arrived).
+fn prefetching<'a, const PATHS: bool, I>(updates: I) -> impl Iterator<Item = &'a SubmodelUpdate>
+where
+    I: Iterator<Item = &'a SubmodelUpdate> + Clone,
+{
     let mut far = updates.clone();
     for u in far.by_ref().take(PREFETCH_AHEAD) {
         prefetch_target(u.target);
     }
     let mut near = updates.clone();
-    for u in near.by_ref().take(PREFETCH_AHEAD / 2) {
+    for u in near
+        .by_ref()
+        .take(if PATHS { PREFETCH_AHEAD / 2 } else { 0 })
+    {
         prefetch(u.target.id_short_path.as_ptr());
     }
     updates.inspect(move |_| {
         if let Some(u) = far.next() {
             prefetch_target(u.target);
         }
-        if let Some(u) = near.next() {
-            prefetch(u.target.id_short_path.as_ptr());
+        if PATHS {
+            if let Some(u) = near.next() {
+                prefetch(u.target.id_short_path.as_ptr());
+            }
         }
     })
 }
@@ -173,10 +195,15 @@ mod tests {
                     server_ts_nanos: 0,
                 })
                 .collect();
+            let want: Vec<i64> = (0..n as i64).collect();
             let seen: Vec<i64> = prefetch_targets(&updates)
                 .map(|u| u.source_ts_nanos)
                 .collect();
-            assert_eq!(seen, (0..n as i64).collect::<Vec<_>>());
+            assert_eq!(seen, want);
+            let seen: Vec<i64> = prefetch_targets_and_paths(&updates)
+                .map(|u| u.source_ts_nanos)
+                .collect();
+            assert_eq!(seen, want);
         }
     }
 }

@@ -70,7 +70,7 @@ where
             super::topic::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
         (topic, body)
     };
-    for u in crate::model::prefetch_targets(updates) {
+    for u in crate::model::prefetch_targets_and_paths(updates) {
         let same_submodel = |first: &SubmodelUpdate| {
             same_text(&first.target.submodel_id, &u.target.submodel_id)
                 && same_text(&first.target.shell_id_short, &u.target.shell_id_short)

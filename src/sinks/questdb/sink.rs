@@ -233,7 +233,7 @@ fn run(
             match next {
                 Ok(Ok(Some(delivery))) => {
                     last_end = Some(delivery.end);
-                    for u in crate::model::prefetch_targets(&delivery.values) {
+                    for u in crate::model::prefetch_targets_and_paths(&delivery.values) {
                         stats.received.fetch_add(1, Ordering::Relaxed);
                         let _ = buf.set_marker();
                         if let Err(e) = rows_of.append(buf, u) {
