@@ -184,29 +184,116 @@ impl Harness {
     }
 }
 
+/// The simulator's changes of the compared nodes, collected while the test runs, starting with
+/// the values current when it starts (the monitored items' initial values may be those, set
+/// before any change was broadcast). Its broadcast channel holds the last 65,536 changes of all
+/// its nodes: a test that read it only at the end lost the oldest on a slow box, and then saw
+/// values "nobody produced".
+struct ChangeLog {
+    seen: Arc<std::sync::Mutex<Values>>,
+    /// Changes the collector missed (the channel overflowed under it): the comparison is void.
+    lagged: Arc<std::sync::atomic::AtomicU64>,
+    /// Source timestamp of the newest change seen, of any node.
+    newest: Arc<std::sync::atomic::AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A change of one of the compared nodes ([`NODES`]).
+fn is_compared(c: &opcua_sim::Change) -> bool {
+    let short = c.node_id.rsplit('.').next().unwrap_or_default();
+    NODES.contains(&short) && c.node_id.starts_with("nsu=urn:opcua-sim:types;")
+}
+
+impl ChangeLog {
+    fn start(sim: &opcua_sim::Simulator) -> ChangeLog {
+        // Subscribed first, then the snapshot: no change falls between the two.
+        let mut changes = sim.subscribe_changes();
+        let mut initial = Values::new();
+        for c in sim.snapshot() {
+            if is_compared(&c) {
+                initial.entry(c.node_id.clone()).or_default().insert(
+                    datetime_nanos(&c.source_timestamp),
+                    variant_to_typed(&c.value).unwrap(),
+                );
+            }
+        }
+        let seen = Arc::new(std::sync::Mutex::new(initial));
+        let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let newest = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
+        let task = tokio::spawn({
+            let (seen, lagged, newest) = (seen.clone(), lagged.clone(), newest.clone());
+            async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match changes.recv().await {
+                        Ok(c) => {
+                            let ts = datetime_nanos(&c.source_timestamp);
+                            if is_compared(&c) {
+                                seen.lock()
+                                    .unwrap()
+                                    .entry(c.node_id.clone())
+                                    .or_default()
+                                    .insert(ts, variant_to_typed(&c.value).unwrap());
+                            }
+                            newest.fetch_max(ts, Ordering::Relaxed);
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            lagged.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            }
+        });
+        ChangeLog {
+            seen,
+            lagged,
+            newest,
+            task,
+        }
+    }
+
+    /// The collected changes with a source timestamp in `[from, to]`, once the collector has
+    /// seen a change after `to` (the simulator keeps ticking).
+    async fn between(&self, from: i64, to: i64) -> Values {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.newest.load(Ordering::Relaxed) <= to {
+            assert!(
+                Instant::now() < deadline,
+                "the simulator's change log never went past the window"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            self.lagged.load(Ordering::Relaxed),
+            0,
+            "the change log collector fell behind the simulator: the comparison would be void"
+        );
+        self.task.abort();
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|(n, v)| {
+                let inside = v.range(from..=to).map(|(t, v)| (*t, v.clone())).collect();
+                (n.clone(), inside)
+            })
+            .collect()
+    }
+}
+
 /// Asserts that every change of the simulator's log with a source timestamp in `[from, to]`
 /// was received, with its value, and nothing else in that window. Returns the count.
-fn assert_every_change_arrived(
-    changes: &mut tokio::sync::broadcast::Receiver<opcua_sim::Change>,
+async fn assert_every_change_arrived(
+    changes: &ChangeLog,
     received: &Values,
     from: i64,
     to: i64,
 ) -> usize {
-    let mut produced = Values::new();
-    while let Ok(c) = changes.try_recv() {
-        let ts = datetime_nanos(&c.source_timestamp);
-        let short = c.node_id.rsplit('.').next().unwrap_or_default();
-        if NODES.contains(&short)
-            && c.node_id.starts_with("nsu=urn:opcua-sim:types;")
-            && ts >= from
-            && ts <= to
-        {
-            produced
-                .entry(c.node_id.clone())
-                .or_default()
-                .insert(ts, variant_to_typed(&c.value).unwrap());
-        }
-    }
+    let produced: Values = changes
+        .between(from, to)
+        .await
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     let received: Values = received
         .iter()
         .map(|(n, v)| {
@@ -258,7 +345,7 @@ fn now_nanos() -> i64 {
 async fn a_stalled_pipeline_pauses_publishing_keeps_the_session_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), TICK_MS).await;
-    let mut changes = sim.subscribe_changes();
+    let changes = ChangeLog::start(&sim);
     let mut h = start_source(dir.path(), &sim.endpoint_url());
     let stats = h.stats.clone();
 
@@ -298,7 +385,7 @@ async fn a_stalled_pipeline_pauses_publishing_keeps_the_session_and_loses_nothin
     // Compare with the simulator's change log: from the first value every node delivered
     // (the monitored items' initial values) to the moment the consumer resumed.
     let from = first_common_ts(&received, 0);
-    let count = assert_every_change_arrived(&mut changes, &received, from, resumed_at);
+    let count = assert_every_change_arrived(&changes, &received, from, resumed_at).await;
     let stall_ticks = (STALL.as_millis() as u64 / TICK_MS) as usize;
     assert!(
         count >= NODES.len() * stall_ticks,
@@ -343,7 +430,7 @@ async fn publishing_resumes_on_the_subscription_recreated_after_a_server_restart
     })
     .await
     .unwrap();
-    let mut changes = sim.subscribe_changes();
+    let changes = ChangeLog::start(&sim);
     let restarted_at = now_nanos();
     let t0 = Instant::now();
     while load(&stats, |s| &s.reconnects) == 0 {
@@ -362,7 +449,7 @@ async fn publishing_resumes_on_the_subscription_recreated_after_a_server_restart
     let mut received = h.catch_up(resumed_at).await;
     let stats = h.stop(&mut received).await;
     let from = first_common_ts(&received, restarted_at);
-    let count = assert_every_change_arrived(&mut changes, &received, from, resumed_at);
+    let count = assert_every_change_arrived(&changes, &received, from, resumed_at).await;
     assert!(
         count >= NODES.len() * 20,
         "only {count} changes in the window"
