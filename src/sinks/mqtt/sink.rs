@@ -2,7 +2,7 @@
 //!
 //! The rumqttc event loop is polled continuously by its own task (nothing moves otherwise) and
 //! reconnects with backoff; the session is persistent (`clean_session = false`). Values come
-//! from the durable outbox in windows of up to 1000 values, up to 4 windows on the wire at once;
+//! from the durable outbox in windows of up to 1000 values, up to 16 windows on the wire at once;
 //! a window is acknowledged to the outbox, in order, only once the broker confirmed every
 //! message of it (QoS 1: each PUBACK matched to its message by packet id, see
 //! [`super::confirm`]), so a broker or gateway outage never loses a value: it is re-sent (at
