@@ -56,6 +56,24 @@ impl ElementTarget {
     pub fn leak(self) -> &'static ElementTarget {
         Box::leak(Box::new(self))
     }
+
+    /// A double-valued element `path` of submodel `urn:sm:<submodel>` (idShort `submodel`) of
+    /// shell `shell`, on its default topic under `aas/`: the target unit tests of the sinks and
+    /// the outbox deliver to.
+    #[cfg(test)]
+    pub fn for_test(shell: &str, submodel: &str, path: &str) -> ElementTarget {
+        ElementTarget {
+            submodel_id: format!("urn:sm:{submodel}").into(),
+            submodel_id_short: submodel.into(),
+            shell_id_short: shell.into(),
+            id_short_path: path.into(),
+            value_type: crate::core::XsType::Double,
+            topic: format!("aas/{shell}/{submodel}/{path}"),
+            outbox_id: Default::default(),
+            unit: None,
+            semantic_id: None,
+        }
+    }
 }
 
 /// One value for one submodel element, ready for the store and the sinks.

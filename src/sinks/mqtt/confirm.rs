@@ -237,18 +237,7 @@ mod tests {
             buffer: SinkBuffer::default(),
         };
         let outbox = Outbox::open(dir.path(), OutboxConfig::default(), &[spec], None).unwrap();
-        let target = crate::model::ElementTarget {
-            submodel_id: "urn:sm".into(),
-            submodel_id_short: "Op".into(),
-            shell_id_short: "M1".into(),
-            id_short_path: "X".into(),
-            value_type: crate::aas::XsType::Double,
-            topic: "aas/M1/Op/X".into(),
-            unit: None,
-            semantic_id: None,
-            outbox_id: Default::default(),
-        }
-        .leak();
+        let target = crate::model::ElementTarget::for_test("M1", "Op", "X").leak();
         let updates: Vec<_> = (0..3)
             .map(|i| crate::model::SubmodelUpdate {
                 target,

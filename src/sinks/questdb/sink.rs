@@ -309,7 +309,6 @@ fn run(
 #[cfg(test)]
 mod column_tests {
     use super::*;
-    use crate::core::XsType;
     use crate::model::ElementTarget;
 
     #[test]
@@ -321,18 +320,7 @@ mod column_tests {
 
     fn update(submodel: &str, path: &str, v: f64) -> SubmodelUpdate {
         SubmodelUpdate {
-            target: ElementTarget {
-                submodel_id: format!("urn:sm:{submodel}").into(),
-                submodel_id_short: submodel.into(),
-                shell_id_short: "M1".into(),
-                id_short_path: path.into(),
-                value_type: XsType::Double,
-                topic: String::new(),
-                outbox_id: Default::default(),
-                unit: None,
-                semantic_id: None,
-            }
-            .leak(),
+            target: ElementTarget::for_test("M1", submodel, path).leak(),
             value: TypedValue::Float(v),
             status: 0,
             source_ts_nanos: 1_000,

@@ -159,20 +159,9 @@ fn sample(u: &SubmodelUpdate) -> Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::XsType;
 
     fn target(path: &str) -> ElementTarget {
-        ElementTarget {
-            submodel_id: "urn:sm".into(),
-            submodel_id_short: "Op".into(),
-            shell_id_short: "CNC1".into(),
-            id_short_path: path.into(),
-            value_type: XsType::Double,
-            topic: String::new(),
-            outbox_id: Default::default(),
-            unit: None,
-            semantic_id: None,
-        }
+        ElementTarget::for_test("CNC1", "Op", path)
     }
 
     #[test]
