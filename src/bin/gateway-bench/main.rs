@@ -785,16 +785,21 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
             match (ticks.first(), ticks.last()) {
                 (Some(&a), Some(&b)) => {
                     let end = after.unwrap_or(b + step);
-                    let k = tick_number(c.samples.get(&a).map(Vec::as_slice).unwrap_or(&[]));
+                    let samples = |t: i64| c.samples.get(&t).map(Vec::as_slice).unwrap_or(&[]);
+                    // Both ends numbered from their values, not the last from the time span:
+                    // a simulator that fell behind (its timer delays late ticks, it never skips
+                    // one) made fewer ticks than the span says, and counting by time would
+                    // credit it with ticks it never made, reported as missed.
+                    let k = tick_number(samples(a), 1)
+                        .and_then(|k0| Some((k0, tick_number(samples(b), k0)?)));
                     (c.values_of_ticks(a, end), Some((a, b)), k, after)
                 }
                 _ => (0, None, None, after),
             }
         };
         let (ticks, produced) = match (first_last, k_first) {
-            (Some((a, b)), Some(k0)) => {
+            (Some(_), Some((k0, k1))) => {
                 // Whole ticks missing between a and b are counted too: k runs over all of them.
-                let k1 = k0 + ((b - a) as f64 / step as f64).round() as u64;
                 let produced: u64 = (k0..=k1)
                     .map(|k| *changes.entry(k).or_insert_with(|| changes_in_tick(n, k)))
                     .sum();
@@ -920,12 +925,12 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
 const SIM_SEED: u64 = 42;
 
 /// The simulator's tick number k of a timestamp, from a few (element, value) samples of it: the
-/// first k for which every sample equals the simulator's deterministic value.
-fn tick_number(samples: &[(usize, f64)]) -> Option<u64> {
+/// first k from `from` on for which every sample equals the simulator's deterministic value.
+fn tick_number(samples: &[(usize, f64)], from: u64) -> Option<u64> {
     if samples.len() < 2 {
         return None;
     }
-    (1..5_000_000u64).find(|&k| {
+    (from..5_000_000u64).find(|&k| {
         samples
             .iter()
             .all(|&(i, v)| opcua_sim::scale_value(SIM_SEED, i, k) == v)
@@ -1380,6 +1385,26 @@ mod tests {
             );
         }
         r
+    }
+
+    #[test]
+    fn a_tick_is_numbered_from_its_values_not_from_its_time() {
+        let samples = |k: u64| -> Vec<(usize, f64)> {
+            [3usize, 17, 4242]
+                .iter()
+                .map(|&i| (i, opcua_sim::scale_value(SIM_SEED, i, k)))
+                .collect()
+        };
+        assert_eq!(tick_number(&samples(7), 1), Some(7));
+        // A simulator that fell behind made tick 9 however late it came: the window's last
+        // tick is numbered from its own values, searched from the first tick on.
+        assert_eq!(tick_number(&samples(9), 7), Some(9));
+        assert_eq!(tick_number(&samples(9), 10).filter(|&k| k < 1000), None);
+        assert_eq!(
+            tick_number(&samples(9)[..1], 1),
+            None,
+            "one sample is ambiguous"
+        );
     }
 
     #[test]
