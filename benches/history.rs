@@ -95,7 +95,7 @@ fn main() {
             .map(|r| router.route(reading(r, s)).unwrap())
             .collect();
         let t_rec = Instant::now();
-        history.record(batch.iter().map(|(r, u)| (*r, u)));
+        history.record(batch.iter().map(|(_, u)| u));
         record_ns += t_rec.elapsed().as_nanos() as f64;
         fed += batch.len() as u64;
         if [59, 299, 599, 1799, HOUR_S - 1].contains(&s) {

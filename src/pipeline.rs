@@ -438,7 +438,7 @@ async fn dispatch(
     shutdown: CancellationToken,
 ) {
     let mut mapper = Mapper {
-        router: &router,
+        routes: crate::mapping::RouteTable::new(&router),
         stats: &stats,
         seen: vec![false; router.routes.len()],
         reported: HashSet::new(),
@@ -543,24 +543,24 @@ async fn dispatch(
 /// Readings → updates, through the router; counts the rules that produced a value and the
 /// readings that could not be mapped (logged once per rule).
 struct Mapper<'a> {
-    router: &'a Router,
+    routes: crate::mapping::RouteTable<'a>,
     stats: &'a PipelineStats,
     seen: Vec<bool>,
     reported: HashSet<u32>,
-    /// Mapped and not yet handed on: (rule, route, update).
-    routed: Vec<(u32, &'a crate::mapping::Route, SubmodelUpdate)>,
+    /// Mapped and not yet handed on: (rule, update).
+    routed: Vec<(u32, SubmodelUpdate)>,
 }
 
 impl<'a> Mapper<'a> {
     fn map(&mut self, reading: crate::core::Reading) {
         let rule = reading.rule;
-        match self.router.route(reading) {
-            Ok((route, update)) => {
+        match self.routes.route(reading) {
+            Ok(update) => {
                 if let Some(first @ false) = self.seen.get_mut(rule as usize) {
                     *first = true;
                     self.stats.rules_with_value.fetch_add(1, Ordering::Relaxed);
                 }
-                self.routed.push((rule, route, update))
+                self.routed.push((rule, update))
             }
             Err(e) => {
                 self.stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
@@ -590,21 +590,22 @@ impl HandOff<'_> {
     /// out of time while a `block` sink had no room (nothing was published then).
     async fn publish(
         &mut self,
-        routed: &mut Vec<(u32, &crate::mapping::Route, SubmodelUpdate)>,
+        routed: &mut Vec<(u32, SubmodelUpdate)>,
         give_up: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> bool {
         if routed.is_empty() {
             return true;
         }
         // Parked per element; written into the AAS tree when the API reads it.
-        self.env
-            .record_with_status(routed.iter().map(|(rule, _, update)| {
+        self.env.record_with_status(
+            routed.iter().map(|(rule, update)| {
                 (*rule, &update.value, update.status, update.source_ts_nanos)
-            }));
+            }),
+        );
         if let Some(h) = self.history {
-            h.record(routed.iter().map(|(_, route, update)| (*route, update)));
+            h.record(routed.iter().map(|(_, update)| update));
         }
-        let batch: Vec<SubmodelUpdate> = routed.drain(..).map(|(_, _, u)| u).collect();
+        let batch: Vec<SubmodelUpdate> = routed.drain(..).map(|(_, u)| u).collect();
         self.stats
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -615,7 +615,7 @@ fn linked_segment_query_returns_the_internal_records_from_the_ilp_layout() {
             updates.push((route, update));
         }
     }
-    history.record(updates.iter().map(|(r, u)| (*r, u)));
+    history.record(updates.iter().map(|(_, u)| u));
 
     let sm_id = "urn:aas-gateway:sim:aas:cnc1:time-series";
     let sm = history.live_submodel(env.submodel(sm_id).unwrap()).unwrap();

@@ -151,6 +151,29 @@ fn scale_offset_unit_and_semantic_id_apply() {
         e.contains("Types.Double") && e.contains("scale/offset need a number"),
         "{e}"
     );
+    // The dispatcher's compact table converts exactly as the router does, errors included.
+    let table = aas_gateway::mapping::RouteTable::new(&r);
+    for (rule, value) in [
+        (0, Variant::Double(2500.0)),
+        (0, Variant::Int32(1000)),
+        (0, Variant::String("x".into())),
+        (1, Variant::Float(0.25)),
+        (1, Variant::String("x".into())),
+        (7, Variant::Float(0.25)),
+    ] {
+        let by_router = r.route(reading(rule, value.clone())).map(|(_, u)| u);
+        let by_table = table.route(reading(rule, value.clone()));
+        match (by_router, by_table) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (a.value, a.target.topic.as_str()),
+                    (b.value, b.target.topic.as_str())
+                )
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("rule {rule} {value:?}: router {a:?}, table {b:?}"),
+        }
+    }
     // Without overrides: the template's semanticId, no unit (the template has no CDs).
     let float = &r.routes[1];
     assert_eq!(

@@ -89,6 +89,39 @@ pub fn format_timestamp(nanos: i64) -> String {
     String::from_utf8(out).expect("ASCII")
 }
 
+/// [`write_timestamp`] that remembers the text of the last instant it wrote.
+///
+/// The values of one publish response mostly share their timestamps (a server samples many
+/// items in the same instant, and its server timestamp is the same for the whole response):
+/// copying the 24–30 bytes again is cheaper than the calendar arithmetic, which was about 5 %
+/// of the gateway's CPU at 100k values/s in submodel messages.
+#[derive(Debug, Clone, Default)]
+pub struct TimestampText {
+    nanos: i64,
+    /// Length of `text`; 0 until the first write.
+    len: u8,
+    text: [u8; 32],
+}
+
+impl TimestampText {
+    /// Appends the text of `nanos` (as [`write_timestamp`]) to `out`.
+    pub fn write(&mut self, nanos: i64, out: &mut Vec<u8>) {
+        if self.len != 0 && self.nanos == nanos {
+            out.extend_from_slice(&self.text[..self.len as usize]);
+            return;
+        }
+        let start = out.len();
+        write_timestamp(nanos, out);
+        let text = &out[start..];
+        // Always fits (30 bytes at most: i64 nanoseconds reach the years 1677–2262); checked.
+        if let Some(slot) = self.text.get_mut(..text.len()) {
+            slot.copy_from_slice(text);
+            self.len = text.len() as u8;
+            self.nanos = nanos;
+        }
+    }
+}
+
 /// Appends [`format_timestamp`]'s text to `out` without allocating: 0, 3, 6 or 9 fractional
 /// digits (the fewest that keep the value exact, chrono's `SecondsFormat::AutoSi`), `Z`.
 /// Every value a payload carries has two timestamps; formatting them through chrono cost more
@@ -157,6 +190,31 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_timestamp_text_is_the_text_of_the_instant_asked() {
+        let mut cache = TimestampText::default();
+        let mut out = Vec::new();
+        let instants = [
+            0,
+            0,
+            1_700_000_000_123_000_000,
+            1_700_000_000_123_000_000,
+            1_700_000_000_123_000_001,
+            -5,
+            i64::MAX,
+            i64::MIN,
+            0,
+        ];
+        let mut expected = String::new();
+        for nanos in instants {
+            cache.write(nanos, &mut out);
+            out.push(b' ');
+            expected.push_str(&format_timestamp(nanos));
+            expected.push(' ');
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
 
     #[test]
     fn quality_follows_status_severity_bits() {

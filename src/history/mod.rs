@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use crate::aas::{ElementKind, Environment, XsType};
 use crate::core::conf::ConfigErrors;
-use crate::mapping::{MappingRule, Route, Router};
+use crate::mapping::{MappingRule, Router};
 use crate::model::SubmodelUpdate;
 pub use config::HistoryConfig;
 use store::{Sample, Store};
@@ -226,15 +226,15 @@ impl History {
         }))
     }
 
-    /// Keeps the values of history variables among `routed` (the dispatcher's batch): one map
+    /// Keeps the values of history variables among `updates` (the dispatcher's batch): one map
     /// lookup and one ring push per value, under one lock per batch.
-    pub fn record<'a>(&self, routed: impl IntoIterator<Item = (&'a Route, &'a SubmodelUpdate)>) {
+    pub fn record<'a>(&self, updates: impl IntoIterator<Item = &'a SubmodelUpdate>) {
         let now = now_nanos();
         let mut store = self.store.write().expect("history lock");
-        for (route, update) in routed {
+        for update in updates {
             if let Some(&var) = self
                 .by_target
-                .get(&(std::ptr::from_ref(route.target) as usize))
+                .get(&(std::ptr::from_ref(update.target) as usize))
             {
                 store.push(
                     var,

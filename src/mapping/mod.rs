@@ -325,32 +325,105 @@ impl Router {
     }
 
     /// Converts one reading; an error names the node and element so the log says what to fix.
+    /// (The dispatcher converts through a [`RouteTable`], which does the same with less memory
+    /// traffic per value.)
     pub fn route(&self, reading: Reading) -> Result<(&Route, SubmodelUpdate), String> {
         let route = self
             .routes
             .get(reading.rule as usize)
             .ok_or_else(|| format!("notification for unknown rule {}", reading.rule))?;
-        let fail = |e: String| {
-            format!(
-                "{} -> {}/{}: {e}",
-                route.node, route.target.submodel_id_short, route.target.id_short_path
-            )
-        };
-        let mut value = reading.value;
-        if let Some(linear) = route.linear {
-            value = linear.apply(value).map_err(fail)?;
+        let update = convert(
+            reading,
+            route.target,
+            route.linear,
+            route.location.value_type,
+        )
+        .map_err(|e| route.conversion_error(e))?;
+        Ok((route, update))
+    }
+}
+
+/// A reading's value through the rule's linear conversion and coerced to its element's type.
+fn convert(
+    reading: Reading,
+    target: &'static ElementTarget,
+    linear: Option<Linear>,
+    value_type: XsType,
+) -> Result<SubmodelUpdate, String> {
+    let mut value = reading.value;
+    if let Some(linear) = linear {
+        value = linear.apply(value)?;
+    }
+    Ok(SubmodelUpdate {
+        target,
+        value: value_type.coerce(value)?,
+        status: reading.status,
+        source_ts_nanos: reading.source_ts_nanos,
+        server_ts_nanos: reading.server_ts_nanos,
+    })
+}
+
+/// What converting a reading needs of its rule, 16 bytes a rule in one array.
+///
+/// A [`Route`] is about 100 bytes and 100k of them do not stay in the CPU's caches between two
+/// publishing intervals: reading each value's route from memory was the gateway's most costly
+/// line (about 7 % of its CPU at 100k values/s, nearly all of it waiting for that load). Six
+/// times fewer cache lines per value, in rule order (readings arrive sorted by rule).
+#[derive(Debug)]
+pub struct RouteTable<'r> {
+    router: &'r Router,
+    hot: Vec<HotRoute>,
+    /// The few rules' linear conversions, addressed by [`HotRoute::linear`].
+    linears: Vec<Linear>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HotRoute {
+    target: &'static ElementTarget,
+    /// Index into [`RouteTable::linears`], or [`NO_LINEAR`].
+    linear: u32,
+    value_type: XsType,
+}
+
+const NO_LINEAR: u32 = u32::MAX;
+
+const _: () = assert!(std::mem::size_of::<HotRoute>() <= 16);
+
+impl<'r> RouteTable<'r> {
+    /// The table of `router`'s routes.
+    pub fn new(router: &'r Router) -> RouteTable<'r> {
+        let mut linears = Vec::new();
+        let hot = router
+            .routes
+            .iter()
+            .map(|r| HotRoute {
+                target: r.target,
+                linear: match r.linear {
+                    Some(l) => {
+                        linears.push(l);
+                        (linears.len() - 1) as u32
+                    }
+                    None => NO_LINEAR,
+                },
+                value_type: r.location.value_type,
+            })
+            .collect();
+        RouteTable {
+            router,
+            hot,
+            linears,
         }
-        let value = route.location.value_type.coerce(value).map_err(fail)?;
-        Ok((
-            route,
-            SubmodelUpdate {
-                target: route.target,
-                value,
-                status: reading.status,
-                source_ts_nanos: reading.source_ts_nanos,
-                server_ts_nanos: reading.server_ts_nanos,
-            },
-        ))
+    }
+
+    /// [`Router::route`] without the route.
+    pub fn route(&self, reading: Reading) -> Result<SubmodelUpdate, String> {
+        let rule = reading.rule as usize;
+        let Some(&hot) = self.hot.get(rule) else {
+            return Err(format!("notification for unknown rule {}", reading.rule));
+        };
+        let linear = self.linears.get(hot.linear as usize).copied();
+        convert(reading, hot.target, linear, hot.value_type)
+            .map_err(|e| self.router.routes[rule].conversion_error(e))
     }
 }
 
@@ -362,6 +435,14 @@ pub fn check_node_type(route: &Route, data_type: &NodeId) -> Result<(), String> 
 }
 
 impl Route {
+    /// A conversion error `e` of this rule, naming the node and the element.
+    fn conversion_error(&self, e: String) -> String {
+        format!(
+            "{} -> {}/{}: {e}",
+            self.node, self.target.submodel_id_short, self.target.id_short_path
+        )
+    }
+
     /// What a source needs to know about this rule's element to check its own types.
     pub fn rule_target(&self) -> RuleTarget {
         RuleTarget {

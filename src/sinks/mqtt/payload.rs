@@ -1,14 +1,22 @@
 //! Message bodies and topics of the MQTT sink: per value, per submodel, BaSyx events.
 
-use crate::core::value::write_timestamp;
+use crate::core::value::TimestampText;
 use crate::core::xs::write_json_str;
 use crate::model::SubmodelUpdate;
 
 /// The payload of a value message.
 pub fn payload(u: &SubmodelUpdate) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    write_payload(u, false, &mut out);
+    write_payload(u, false, &mut Timestamps::default(), &mut out);
     out
+}
+
+/// The last source and server timestamp texts a window's payloads wrote (see
+/// [`TimestampText`]).
+#[derive(Default)]
+struct Timestamps {
+    source: TimestampText,
+    server: TimestampText,
 }
 
 /// Appends the JSON of `u`: the value message's payload, or (`in_submodel`) an item of a
@@ -17,7 +25,7 @@ pub fn payload(u: &SubmodelUpdate) -> Vec<u8> {
 /// Written field by field from the typed value into the caller's buffer: no
 /// `serde_json::Value`, no `String` per timestamp (this ran for every value; the key order and
 /// bytes are those the serde-derived struct produced before, see the test).
-fn write_payload(u: &SubmodelUpdate, in_submodel: bool, out: &mut Vec<u8>) {
+fn write_payload(u: &SubmodelUpdate, in_submodel: bool, ts: &mut Timestamps, out: &mut Vec<u8>) {
     let path = u.target.id_short_path.as_str();
     out.push(b'{');
     if in_submodel {
@@ -30,11 +38,11 @@ fn write_payload(u: &SubmodelUpdate, in_submodel: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"valueType\":\"");
     out.extend_from_slice(u.target.value_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":\"");
-    write_timestamp(u.source_ts_nanos, out);
+    ts.source.write(u.source_ts_nanos, out);
     out.push(b'"');
     if u.server_ts_nanos != 0 {
         out.extend_from_slice(b",\"serverTimestamp\":\"");
-        write_timestamp(u.server_ts_nanos, out);
+        ts.server.write(u.server_ts_nanos, out);
         out.push(b'"');
     }
     out.extend_from_slice(b",\"quality\":\"");
@@ -63,6 +71,7 @@ where
     // Open messages: the first value's target names the submodel; few per window.
     let mut open: Vec<(&'a SubmodelUpdate, Vec<u8>)> = Vec::new();
     let mut done = Vec::new();
+    let mut timestamps = Timestamps::default();
     let finish = |first: &SubmodelUpdate, mut body: Vec<u8>| {
         body.extend_from_slice(b"]}");
         let t = &first.target;
@@ -89,7 +98,7 @@ where
                 open.len() - 1
             }
         };
-        write_payload(u, true, &mut open[at].1);
+        write_payload(u, true, &mut timestamps, &mut open[at].1);
         if open[at].1.len() >= SUBMODEL_MESSAGE_BYTES {
             let (first, body) = open.swap_remove(at);
             done.push(finish(first, body));
@@ -212,6 +221,7 @@ mod tests {
 
     #[test]
     fn payload_bytes_are_those_of_the_serde_struct() {
+        let mut stamps = Timestamps::default();
         for (value_type, value) in [
             (XsType::Double, TypedValue::Float(-1.25e-7)),
             (XsType::Double, TypedValue::Float(f64::NAN)),
@@ -246,7 +256,8 @@ mod tests {
                 };
                 for in_submodel in [false, true] {
                     let mut ours = Vec::new();
-                    write_payload(&u, in_submodel, &mut ours);
+                    // One cache through every case: a stale text would differ from serde's.
+                    write_payload(&u, in_submodel, &mut stamps, &mut ours);
                     assert_eq!(
                         String::from_utf8(ours).unwrap(),
                         String::from_utf8(reference(&u, in_submodel)).unwrap()
