@@ -165,8 +165,9 @@ fn prefetch_target(t: &ElementTarget) {
 }
 
 /// Asks the CPU to load the cache line at `p` (a hint only; nothing on other architectures).
+/// Any address will do, also one past the end of an allocation: nothing is read from it.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults,
     // whatever the address.

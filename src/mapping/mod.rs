@@ -387,6 +387,9 @@ struct HotRoute {
 
 const NO_LINEAR: u32 = u32::MAX;
 
+/// How many rules ahead [`RouteTable::route`] asks for the table: 8 cache lines.
+const ROUTES_AHEAD: usize = 32;
+
 const _: () = assert!(std::mem::size_of::<HotRoute>() <= 16);
 
 impl<'r> RouteTable<'r> {
@@ -418,6 +421,10 @@ impl<'r> RouteTable<'r> {
     /// [`Router::route`] without the route.
     pub fn route(&self, reading: Reading) -> Result<SubmodelUpdate, String> {
         let rule = reading.rule as usize;
+        // Readings come in rule order (see `in_mapping_order`): the rules a few values on are
+        // asked for now, so that their load overlaps with this value's work. Even the 16-byte
+        // entries missed the cache on about half the values without it.
+        crate::model::prefetch(self.hot.as_ptr().wrapping_add(rule + ROUTES_AHEAD));
         let Some(&hot) = self.hot.get(rule) else {
             return Err(format!("notification for unknown rule {}", reading.rule));
         };
