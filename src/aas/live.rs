@@ -8,23 +8,45 @@
 //! request that holds the tree (a big `$value` or history answer).
 //!
 //! Memory is bounded: one slot per mapped element, one dirty mark per slot. A slot is small
-//! (about 50 bytes with its location, status and timestamp) because there are 100k of them.
+//! (about 30 bytes with its status and timestamp) because there are 100k of them; where its
+//! element lives is read from the rule's route ([`RuleLocations`]), not copied.
 
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{ElementLocation, Environment};
 use crate::core::TypedValue;
+
+/// Where each mapping rule writes, by rule number. The router implements it with the
+/// locations its routes hold, so the live store keeps no copy of its own.
+pub trait RuleLocations: Send + Sync + std::fmt::Debug {
+    /// Number of rules.
+    fn rule_count(&self) -> usize;
+    /// Where rule `rule` (below [`Self::rule_count`]) writes.
+    fn location(&self, rule: usize) -> &ElementLocation;
+}
+
+impl RuleLocations for Vec<ElementLocation> {
+    fn rule_count(&self) -> usize {
+        self.len()
+    }
+
+    fn location(&self, rule: usize) -> &ElementLocation {
+        &self[rule]
+    }
+}
 
 /// The environment plus the values waiting to be written into it.
 #[derive(Debug)]
 pub struct LiveEnvironment {
     tree: RwLock<Environment>,
+    /// Where each rule writes.
+    rules: Arc<dyn RuleLocations>,
     /// Slot of each mapping rule (rules that map to the same element share one slot, so the
-    /// value that arrived last wins, as if written at once). Empty when every rule has its own
-    /// element (the usual case): rule `i` then writes slot `i`.
+    /// value that arrived last wins, as if written at once) and the first rule of each slot
+    /// (whose location is the slot's). Both empty when every rule has its own element (the
+    /// usual case): rule `i` then writes slot `i`.
     slot_of_rule: Vec<u32>,
-    /// Where each slot's element lives in the tree.
-    locations: Vec<ElementLocation>,
+    rule_of_slot: Vec<u32>,
     pending: Mutex<Pending>,
 }
 
@@ -108,18 +130,29 @@ impl Latest {
 const APPLY_CHUNK: usize = 1024;
 
 impl LiveEnvironment {
-    /// Wraps `env`; `rule_locations[i]` is where mapping rule `i` writes.
+    /// Wraps `env`; `rule_locations[i]` is where mapping rule `i` writes (copied: the gateway
+    /// uses [`Self::with_rules`], which shares the router's).
     pub fn new<'a>(
         env: Environment,
         rule_locations: impl IntoIterator<Item = &'a ElementLocation>,
     ) -> LiveEnvironment {
-        let rules: Vec<&ElementLocation> = rule_locations.into_iter().collect();
-        let (slot_of_rule, locations) = slots(&rules);
-        let slots = locations.len();
+        let locations: Vec<ElementLocation> = rule_locations.into_iter().cloned().collect();
+        LiveEnvironment::with_rules(env, Arc::new(locations))
+    }
+
+    /// Wraps `env`; `rules` says where each mapping rule writes.
+    pub fn with_rules(env: Environment, rules: Arc<dyn RuleLocations>) -> LiveEnvironment {
+        let (slot_of_rule, rule_of_slot) = slots(&*rules);
+        let slots = if rule_of_slot.is_empty() {
+            rules.rule_count()
+        } else {
+            rule_of_slot.len()
+        };
         LiveEnvironment {
             tree: RwLock::new(env),
+            rules,
             slot_of_rule,
-            locations,
+            rule_of_slot,
             pending: Mutex::new(Pending {
                 latest: std::iter::repeat_with(Latest::default)
                     .take(slots)
@@ -134,12 +167,21 @@ impl LiveEnvironment {
     /// The slot mapping rule `rule` writes.
     fn slot(&self, rule: u32) -> Option<usize> {
         if self.slot_of_rule.is_empty() {
-            Some(rule as usize).filter(|&slot| slot < self.locations.len())
+            Some(rule as usize).filter(|&slot| slot < self.rules.rule_count())
         } else {
             self.slot_of_rule
                 .get(rule as usize)
                 .map(|&slot| slot as usize)
         }
+    }
+
+    /// Where the element of slot `slot` lives.
+    fn location(&self, slot: u32) -> &ElementLocation {
+        let rule = match self.rule_of_slot.is_empty() {
+            true => slot,
+            false => self.rule_of_slot[slot as usize],
+        };
+        self.rules.location(rule as usize)
     }
 
     /// Records the newest values of mapping rules (in arrival order). Cheap: no JSON is touched.
@@ -246,7 +288,7 @@ impl LiveEnvironment {
                 }
             }
             for (slot, value) in chunk.drain(..) {
-                tree.apply(&self.locations[slot as usize], &value);
+                tree.apply(self.location(slot), &value);
             }
             if Some(taken) == marked {
                 return;
@@ -255,21 +297,21 @@ impl LiveEnvironment {
     }
 }
 
-/// The slots of mapping rules whose locations are `rules`: one slot per distinct element, in
-/// the order of their first rule. Returns the slot of each rule (empty when that is the rule's
-/// own number) and the location of each slot.
+/// The slots of mapping rules `rules`: one slot per distinct element, in the order of their
+/// first rule. Returns the slot of each rule and the first rule of each slot, both empty when
+/// every rule has its own element (rule `i` writes slot `i`).
 ///
 /// Sorts rule numbers by location instead of keying a `HashMap` by them: a map of 100k
 /// cloned locations was ~20 MB at start, which glibc then kept in the resident set.
-fn slots(rules: &[&ElementLocation]) -> (Vec<u32>, Vec<ElementLocation>) {
+fn slots(rules: &dyn RuleLocations) -> (Vec<u32>, Vec<u32>) {
     let key = |rule: u32| {
-        let loc = rules[rule as usize];
+        let loc = rules.location(rule as usize);
         (loc.submodel, loc.steps())
     };
-    let mut by_location: Vec<u32> = (0..rules.len() as u32).collect();
+    let mut by_location: Vec<u32> = (0..rules.rule_count() as u32).collect();
     by_location.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
     // The first (lowest) rule of each element stands for it; every rule points at it.
-    let mut first_of = vec![0u32; rules.len()];
+    let mut first_of = vec![0u32; by_location.len()];
     let mut distinct = 0;
     for (i, &rule) in by_location.iter().enumerate() {
         let first = match i.checked_sub(1).map(|prev| by_location[prev]) {
@@ -282,24 +324,23 @@ fn slots(rules: &[&ElementLocation]) -> (Vec<u32>, Vec<ElementLocation>) {
         first_of[rule as usize] = first;
     }
     drop(by_location);
-    let mut locations = Vec::with_capacity(distinct);
-    if distinct == rules.len() {
-        locations.extend(rules.iter().map(|&loc| loc.clone()));
-        return (Vec::new(), locations);
+    if distinct == first_of.len() {
+        return (Vec::new(), Vec::new());
     }
     // Slots are numbered in the order of each element's first rule; a first rule comes before
     // the others of its element, so its slot is known when they are reached.
+    let mut rule_of_slot = Vec::with_capacity(distinct);
     let mut slot_of_rule = first_of;
-    for rule in 0..rules.len() {
+    for rule in 0..slot_of_rule.len() {
         let first = slot_of_rule[rule] as usize;
         slot_of_rule[rule] = if first == rule {
-            locations.push(rules[rule].clone());
-            (locations.len() - 1) as u32
+            rule_of_slot.push(rule as u32);
+            (rule_of_slot.len() - 1) as u32
         } else {
             slot_of_rule[first]
         };
     }
-    (slot_of_rule, locations)
+    (slot_of_rule, rule_of_slot)
 }
 
 #[cfg(test)]
@@ -363,13 +404,13 @@ mod tests {
         let tree = env();
         let a = tree.locate("urn:sm", "A").unwrap();
         let b = tree.locate("urn:sm", "B").unwrap();
-        let (slot_of_rule, locations) = slots(&[&b, &a, &b, &b, &a]);
+        let rules = vec![b.clone(), a.clone(), b.clone(), b.clone(), a.clone()];
+        let (slot_of_rule, rule_of_slot) = slots(&rules);
         assert_eq!(slot_of_rule, [0, 1, 0, 0, 1]);
-        assert_eq!(locations, [b.clone(), a.clone()]);
-        // Distinct elements: no table, rule i writes slot i.
-        let (slot_of_rule, locations) = slots(&[&b, &a]);
-        assert!(slot_of_rule.is_empty());
-        assert_eq!(locations, [b, a]);
+        assert_eq!(rule_of_slot, [0, 1]);
+        // Distinct elements: no tables, rule i writes slot i.
+        let (slot_of_rule, rule_of_slot) = slots(&vec![b, a]);
+        assert!(slot_of_rule.is_empty() && rule_of_slot.is_empty());
         let live = LiveEnvironment::new(tree, []);
         assert_eq!(live.status_of_rules([0]), [None]);
     }
