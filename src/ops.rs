@@ -92,7 +92,7 @@ pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {
 /// commands use too), `/metrics` and `/ready` added.
 pub fn secured_api(
     cfg: &Config,
-    mapping: &MappingRouter,
+    mapping: &Arc<MappingRouter>,
     api: Router,
     env: SharedEnvironment,
     stats: Arc<PipelineStats>,
@@ -149,7 +149,7 @@ pub fn secured_api(
 /// The status page's state: sources with their settings, the element index (built once here).
 fn status_page(
     cfg: &Config,
-    mapping: &MappingRouter,
+    mapping: &Arc<MappingRouter>,
     env: &SharedEnvironment,
     stats: &Arc<PipelineStats>,
     active: &[(String, Arc<crate::sources::SourceStats>)],

@@ -177,10 +177,8 @@ impl Gateway {
         let (env, router, history) =
             check_with_history(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let router = Arc::new(router);
-        let environment: SharedEnvironment = Arc::new(LiveEnvironment::new(
-            env,
-            router.routes.iter().map(|r| &r.location),
-        ));
+        let environment: SharedEnvironment =
+            Arc::new(LiveEnvironment::with_rules(env, router.clone()));
         let capacity = cfg.gateway.channel_capacity;
         let mut tasks = JoinSet::new();
 

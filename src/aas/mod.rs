@@ -46,19 +46,85 @@ pub struct Environment {
     submodel_index: HashMap<String, usize>,
 }
 
-/// A step from a parent element to a child: the child's position in the parent's child array.
-type Steps = Vec<usize>;
+/// The child positions walked from a submodel down to an element (see [`find_element`]).
+type ChildPositions = Vec<usize>;
 
 /// Where a mapped element lives, resolved once.
-#[derive(Debug, Clone)]
+///
+/// Every mapped element has one in its route and one in the live store, so it is kept small
+/// (24 bytes, no heap allocation for elements at most three levels deep): a `Vec<usize>` of
+/// steps cost 24 bytes plus a 32-byte heap chunk per copy, about 14 MB at 100k elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElementLocation {
     /// Position of the submodel in [`Environment::submodels`].
-    pub submodel: usize,
-    steps: Steps,
+    submodel: u32,
     /// What the element is: a Property, a SubmodelElementList of Properties, or a MultiLanguageProperty.
     pub kind: ElementKind,
     /// The `xs:*` type values are converted to (lists: `valueTypeListElement`; MLP: string).
     pub value_type: XsType,
+    steps: Steps,
+}
+
+impl ElementLocation {
+    /// Position of the submodel in [`Environment::submodels`].
+    pub fn submodel(&self) -> usize {
+        self.submodel as usize
+    }
+
+    /// The element's position in its parent's child array, for each level from the submodel
+    /// down (`submodelElements`, then `value` or `statements`).
+    pub fn steps(&self) -> &[u32] {
+        self.steps.as_slice()
+    }
+}
+
+/// Child positions from a submodel to an element: inline up to [`Steps::INLINE`] levels (a
+/// top-level element, or one or two collections down: nearly every mapped element), boxed
+/// beyond. 16 bytes either way.
+#[derive(Clone, PartialEq, Eq)]
+enum Steps {
+    /// `at[..len]`.
+    Inline { len: u8, at: [u32; Steps::INLINE] },
+    /// Deeper elements. Boxed twice so that the enum stays 16 bytes (a `Box<[u32]>` alone is
+    /// 16 bytes, which would make every location 8 bytes larger for a rare case).
+    Deep(Box<Box<[u32]>>),
+}
+
+impl Steps {
+    /// Levels held without a heap allocation.
+    const INLINE: usize = 3;
+
+    /// `None` when a position exceeds `u32` (an array of more than four billion elements:
+    /// not something that fits in memory).
+    fn new(positions: &[usize]) -> Option<Steps> {
+        let narrow = |&p: &usize| u32::try_from(p).ok();
+        if positions.len() <= Steps::INLINE {
+            let mut at = [0; Steps::INLINE];
+            for (slot, p) in at.iter_mut().zip(positions) {
+                *slot = narrow(p)?;
+            }
+            Some(Steps::Inline {
+                len: positions.len() as u8,
+                at,
+            })
+        } else {
+            let deep: Box<[u32]> = positions.iter().map(narrow).collect::<Option<_>>()?;
+            Some(Steps::Deep(Box::new(deep)))
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Steps::Inline { len, at } => &at[..*len as usize],
+            Steps::Deep(steps) => steps,
+        }
+    }
+}
+
+impl std::fmt::Debug for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
 }
 
 /// The element kinds a live value can be written to.
@@ -175,20 +241,20 @@ impl Environment {
 
     /// The element at `loc` (which must come from this environment).
     pub fn element(&self, loc: &ElementLocation) -> &Value {
-        let mut element = &self.submodels[loc.submodel];
-        for &step in &loc.steps {
+        let mut element = &self.submodels[loc.submodel()];
+        for &step in loc.steps() {
             let key = view::children_key(element).unwrap_or("value");
-            element = &element[key][step];
+            element = &element[key][step as usize];
         }
         element
     }
 
     fn element_mut(&mut self, loc: &ElementLocation) -> &mut Value {
-        let mut element = &mut self.submodels[loc.submodel];
-        for &step in &loc.steps {
+        let mut element = &mut self.submodels[loc.submodel()];
+        for &step in loc.steps() {
             // Same walk as find_chain: `submodelElements`, then `value` or `statements`.
             let key = view::children_key(element).unwrap_or("value");
-            element = &mut element[key][step];
+            element = &mut element[key][step as usize];
         }
         element
     }
@@ -228,16 +294,25 @@ impl Environment {
     /// with it is linear instead of quadratic: with 100,000 rules onto one submodel the linear
     /// search per rule kept the gateway busy for minutes at start.
     pub fn top_level_index(&self) -> TopLevelIndex {
-        let mut index = HashMap::new();
+        fn top_level(sm: &Value) -> &[Value] {
+            let children = sm.get("submodelElements").and_then(Value::as_array);
+            children.map(Vec::as_slice).unwrap_or_default()
+        }
+        let count = self.submodels.iter().map(|sm| top_level(sm).len()).sum();
+        let mut index = Vec::with_capacity(count);
         for (sm, submodel) in self.submodels.iter().enumerate() {
-            let children = submodel.get("submodelElements").and_then(Value::as_array);
-            for (i, child) in children.into_iter().flatten().enumerate() {
-                if let Some(id_short) = child.get("idShort").and_then(Value::as_str) {
-                    // The first of duplicate idShorts wins, as in the linear search.
-                    index.entry((sm, id_short.to_string())).or_insert(i);
+            for (i, child) in top_level(submodel).iter().enumerate() {
+                let id_short = child.get("idShort").and_then(Value::as_str);
+                // (An element beyond u32 is left to the linear search.)
+                if let (Some(id_short), Ok(sm), Ok(i)) =
+                    (id_short, u32::try_from(sm), u32::try_from(i))
+                {
+                    index.push((TopLevelIndex::hash(id_short), sm, i));
                 }
             }
         }
+        // Sorted by position too: the first of duplicate idShorts wins, as in the linear search.
+        index.sort_unstable();
         TopLevelIndex(index)
     }
 
@@ -254,8 +329,8 @@ impl Environment {
         })?;
         let submodel = &self.submodels[sm_index];
         let indexed = index
-            .and_then(|ix| ix.0.get(&(sm_index, path.to_string())))
-            .and_then(|&i| Some((vec![i], submodel.get("submodelElements")?.get(i)?)));
+            .and_then(|ix| ix.find(submodel, sm_index, path))
+            .and_then(|i| Some((vec![i], submodel.get("submodelElements")?.get(i)?)));
         let (steps, element) = match indexed {
             Some(found) => found,
             None => find_element(submodel, path)?,
@@ -292,11 +367,13 @@ impl Environment {
                 .parse::<XsType>()
                 .map_err(|e| format!("{path:?}: {e}"))?
         };
+        // Positions beyond u32 would need an array of more than four billion elements.
+        let too_big = || format!("{path:?}: more elements than a location can address");
         Ok(ElementLocation {
-            submodel: sm_index,
-            steps,
+            submodel: u32::try_from(sm_index).map_err(|_| too_big())?,
             kind,
             value_type,
+            steps: Steps::new(&steps).ok_or_else(too_big)?,
         })
     }
 
@@ -352,9 +429,39 @@ pub fn read_environment_file(file: &Path) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))
 }
 
-/// See [`Environment::top_level_index`].
+/// See [`Environment::top_level_index`]: (hash of the idShort, submodel, position) of every
+/// top-level element, sorted.
+///
+/// 16 bytes an element and no copy of its idShort: a `HashMap` keyed by `(usize, String)` cost
+/// about 10 MB at 100k elements, and although it lives only during start, glibc keeps freed
+/// heap in the process, so it showed in the gateway's resident memory for good.
 #[derive(Debug, Default)]
-pub struct TopLevelIndex(HashMap<(usize, String), usize>);
+pub struct TopLevelIndex(Vec<(u64, u32, u32)>);
+
+impl TopLevelIndex {
+    fn hash(id_short: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id_short.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Position of the first top-level element of `submodel` (position `sm`) whose idShort is
+    /// `path`. The hash only narrows the search: each candidate's idShort is compared.
+    fn find(&self, submodel: &Value, sm: usize, path: &str) -> Option<usize> {
+        let key = (TopLevelIndex::hash(path), u32::try_from(sm).ok()?);
+        let children = submodel.get("submodelElements")?.as_array()?;
+        let start = self.0.partition_point(|&(h, s, _)| (h, s) < key);
+        self.0[start..]
+            .iter()
+            .take_while(|&&(h, s, _)| (h, s) == key)
+            .map(|&(_, _, i)| i as usize)
+            .find(|&i| {
+                let child = children.get(i).and_then(|c| c.get("idShort"));
+                child.and_then(Value::as_str) == Some(path)
+            })
+    }
+}
 
 /// The `id` of a shell or submodel.
 pub fn id_of(v: &Value) -> Option<&str> {
@@ -402,7 +509,10 @@ pub fn parse_id_short_path(path: &str) -> Result<Vec<PathSegment<'_>>, String> {
 }
 
 /// Finds an element by idShortPath; returns the child positions walked and the element.
-pub fn find_element<'v>(submodel: &'v Value, path: &str) -> Result<(Steps, &'v Value), String> {
+pub fn find_element<'v>(
+    submodel: &'v Value,
+    path: &str,
+) -> Result<(ChildPositions, &'v Value), String> {
     let chain = find_chain(submodel, path)?;
     let steps = chain.iter().map(|(i, _)| *i).collect();
     let (_, el) = *chain
@@ -548,6 +658,42 @@ mod tests {
                 .map(|l| format!("{l:?}"));
             assert_eq!(linear, indexed, "{path}");
         }
+    }
+
+    #[test]
+    fn locations_are_small_and_keep_every_step() {
+        // Route, live store: two copies per mapped element (see `ElementLocation`).
+        assert!(std::mem::size_of::<ElementLocation>() <= 24);
+        for depth in 1..=6usize {
+            let positions: Vec<usize> = (0..depth).map(|d| d * 70_000 + 1).collect();
+            let steps = Steps::new(&positions).unwrap();
+            let want: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+            assert_eq!(steps.as_slice(), want, "depth {depth}");
+        }
+        assert!(Steps::new(&[1, u32::MAX as usize + 1]).is_none());
+    }
+
+    #[test]
+    fn the_index_finds_the_first_of_duplicate_id_shorts() {
+        let mut env = Environment::default();
+        // The typed model may refuse duplicates; the index must still agree with the linear
+        // search on whatever the tree holds.
+        env.submodels.push(
+            json!({"id": "urn:sm:d", "modelType": "Submodel", "submodelElements": [
+            {"modelType": "Property", "idShort": "A", "valueType": "xs:int"},
+            {"modelType": "Property", "idShort": "B", "valueType": "xs:int"},
+            {"modelType": "Property", "idShort": "A", "valueType": "xs:string"}]}),
+        );
+        env.submodel_index.insert("urn:sm:d".into(), 0);
+        let index = env.top_level_index();
+        for path in ["A", "B", "C"] {
+            let linear = env.locate("urn:sm:d", path).map(|l| format!("{l:?}"));
+            let indexed = env
+                .locate_indexed(Some(&index), "urn:sm:d", path)
+                .map(|l| format!("{l:?}"));
+            assert_eq!(linear, indexed, "{path}");
+        }
+        assert_eq!(env.locate("urn:sm:d", "A").unwrap().value_type, XsType::Int);
     }
 
     #[test]

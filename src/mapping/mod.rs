@@ -464,6 +464,18 @@ impl Route {
     }
 }
 
+/// The live store reads where each rule writes from the routes instead of copying 100k
+/// locations.
+impl crate::aas::live::RuleLocations for Router {
+    fn rule_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    fn location(&self, rule: usize) -> &ElementLocation {
+        &self.routes[rule].location
+    }
+}
+
 impl Router {
     /// Per rule (by index), what its element takes: for the sources' own type checks.
     pub fn rule_targets(&self) -> Vec<RuleTarget> {
