@@ -258,9 +258,12 @@ fn submodel_op(
             Modifier::Reference => view::identifiable_reference("Submodel", sm_id),
             Modifier::Path => json!(view::submodel_paths(&served(history, stored), p.level)),
         },
+        SubmodelOp::Elements(Modifier::Path) => {
+            let paths = view::submodel_paths(&served(history, stored), p.level);
+            p.page(paths.into_iter().map(Value::String).collect())
+        }
         SubmodelOp::Elements(m) => {
-            let sm = served(history, stored);
-            let shaped = view::shape(sm.clone(), p.level, p.extent);
+            let shaped = view::shape(served(history, stored), p.level, p.extent);
             let top = view::children(&shaped);
             let items: Vec<Value> = match m {
                 Modifier::Normal => top.to_vec(),
@@ -278,10 +281,7 @@ fn submodel_op(
                     .enumerate()
                     .map(|(i, e)| view::element_reference(sm_id, &[(i, e)]))
                     .collect(),
-                Modifier::Path => view::submodel_paths(&sm, p.level)
-                    .into_iter()
-                    .map(Value::String)
-                    .collect(),
+                Modifier::Path => unreachable!("handled above"),
             };
             p.page(items)
         }
