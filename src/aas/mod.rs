@@ -1,8 +1,9 @@
 //! The in-memory AAS environment: shells and submodels loaded from JSON, live values applied.
 //!
-//! The environment is kept in the official JSON form (`serde_json::Value`) so that everything a
-//! template contains is served back unchanged, including parts of the metamodel the gateway does
-//! not interpret. Mapped elements are located once at start ([`AasStore::locate`]) and updated
+//! The environment is kept in the official JSON form so that everything a template contains is
+//! served back unchanged, including parts of the metamodel the gateway does not interpret:
+//! shells and concept descriptions (few) as `serde_json::Value`, submodels (nearly all elements)
+//! as the compact [`tree::Node`], materialised as `Value` only for what a request serves. Mapped elements are located once at start ([`AasStore::locate`]) and updated
 //! through that precomputed location, so the hot path never searches by name.
 //!
 //! Every document passes the typed metamodel in [`model`] on its way in, so what is stored is
@@ -704,6 +705,69 @@ mod tests {
             assert_eq!(linear, indexed, "{path}");
         }
         assert_eq!(env.locate("urn:sm:d", "A").unwrap().value_type, XsType::Int);
+    }
+
+    #[test]
+    fn the_tree_and_its_json_navigate_alike() {
+        let env = env();
+        let sm = env.submodel("urn:sm:1").unwrap();
+        let json = sm.to_value();
+        for path in [
+            "Speed", "Axes.X", "Pos[0]", "Pos[1]", "Axes.Y", "Speed.X", "Axes[0]",
+        ] {
+            let tree = find_chain(sm, path).map(|chain| {
+                chain
+                    .iter()
+                    .map(|(i, e)| (*i, e.to_value()))
+                    .collect::<Vec<_>>()
+            });
+            let value = find_chain(&json, path).map(|chain| {
+                chain
+                    .iter()
+                    .map(|(i, e)| (*i, (*e).clone()))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(tree, value, "{path}");
+        }
+    }
+
+    #[test]
+    fn values_are_written_into_the_tree() {
+        let mut env = env();
+        let value_at = |env: &Environment, path: &str| {
+            let (_, el) = find_element(env.submodel("urn:sm:1").unwrap(), path).unwrap();
+            el.get("value").map(Node::to_value)
+        };
+        let x = env.locate("urn:sm:1", "Axes.X").unwrap();
+        assert_eq!(value_at(&env, "Axes.X"), None);
+        env.apply(&x, &TypedValue::Int(3));
+        assert_eq!(value_at(&env, "Axes.X"), Some(json!("3")));
+        env.apply(&x, &TypedValue::Int(-40000000000));
+        assert_eq!(value_at(&env, "Axes.X"), Some(json!("-40000000000")));
+        env.apply(&x, &TypedValue::Null);
+        assert_eq!(value_at(&env, "Axes.X"), None);
+        let speed = env.locate("urn:sm:1", "Speed").unwrap();
+        let long = TypedValue::Float(0.123_456_789_012_345_68);
+        env.apply(&speed, &long);
+        assert_eq!(value_at(&env, "Speed"), Some(json!("0.12345678901234568")));
+        let pos = env.locate("urn:sm:1", "Pos").unwrap();
+        env.apply(
+            &pos,
+            &TypedValue::List(vec![TypedValue::Float(1.5), TypedValue::Float(2.0)]),
+        );
+        assert_eq!(
+            value_at(&env, "Pos"),
+            Some(json!([
+                {"modelType": "Property", "valueType": "xs:double", "value": "1.5"},
+                {"modelType": "Property", "valueType": "xs:double", "value": "2.0"}]))
+        );
+        env.set_semantic_id(&speed, "urn:semantic:speed");
+        let (_, el) = find_element(env.submodel("urn:sm:1").unwrap(), "Speed").unwrap();
+        assert_eq!(
+            el.pointer("/semanticId/keys/0/value")
+                .and_then(Node::as_str),
+            Some("urn:semantic:speed")
+        );
     }
 
     #[test]

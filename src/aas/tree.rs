@@ -24,7 +24,10 @@ pub type Key = &'static str;
 const INLINE: usize = 22;
 
 /// One JSON value of a stored submodel (24 bytes).
-#[derive(Clone, PartialEq)]
+///
+/// (No `PartialEq`: the same text may be held inline or interned; compare
+/// [`Node::to_value`]s.)
+#[derive(Clone)]
 pub enum Node {
     /// `null`.
     Null,
