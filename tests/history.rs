@@ -725,12 +725,13 @@ fn a_time_series_submodel_of_the_template_is_taken_over() {
     let time_series: Vec<_> = env
         .submodels
         .iter()
+        .map(|s| s.to_value())
         .filter(|s| {
             s["semanticId"]["keys"][0]["value"] == aas_gateway::history::TIME_SERIES_SEMANTIC_ID
         })
         .collect();
     assert_eq!(time_series.len(), 1, "no second Time Series submodel");
-    let sm = time_series[0];
+    let sm = &time_series[0];
     assert_eq!(sm["id"], id);
     let record = element(sm, "Metadata.Record")["value"].as_array().unwrap();
     let names: Vec<_> = record

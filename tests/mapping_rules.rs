@@ -195,7 +195,10 @@ fn semantic_id_override_is_served() {
     ));
     let (env, _) = pipeline::check(&cfg).unwrap();
     let (_, el) = aas_gateway::aas::find_element(env.submodel(SM).unwrap(), "Double").unwrap();
-    assert_eq!(el["semanticId"]["keys"][0]["value"], "0173-1#02-XYZ#001");
+    assert_eq!(
+        el.to_value()["semanticId"]["keys"][0]["value"],
+        "0173-1#02-XYZ#001"
+    );
 }
 
 #[test]

@@ -365,11 +365,10 @@ mod tests {
 
     fn value_of(env: &Environment, path: &str) -> serde_json::Value {
         let loc = env.locate("urn:sm", path).unwrap();
-        let mut v = &env.submodels[loc.submodel()];
-        for &step in loc.steps() {
-            v = &v["submodelElements"][step as usize];
-        }
-        v["value"].clone()
+        env.element(&loc)
+            .get("value")
+            .map(crate::aas::Node::to_value)
+            .unwrap_or_default()
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The in-memory AAS environment: shells and submodels loaded from JSON, live values applied.
 //!
-//! The environment is kept in the official JSON form (`serde_json::Value`) so that everything a
-//! template contains is served back unchanged, including parts of the metamodel the gateway does
-//! not interpret. Mapped elements are located once at start ([`AasStore::locate`]) and updated
+//! The environment is kept in the official JSON form so that everything a template contains is
+//! served back unchanged, including parts of the metamodel the gateway does not interpret:
+//! shells and concept descriptions (few) as `serde_json::Value`, submodels (nearly all elements)
+//! as the compact [`tree::Node`], materialised as `Value` only for what a request serves. Mapped elements are located once at start ([`AasStore::locate`]) and updated
 //! through that precomputed location, so the hot path never searches by name.
 //!
 //! Every document passes the typed metamodel in [`model`] on its way in, so what is stored is
@@ -15,6 +16,7 @@ pub mod aasx;
 pub mod aid;
 pub mod live;
 pub mod model;
+pub mod tree;
 pub mod view;
 /// The `xs:*` types now live in the leaf module [`crate::core::xs`].
 pub use crate::core::xs;
@@ -25,6 +27,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::core::TypedValue;
+pub use tree::{JsonRead, Node};
 pub use xs::XsType;
 
 /// Encodes an identifier the way the AAS Part 2 API puts it into a path and the MQTT payload
@@ -39,8 +42,9 @@ pub fn encode_id(id: &str) -> String {
 pub struct Environment {
     /// Asset Administration Shells, in file order.
     pub shells: Vec<Value>,
-    /// Submodels, in file order (indexed by id for lookups).
-    pub submodels: Vec<Value>,
+    /// Submodels, in file order (indexed by id for lookups), as compact trees: they hold
+    /// nearly all of the elements (see [`tree`]).
+    pub submodels: Vec<Node>,
     /// Concept descriptions, served by `/serialization` and used for default units.
     pub concept_descriptions: Vec<Value>,
     submodel_index: HashMap<String, usize>,
@@ -191,7 +195,7 @@ impl Environment {
                 .insert(id.to_string(), self.submodels.len() + i);
         }
         self.shells.extend(shells);
-        self.submodels.extend(submodels);
+        self.submodels.extend(submodels.into_iter().map(Node::from));
         self.concept_descriptions.extend(cds);
         Ok(())
     }
@@ -200,20 +204,21 @@ impl Environment {
     /// metamodel forbids empty lists).
     pub fn to_json(&self) -> Value {
         let mut doc = serde_json::Map::new();
+        let submodels = self.submodels.iter().map(Node::to_value).collect();
         for (key, items) in [
-            ("assetAdministrationShells", &self.shells),
-            ("submodels", &self.submodels),
-            ("conceptDescriptions", &self.concept_descriptions),
+            ("assetAdministrationShells", self.shells.clone()),
+            ("submodels", submodels),
+            ("conceptDescriptions", self.concept_descriptions.clone()),
         ] {
             if !items.is_empty() {
-                doc.insert(key.into(), Value::Array(items.clone()));
+                doc.insert(key.into(), Value::Array(items));
             }
         }
         Value::Object(doc)
     }
 
     /// The submodel with identifier `id`.
-    pub fn submodel(&self, id: &str) -> Option<&Value> {
+    pub fn submodel(&self, id: &str) -> Option<&Node> {
         self.submodel_index.get(id).map(|&i| &self.submodels[i])
     }
 
@@ -221,7 +226,7 @@ impl Environment {
     pub fn concept_description_unit(&self, id: &str) -> Option<String> {
         self.concept_descriptions
             .iter()
-            .find(|cd| id_of(cd) == Some(id))?
+            .find(|cd| id_of(*cd) == Some(id))?
             .get("embeddedDataSpecifications")?
             .as_array()?
             .iter()
@@ -233,35 +238,42 @@ impl Environment {
     /// GlobalReference key), replacing the template's.
     pub fn set_semantic_id(&mut self, loc: &ElementLocation, id: &str) {
         let element = self.element_mut(loc);
-        element["semanticId"] = serde_json::json!({
+        let reference = serde_json::json!({
             "type": "ExternalReference",
             "keys": [{"type": "GlobalReference", "value": id}]
         });
+        element.insert("semanticId", Node::from(reference));
     }
 
     /// The element at `loc` (which must come from this environment).
-    pub fn element(&self, loc: &ElementLocation) -> &Value {
+    pub fn element(&self, loc: &ElementLocation) -> &Node {
         let mut element = &self.submodels[loc.submodel()];
         for &step in loc.steps() {
             let key = view::children_key(element).unwrap_or("value");
-            element = &element[key][step as usize];
+            element = element
+                .get(key)
+                .and_then(|children| children.as_array()?.get(step as usize))
+                .expect("a location comes from this environment");
         }
         element
     }
 
-    fn element_mut(&mut self, loc: &ElementLocation) -> &mut Value {
+    fn element_mut(&mut self, loc: &ElementLocation) -> &mut Node {
         let mut element = &mut self.submodels[loc.submodel()];
         for &step in loc.steps() {
             // Same walk as find_chain: `submodelElements`, then `value` or `statements`.
             let key = view::children_key(element).unwrap_or("value");
-            element = &mut element[key][step as usize];
+            element = element
+                .get_mut(key)
+                .and_then(|children| children.as_array_mut()?.get_mut(step as usize))
+                .expect("a location comes from this environment");
         }
         element
     }
 
     /// The shell with identifier `id`.
     pub fn shell(&self, id: &str) -> Option<&Value> {
-        self.shells.iter().find(|s| id_of(s) == Some(id))
+        self.shells.iter().find(|s| id_of(*s) == Some(id))
     }
 
     /// idShort of the first shell that references submodel `id`.
@@ -294,15 +306,15 @@ impl Environment {
     /// with it is linear instead of quadratic: with 100,000 rules onto one submodel the linear
     /// search per rule kept the gateway busy for minutes at start.
     pub fn top_level_index(&self) -> TopLevelIndex {
-        fn top_level(sm: &Value) -> &[Value] {
-            let children = sm.get("submodelElements").and_then(Value::as_array);
-            children.map(Vec::as_slice).unwrap_or_default()
+        fn top_level(sm: &Node) -> &[Node] {
+            let children = sm.get("submodelElements").and_then(Node::as_array);
+            children.unwrap_or_default()
         }
         let count = self.submodels.iter().map(|sm| top_level(sm).len()).sum();
         let mut index = Vec::with_capacity(count);
         for (sm, submodel) in self.submodels.iter().enumerate() {
             for (i, child) in top_level(submodel).iter().enumerate() {
-                let id_short = child.get("idShort").and_then(Value::as_str);
+                let id_short = child.get("idShort").and_then(Node::as_str);
                 // (An element beyond u32 is left to the linear search.)
                 if let (Some(id_short), Ok(sm), Ok(i)) =
                     (id_short, u32::try_from(sm), u32::try_from(i))
@@ -330,19 +342,24 @@ impl Environment {
         let submodel = &self.submodels[sm_index];
         let indexed = index
             .and_then(|ix| ix.find(submodel, sm_index, path))
-            .and_then(|i| Some((vec![i], submodel.get("submodelElements")?.get(i)?)));
+            .and_then(|i| {
+                Some((
+                    vec![i],
+                    submodel.get("submodelElements")?.as_array()?.get(i)?,
+                ))
+            });
         let (steps, element) = match indexed {
             Some(found) => found,
             None => find_element(submodel, path)?,
         };
         let model_type = element
             .get("modelType")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .unwrap_or("");
         let (kind, type_key) = match model_type {
             "Property" => (ElementKind::Property, "valueType"),
             "SubmodelElementList" => {
-                let item_type = element.get("typeValueListElement").and_then(Value::as_str);
+                let item_type = element.get("typeValueListElement").and_then(Node::as_str);
                 if item_type != Some("Property") {
                     return Err(format!(
                         "{path:?} is a SubmodelElementList of {item_type:?}; only lists of Property can take values"
@@ -362,7 +379,7 @@ impl Environment {
         } else {
             element
                 .get(type_key)
-                .and_then(Value::as_str)
+                .and_then(Node::as_str)
                 .ok_or_else(|| format!("{path:?} has no {type_key}"))?
                 .parse::<XsType>()
                 .map_err(|e| format!("{path:?}: {e}"))?
@@ -377,40 +394,33 @@ impl Environment {
         })
     }
 
-    /// Writes a live value into the element at `loc`.
+    /// Writes a live value into the element at `loc`: in place, except that the first value
+    /// of an element without one adds the `value` member (its object is rebuilt once).
     pub fn apply(&mut self, loc: &ElementLocation, value: &TypedValue) {
         let element = self.element_mut(loc);
         match (loc.kind, value) {
             // No value (a Bad status without one): the element shows none rather than a stale
             // value that would look current (an empty list would break AAS constraints).
-            (_, TypedValue::Null) => {
-                if let Some(obj) = element.as_object_mut() {
-                    obj.remove("value");
-                }
-            }
+            (_, TypedValue::Null) => element.remove("value"),
             (ElementKind::PropertyList, TypedValue::List(items)) => {
-                let template = element["value"]
-                    .get(0)
-                    .cloned()
-                    .unwrap_or_else(|| serde_json::json!({"modelType": "Property", "valueType": loc.value_type.as_str()}));
-                let children = element["value"].as_array().map(Vec::len).unwrap_or(0);
-                if children != items.len() {
-                    element["value"] = Value::Array(vec![template; items.len()]);
+                let children = element.get("value").and_then(Node::as_array).unwrap_or(&[]);
+                if children.len() != items.len() {
+                    let template = children.first().cloned().unwrap_or_else(|| {
+                        Node::from(serde_json::json!({"modelType": "Property", "valueType": loc.value_type.as_str()}))
+                    });
+                    element.insert("value", Node::Array(vec![template; items.len()].into()));
                 }
-                for (child, item) in element["value"]
-                    .as_array_mut()
-                    .into_iter()
-                    .flatten()
-                    .zip(items)
-                {
-                    child["value"] = Value::String(loc.value_type.lexical(item));
+                let children = element.get_mut("value").and_then(Node::as_array_mut);
+                for (child, item) in children.into_iter().flatten().zip(items) {
+                    child.insert("value", Node::text(&loc.value_type.lexical(item)));
                 }
             }
             (ElementKind::MultiLanguageProperty, v) => {
-                element["value"] =
+                let text =
                     serde_json::json!([{"language": "en", "text": loc.value_type.lexical(v)}]);
+                element.insert("value", Node::from(text));
             }
-            (_, v) => element["value"] = Value::String(loc.value_type.lexical(v)),
+            (_, v) => element.insert("value", Node::text(&loc.value_type.lexical(v))),
         }
     }
 }
@@ -448,7 +458,7 @@ impl TopLevelIndex {
 
     /// Position of the first top-level element of `submodel` (position `sm`) whose idShort is
     /// `path`. The hash only narrows the search: each candidate's idShort is compared.
-    fn find(&self, submodel: &Value, sm: usize, path: &str) -> Option<usize> {
+    fn find(&self, submodel: &Node, sm: usize, path: &str) -> Option<usize> {
         let key = (TopLevelIndex::hash(path), u32::try_from(sm).ok()?);
         let children = submodel.get("submodelElements")?.as_array()?;
         let start = self.0.partition_point(|&(h, s, _)| (h, s) < key);
@@ -458,14 +468,14 @@ impl TopLevelIndex {
             .map(|&(_, _, i)| i as usize)
             .find(|&i| {
                 let child = children.get(i).and_then(|c| c.get("idShort"));
-                child.and_then(Value::as_str) == Some(path)
+                child.and_then(Node::as_str) == Some(path)
             })
     }
 }
 
 /// The `id` of a shell or submodel.
-pub fn id_of(v: &Value) -> Option<&str> {
-    v.get("id").and_then(Value::as_str)
+pub fn id_of<T: JsonRead>(v: &T) -> Option<&str> {
+    v.get("id").and_then(T::as_str)
 }
 
 /// One segment of an idShortPath.
@@ -509,10 +519,10 @@ pub fn parse_id_short_path(path: &str) -> Result<Vec<PathSegment<'_>>, String> {
 }
 
 /// Finds an element by idShortPath; returns the child positions walked and the element.
-pub fn find_element<'v>(
-    submodel: &'v Value,
+pub fn find_element<'v, T: JsonRead>(
+    submodel: &'v T,
     path: &str,
-) -> Result<(ChildPositions, &'v Value), String> {
+) -> Result<(ChildPositions, &'v T), String> {
     let chain = find_chain(submodel, path)?;
     let steps = chain.iter().map(|(i, _)| *i).collect();
     let (_, el) = *chain
@@ -523,11 +533,14 @@ pub fn find_element<'v>(
 
 /// Walks an idShortPath; returns every element passed (position in its parent, element),
 /// outermost first, the target last.
-pub fn find_chain<'v>(submodel: &'v Value, path: &str) -> Result<Vec<(usize, &'v Value)>, String> {
+pub fn find_chain<'v, T: JsonRead>(
+    submodel: &'v T,
+    path: &str,
+) -> Result<Vec<(usize, &'v T)>, String> {
     let segments = parse_id_short_path(path)?;
     let mut chain = Vec::with_capacity(segments.len());
     let mut children = view::children(submodel);
-    let mut current: Option<&Value> = None;
+    let mut current: Option<&T> = None;
     for seg in &segments {
         if let Some(el) = current {
             if view::children_key(el).is_none() {
@@ -537,13 +550,13 @@ pub fn find_chain<'v>(submodel: &'v Value, path: &str) -> Result<Vec<(usize, &'v
         }
         let is_list = current
             .and_then(|el| el.get("modelType"))
-            .and_then(Value::as_str)
+            .and_then(T::as_str)
             == Some("SubmodelElementList");
         let (i, child) = match seg {
             PathSegment::IdShort(name) => children
                 .iter()
                 .enumerate()
-                .find(|(_, c)| c.get("idShort").and_then(Value::as_str) == Some(name))
+                .find(|(_, c)| c.get("idShort").and_then(T::as_str) == Some(name))
                 .ok_or_else(|| format!("{path:?}: no element {name:?} here"))?,
             // Indices address list items only; a collection's children are found by name.
             PathSegment::Index(n) if is_list => children
@@ -565,13 +578,11 @@ pub fn find_chain<'v>(submodel: &'v Value, path: &str) -> Result<Vec<(usize, &'v
     Ok(chain)
 }
 
-fn describe(el: &Value) -> String {
+fn describe<T: JsonRead>(el: &T) -> String {
     format!(
         "{} {}",
-        el.get("modelType")
-            .and_then(Value::as_str)
-            .unwrap_or("element"),
-        el.get("idShort").and_then(Value::as_str).unwrap_or("")
+        el.get("modelType").and_then(T::as_str).unwrap_or("element"),
+        el.get("idShort").and_then(T::as_str).unwrap_or("")
     )
 }
 
@@ -644,7 +655,7 @@ mod tests {
         let loc = env.locate("urn:sm:e", "Motor.Temp").unwrap();
         env.apply(&loc, &TypedValue::Float(21.5));
         let (_, el) = find_element(env.submodel("urn:sm:e").unwrap(), "Motor.Temp").unwrap();
-        assert_eq!(el["value"], "21.5");
+        assert_eq!(el.get("value").and_then(Node::as_str), Some("21.5"));
     }
 
     #[test]
@@ -678,12 +689,12 @@ mod tests {
         let mut env = Environment::default();
         // The typed model may refuse duplicates; the index must still agree with the linear
         // search on whatever the tree holds.
-        env.submodels.push(
+        env.submodels.push(Node::from(
             json!({"id": "urn:sm:d", "modelType": "Submodel", "submodelElements": [
             {"modelType": "Property", "idShort": "A", "valueType": "xs:int"},
             {"modelType": "Property", "idShort": "B", "valueType": "xs:int"},
             {"modelType": "Property", "idShort": "A", "valueType": "xs:string"}]}),
-        );
+        ));
         env.submodel_index.insert("urn:sm:d".into(), 0);
         let index = env.top_level_index();
         for path in ["A", "B", "C"] {
@@ -694,6 +705,69 @@ mod tests {
             assert_eq!(linear, indexed, "{path}");
         }
         assert_eq!(env.locate("urn:sm:d", "A").unwrap().value_type, XsType::Int);
+    }
+
+    #[test]
+    fn the_tree_and_its_json_navigate_alike() {
+        let env = env();
+        let sm = env.submodel("urn:sm:1").unwrap();
+        let json = sm.to_value();
+        for path in [
+            "Speed", "Axes.X", "Pos[0]", "Pos[1]", "Axes.Y", "Speed.X", "Axes[0]",
+        ] {
+            let tree = find_chain(sm, path).map(|chain| {
+                chain
+                    .iter()
+                    .map(|(i, e)| (*i, e.to_value()))
+                    .collect::<Vec<_>>()
+            });
+            let value = find_chain(&json, path).map(|chain| {
+                chain
+                    .iter()
+                    .map(|(i, e)| (*i, (*e).clone()))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(tree, value, "{path}");
+        }
+    }
+
+    #[test]
+    fn values_are_written_into_the_tree() {
+        let mut env = env();
+        let value_at = |env: &Environment, path: &str| {
+            let (_, el) = find_element(env.submodel("urn:sm:1").unwrap(), path).unwrap();
+            el.get("value").map(Node::to_value)
+        };
+        let x = env.locate("urn:sm:1", "Axes.X").unwrap();
+        assert_eq!(value_at(&env, "Axes.X"), None);
+        env.apply(&x, &TypedValue::Int(3));
+        assert_eq!(value_at(&env, "Axes.X"), Some(json!("3")));
+        env.apply(&x, &TypedValue::Int(-40000000000));
+        assert_eq!(value_at(&env, "Axes.X"), Some(json!("-40000000000")));
+        env.apply(&x, &TypedValue::Null);
+        assert_eq!(value_at(&env, "Axes.X"), None);
+        let speed = env.locate("urn:sm:1", "Speed").unwrap();
+        let long = TypedValue::Float(0.123_456_789_012_345_68);
+        env.apply(&speed, &long);
+        assert_eq!(value_at(&env, "Speed"), Some(json!("0.12345678901234568")));
+        let pos = env.locate("urn:sm:1", "Pos").unwrap();
+        env.apply(
+            &pos,
+            &TypedValue::List(vec![TypedValue::Float(1.5), TypedValue::Float(2.0)]),
+        );
+        assert_eq!(
+            value_at(&env, "Pos"),
+            Some(json!([
+                {"modelType": "Property", "valueType": "xs:double", "value": "1.5"},
+                {"modelType": "Property", "valueType": "xs:double", "value": "2.0"}]))
+        );
+        env.set_semantic_id(&speed, "urn:semantic:speed");
+        let (_, el) = find_element(env.submodel("urn:sm:1").unwrap(), "Speed").unwrap();
+        assert_eq!(
+            el.pointer("/semanticId/keys/0/value")
+                .and_then(Node::as_str),
+            Some("urn:semantic:speed")
+        );
     }
 
     #[test]
@@ -708,8 +782,8 @@ mod tests {
     #[test]
     fn value_only_types_values() {
         let env = env();
-        let sm = env.submodel("urn:sm:1").unwrap();
-        let v = view::named_values(view::children(sm), view::Extent::WithoutBlobValue);
+        let sm = env.submodel("urn:sm:1").unwrap().to_value();
+        let v = view::named_values(view::children(&sm), view::Extent::WithoutBlobValue);
         assert_eq!(v, json!({"Speed": 0.0, "Axes": {"X": null}, "Pos": [0.0]}));
     }
 }

@@ -2,11 +2,14 @@
 //! JSON: `level` (deep/core), `extent` (with/without Blob values), and the content modifiers
 //! `$metadata`, `$value` (ValueOnly), `$reference` and `$path`.
 //!
-//! All functions work on the official JSON form; none changes the store.
+//! All functions work on the official JSON form; none changes the store. Navigation
+//! ([`children`], [`element_reference`]) works on the stored [`super::Node`] tree as well, so an
+//! element can be found without materialising its submodel; the serialisations take the
+//! `Value` of what is served.
 
 use serde_json::{json, Map, Value};
 
-use super::XsType;
+use super::{JsonRead, XsType};
 
 /// `level`: how deep children are serialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,13 +31,13 @@ pub enum Extent {
     WithoutBlobValue,
 }
 
-fn model_type(el: &Value) -> &str {
-    el.get("modelType").and_then(Value::as_str).unwrap_or("")
+fn model_type<T: JsonRead>(el: &T) -> &str {
+    el.get("modelType").and_then(T::as_str).unwrap_or("")
 }
 
 /// The key under which a submodel or element keeps its child elements, if it can have any
 /// (`submodelElements`, `value` of collections and lists, `statements` of entities, ...).
-pub fn children_key(el: &Value) -> Option<&'static str> {
+pub fn children_key<T: JsonRead>(el: &T) -> Option<&'static str> {
     match model_type(el) {
         "SubmodelElementCollection" | "SubmodelElementList" => Some("value"),
         "Entity" => Some("statements"),
@@ -45,17 +48,21 @@ pub fn children_key(el: &Value) -> Option<&'static str> {
 }
 
 /// Child elements of a submodel or element (empty for leaves).
-pub fn children(el: &Value) -> &[Value] {
+pub fn children<T: JsonRead>(el: &T) -> &[T] {
     children_key(el)
         .and_then(|k| el.get(k))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
+        .and_then(T::as_array)
         .unwrap_or(&[])
 }
 
 /// A copy of `el` (submodel or element) as `level` and `extent` ask for.
 pub fn shaped(el: &Value, level: Level, extent: Extent) -> Value {
-    let mut out = el.clone();
+    shape(el.clone(), level, extent)
+}
+
+/// `el` (submodel or element) as `level` and `extent` ask for: [`shaped`] for a value that is
+/// already a copy.
+pub fn shape(mut out: Value, level: Level, extent: Extent) -> Value {
     // Core: the object's direct children stay, their own children go.
     let keep_depth = match level {
         Level::Deep => usize::MAX,
@@ -133,15 +140,15 @@ pub fn identifiable_reference(key_type: &str, id: &str) -> Value {
 
 /// `$reference` of the element reached by `chain` (the elements walked from the submodel,
 /// outermost first) in submodel `sm_id`. Keys of list items carry the index.
-pub fn element_reference(sm_id: &str, chain: &[(usize, &Value)]) -> Value {
+pub fn element_reference<T: JsonRead>(sm_id: &str, chain: &[(usize, &T)]) -> Value {
     let mut keys = vec![json!({"type": "Submodel", "value": sm_id})];
     for (index, el) in chain {
         let value = el
             .get("idShort")
-            .and_then(Value::as_str)
+            .and_then(T::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| index.to_string());
-        keys.push(json!({"type": model_type(el), "value": value}));
+        keys.push(json!({"type": model_type(*el), "value": value}));
     }
     json!({"type": "ModelReference", "keys": keys})
 }

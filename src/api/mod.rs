@@ -21,7 +21,6 @@ pub mod params;
 pub mod routes;
 pub mod time_range;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -32,7 +31,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::aas::view;
-use crate::aas::{self, id_of, Environment};
+use crate::aas::{self, id_of, Environment, JsonRead};
 use crate::history::History;
 pub use error::ApiError;
 use params::Params;
@@ -147,7 +146,7 @@ fn serve(
             let shells = env
                 .shells
                 .iter()
-                .filter(|s| matches_id_short(s, &p.id_short) && matches_asset_ids(s, p));
+                .filter(|s| matches_id_short(*s, &p.id_short) && matches_asset_ids(s, p));
             let items = match m {
                 Modifier::Reference => shells
                     .map(|s| {
@@ -200,35 +199,28 @@ fn serve(
             return submodel_op(env, history, &sm_id, op, p);
         }
         Route::Submodels(m) => {
-            let sms = env
-                .submodels
-                .iter()
-                .filter(|s| {
-                    matches_id_short(s, &p.id_short) && matches_semantic_id(s, &p.semantic_id)
-                })
-                // Metadata and references carry no values: the stored skeleton serves them.
-                .map(|s| match m {
-                    Modifier::Metadata | Modifier::Reference => Cow::Borrowed(s),
-                    _ => live(history, s),
-                });
-            let sms = sms.collect::<Vec<_>>();
-            let sms = sms.iter().map(|s| s.as_ref());
+            let sms = env.submodels.iter().filter(|s| {
+                matches_id_short(*s, &p.id_short) && matches_semantic_id(*s, &p.semantic_id)
+            });
             let items: Vec<Value> = match m {
-                Modifier::Normal => sms.map(|s| view::shaped(s, p.level, p.extent)).collect(),
-                Modifier::Metadata => sms.map(view::submodel_metadata).collect(),
+                Modifier::Normal => sms
+                    .map(|s| view::shape(served(history, s), p.level, p.extent))
+                    .collect(),
+                // Metadata and references carry no values: the stored skeleton serves them.
+                Modifier::Metadata => sms
+                    .map(|s| s.to_value_without("submodelElements"))
+                    .collect(),
                 Modifier::Value => sms
                     .map(|s| {
-                        view::named_values(
-                            view::children(&view::shaped(s, p.level, p.extent)),
-                            p.extent,
-                        )
+                        let shaped = view::shape(served(history, s), p.level, p.extent);
+                        view::named_values(view::children(&shaped), p.extent)
                     })
                     .collect(),
                 Modifier::Reference => sms
                     .map(|s| view::identifiable_reference("Submodel", id_of(s).unwrap_or("")))
                     .collect(),
                 Modifier::Path => sms
-                    .flat_map(|s| view::submodel_paths(s, p.level))
+                    .flat_map(|s| view::submodel_paths(&served(history, s), p.level))
                     .map(Value::String)
                     .collect(),
             };
@@ -245,25 +237,33 @@ fn submodel_op(
     op: SubmodelOp,
     p: &Params,
 ) -> Result<Reply, ApiError> {
-    let sm = env
+    let stored = env
         .submodel(sm_id)
         .ok_or_else(|| ApiError::not_found(format!("no submodel with id {sm_id:?}")))?;
-    let sm = live(history, sm);
-    let sm = sm.as_ref();
+    // Element routes (the hot API path) find the element in the stored tree and materialise
+    // only it; a Time Series submodel is served with its segments filled in.
+    let elements_op = |path: &str| match history.and_then(|h| h.live_submodel(stored)) {
+        Some(live) => find_served(sm_id, &live, path),
+        None => find_served(sm_id, stored, path),
+    };
     let bad = ApiError::bad_request;
     Ok(Reply::Json(match op {
         SubmodelOp::Submodel(m) => match m {
-            Modifier::Normal => view::shaped(sm, p.level, p.extent),
-            Modifier::Metadata => view::submodel_metadata(sm),
-            Modifier::Value => view::named_values(
-                view::children(&view::shaped(sm, p.level, p.extent)),
-                p.extent,
-            ),
+            Modifier::Normal => view::shape(served(history, stored), p.level, p.extent),
+            Modifier::Metadata => stored.to_value_without("submodelElements"),
+            Modifier::Value => {
+                let shaped = view::shape(served(history, stored), p.level, p.extent);
+                view::named_values(view::children(&shaped), p.extent)
+            }
             Modifier::Reference => view::identifiable_reference("Submodel", sm_id),
-            Modifier::Path => json!(view::submodel_paths(sm, p.level)),
+            Modifier::Path => json!(view::submodel_paths(&served(history, stored), p.level)),
         },
+        SubmodelOp::Elements(Modifier::Path) => {
+            let paths = view::submodel_paths(&served(history, stored), p.level);
+            p.page(paths.into_iter().map(Value::String).collect())
+        }
         SubmodelOp::Elements(m) => {
-            let shaped = view::shaped(sm, p.level, p.extent);
+            let shaped = view::shape(served(history, stored), p.level, p.extent);
             let top = view::children(&shaped);
             let items: Vec<Value> = match m {
                 Modifier::Normal => top.to_vec(),
@@ -281,36 +281,38 @@ fn submodel_op(
                     .enumerate()
                     .map(|(i, e)| view::element_reference(sm_id, &[(i, e)]))
                     .collect(),
-                Modifier::Path => view::submodel_paths(sm, p.level)
-                    .into_iter()
-                    .map(Value::String)
-                    .collect(),
+                Modifier::Path => unreachable!("handled above"),
             };
             p.page(items)
         }
         SubmodelOp::Element(path, m) => {
-            let chain = aas::find_chain(sm, &path)
-                .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
-            let (_, el) = *chain
-                .last()
-                .expect("find_chain returns at least one element");
+            let (el, reference) = elements_op(&path)?;
             match m {
-                Modifier::Normal => view::shaped(el, p.level, p.extent),
-                Modifier::Metadata => view::element_metadata(el).map_err(bad)?,
+                Modifier::Normal => view::shape(el, p.level, p.extent),
+                Modifier::Metadata => view::element_metadata(&el).map_err(bad)?,
                 Modifier::Value => {
-                    view::named_value_only(&view::shaped(el, p.level, p.extent), p.extent)
+                    view::named_value_only(&view::shape(el, p.level, p.extent), p.extent)
                         .map_err(bad)?
                 }
-                Modifier::Reference => view::element_reference(sm_id, &chain),
-                Modifier::Path => json!(view::element_paths(&path, el, p.level).map_err(bad)?),
+                Modifier::Reference => reference,
+                Modifier::Path => json!(view::element_paths(&path, &el, p.level).map_err(bad)?),
             }
         }
         SubmodelOp::Attachment(path) => {
-            let (_, el) = aas::find_element(sm, &path)
-                .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
-            return attachment(&path, el);
+            let (el, _) = elements_op(&path)?;
+            return attachment(&path, &el);
         }
     }))
+}
+
+/// The element at `path` of submodel `sm` (materialised) and its `$reference`.
+fn find_served<T: JsonRead>(sm_id: &str, sm: &T, path: &str) -> Result<(Value, Value), ApiError> {
+    let chain = aas::find_chain(sm, path)
+        .map_err(|e| ApiError::not_found(format!("submodel {sm_id:?}: {e}")))?;
+    let (_, el) = *chain
+        .last()
+        .expect("find_chain returns at least one element");
+    Ok((el.to_value(), view::element_reference(sm_id, &chain)))
 }
 
 /// `GET .../attachment`: the bytes of a Blob; a File's content is not stored by this gateway.
@@ -356,18 +358,20 @@ fn serialization(
         env.submodel(id)
             .ok_or_else(|| ApiError::not_found(format!("no submodel with id {id:?}")))?;
     }
-    let wanted =
-        |ids: &[String], v: &Value| ids.is_empty() || ids.iter().any(|i| id_of(v) == Some(i));
+    fn ids_wanted<T: JsonRead>(ids: &[String], v: &T) -> bool {
+        ids.is_empty() || ids.iter().any(|i| id_of(v) == Some(i))
+    }
+    let wanted = ids_wanted::<Value>;
     let shells: Vec<&Value> = env
         .shells
         .iter()
         .filter(|s| wanted(&p.aas_ids, s))
         .collect();
-    let submodels: Vec<Cow<Value>> = env
+    let submodels: Vec<Value> = env
         .submodels
         .iter()
-        .filter(|s| wanted(&p.submodel_ids, s))
-        .map(|s| live(history, s))
+        .filter(|s| ids_wanted(&p.submodel_ids, *s))
+        .map(|s| served(history, s))
         .collect();
     let mut out = serde_json::Map::new();
     // Empty arrays would violate the metamodel (lists are non-empty when present).
@@ -386,12 +390,13 @@ fn serialization(
     Ok(Value::Object(out))
 }
 
-/// A submodel as served: Time Series submodels with their segments filled in from the history
-/// store (built per request, bounded by `history.max_values_per_response`), others as stored.
-fn live<'e>(history: Option<&History>, sm: &'e Value) -> Cow<'e, Value> {
+/// A submodel as served (materialised): Time Series submodels with their segments filled in
+/// from the history store (built per request, bounded by `history.max_values_per_response`),
+/// others as stored.
+fn served(history: Option<&History>, sm: &aas::Node) -> Value {
     match history.and_then(|h| h.live_submodel(sm)) {
-        Some(v) => Cow::Owned(v),
-        None => Cow::Borrowed(sm),
+        Some(v) => v,
+        None => sm.to_value(),
     }
 }
 
@@ -409,19 +414,19 @@ fn shell_references(shell: &Value, sm_id: &str) -> bool {
         .any(|r| r.pointer("/keys/0/value").and_then(Value::as_str) == Some(sm_id))
 }
 
-fn matches_id_short(v: &Value, wanted: &Option<String>) -> bool {
+fn matches_id_short<T: JsonRead>(v: &T, wanted: &Option<String>) -> bool {
     wanted
         .as_deref()
-        .is_none_or(|w| v.get("idShort").and_then(Value::as_str) == Some(w))
+        .is_none_or(|w| v.get("idShort").and_then(T::as_str) == Some(w))
 }
 
-fn matches_semantic_id(v: &Value, wanted: &Option<String>) -> bool {
+fn matches_semantic_id<T: JsonRead>(v: &T, wanted: &Option<String>) -> bool {
     wanted.as_deref().is_none_or(|w| {
         v.pointer("/semanticId/keys")
-            .and_then(Value::as_array)
+            .and_then(T::as_array)
             .into_iter()
             .flatten()
-            .any(|k| k.get("value").and_then(Value::as_str) == Some(w))
+            .any(|k| k.get("value").and_then(T::as_str) == Some(w))
     })
 }
 

@@ -302,7 +302,8 @@ impl History {
 
     /// The submodel `sm` with its segments filled in from the store (the newest records that
     /// fit `max_values_per_response`), or `None` when `sm` is not a history submodel.
-    pub fn live_submodel(&self, sm: &Value) -> Option<Value> {
+    /// (`sm` is materialised only when it is one: other submodels can be large.)
+    pub fn live_submodel(&self, sm: &crate::aas::Node) -> Option<Value> {
         let &a = self.by_submodel.get(crate::aas::id_of(sm)?)?;
         let store = self.store.read().expect("history lock");
         let view = submodel::Segments::compute(self, &store, a);
@@ -320,7 +321,7 @@ impl History {
             .count();
         let skip = view.records.len() - fit;
         let records = submodel::records_json(self, a, &view.records[skip..], &view);
-        let mut sm = sm.clone();
+        let mut sm = sm.to_value();
         submodel::fill(self, a, &mut sm, &view, records);
         Some(sm)
     }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::query::{records_query, QueryColumn};
 use super::store::{Sample, Store};
 use super::{History, Variable, TIME_SERIES_SEMANTIC_ID};
-use crate::aas::{id_of, Environment};
+use crate::aas::{id_of, Environment, Node};
 use crate::model::{format_timestamp, Quality};
 
 const SEM: &str = "https://admin-shell.io/idta/TimeSeries/";
@@ -130,9 +130,9 @@ fn elements(shell_id_short: &str, vars: &[&Variable]) -> Vec<Value> {
     ]
 }
 
-fn is_time_series(sm: &Value) -> bool {
+fn is_time_series(sm: &Node) -> bool {
     sm.pointer("/semanticId/keys/0/value")
-        .and_then(Value::as_str)
+        .and_then(Node::as_str)
         == Some(TIME_SERIES_SEMANTIC_ID)
 }
 
@@ -183,11 +183,12 @@ pub fn install(
             .iter()
             .position(|s| id_of(s) == Some(id.as_str()))
             .expect("found above");
-        let mut sm = env.submodels[pos].clone();
+        // Edited as JSON (a few elements), stored back as a tree.
+        let mut sm = env.submodels[pos].to_value();
         sm["submodelElements"] = Value::Array(elements(&shell_id_short, vars));
         sm["kind"] = json!("Instance");
         check(&sm).map_err(|e| format!("Time Series submodel {id:?}: {e}"))?;
-        env.submodels[pos] = sm;
+        env.submodels[pos] = Node::from(sm);
         tracing::info!(submodel = %id, "history: serving the Time Series submodel of the template with live segments");
         return Ok(id);
     }

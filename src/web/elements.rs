@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::aas::live::LiveEnvironment;
-use crate::aas::{view, ElementKind, ElementLocation, Environment, TopLevelIndex};
+use crate::aas::{view, ElementKind, ElementLocation, Environment, Node, TopLevelIndex};
 use crate::core::Quality;
 use crate::mapping::{MappingRule, Router as MappingRouter};
 use crate::model::ElementTarget;
@@ -158,7 +158,7 @@ impl ElementIndex {
             out.submodels.push(id.map(|id| {
                 let id_short = sm
                     .get("idShort")
-                    .and_then(Value::as_str)
+                    .and_then(Node::as_str)
                     .unwrap_or("")
                     .to_string();
                 let shell = env.shell_of_submodel(id).unwrap_or("").to_string();
@@ -303,10 +303,10 @@ impl ElementIndex {
 /// Calls `f` with the path of each value-carrying element under `children` (whose parent's
 /// path is in `path`), in document order. One path buffer for all: a `String` per element
 /// was ~6 MB at 100k elements.
-fn for_each_path(children: &[Value], path: &mut String, f: &mut dyn FnMut(&str)) {
+fn for_each_path(children: &[Node], path: &mut String, f: &mut dyn FnMut(&str)) {
     for (i, child) in children.iter().enumerate() {
         let parent = path.len();
-        match child.get("idShort").and_then(Value::as_str) {
+        match child.get("idShort").and_then(Node::as_str) {
             Some(id) if parent == 0 => path.push_str(id),
             Some(id) => {
                 path.push('.');
@@ -317,9 +317,9 @@ fn for_each_path(children: &[Value], path: &mut String, f: &mut dyn FnMut(&str))
                 let _ = write!(path, "[{i}]");
             }
         }
-        let model_type = child.get("modelType").and_then(Value::as_str);
+        let model_type = child.get("modelType").and_then(Node::as_str);
         let is_property_list = model_type == Some("SubmodelElementList")
-            && child.get("typeValueListElement").and_then(Value::as_str) == Some("Property");
+            && child.get("typeValueListElement").and_then(Node::as_str) == Some("Property");
         match model_type {
             Some("Property") | Some("MultiLanguageProperty") => f(path),
             _ if is_property_list => f(path),
@@ -334,21 +334,21 @@ fn for_each_path(children: &[Value], path: &mut String, f: &mut dyn FnMut(&str))
 }
 
 /// The element's value as text (lists joined, at most 200 characters).
-fn display_value(element: &Value, kind: ElementKind) -> Option<String> {
+fn display_value(element: &Node, kind: ElementKind) -> Option<String> {
     let v = element.get("value")?;
     let text = match kind {
         ElementKind::Property => v.as_str()?.to_string(),
         ElementKind::MultiLanguageProperty => v
             .as_array()?
             .iter()
-            .filter_map(|t| t.get("text").and_then(Value::as_str))
+            .filter_map(|t| t.get("text").and_then(Node::as_str))
             .collect::<Vec<_>>()
             .join(" / "),
         ElementKind::PropertyList => {
             let items: Vec<&str> = v
                 .as_array()?
                 .iter()
-                .map(|i| i.get("value").and_then(Value::as_str).unwrap_or(""))
+                .map(|i| i.get("value").and_then(Node::as_str).unwrap_or(""))
                 .collect();
             format!("[{}]", items.join(", "))
         }

@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 
 use crate::aas::aid::{self, aimc1_configuration, interface, model_ref, DataPoint, Endpoint};
-use crate::aas::{find_chain, Environment};
+use crate::aas::{find_chain, Environment, Node};
 use crate::mapping::MappingRule;
 use crate::sources::opcua::config::{AcquisitionMode, OpcUaSourceConfig};
 
@@ -70,21 +70,21 @@ pub fn export(
                 let kind = model_type(el);
                 let value = el
                     .get("idShort")
-                    .and_then(Value::as_str)
+                    .and_then(Node::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| index.to_string());
                 keys.push((kind, value));
             }
             let (_, element) = chain.last().expect("non-empty chain");
             let list =
-                element.get("modelType").and_then(Value::as_str) == Some("SubmodelElementList");
+                element.get("modelType").and_then(Node::as_str) == Some("SubmodelElementList");
             let xs = element
                 .get(if list {
                     "valueTypeListElement"
                 } else {
                     "valueType"
                 })
-                .and_then(Value::as_str)
+                .and_then(Node::as_str)
                 .unwrap_or("xs:string");
             let read = rule.mode == Some(AcquisitionMode::Read)
                 || (rule.mode.is_none() && source.mode == AcquisitionMode::Read);
@@ -170,8 +170,8 @@ pub fn export(
 }
 
 /// The key type of an element (its `modelType`, as a `'static` key name).
-fn model_type(el: &Value) -> &'static str {
-    match el.get("modelType").and_then(Value::as_str) {
+fn model_type(el: &Node) -> &'static str {
+    match el.get("modelType").and_then(Node::as_str) {
         Some("SubmodelElementCollection") => "SubmodelElementCollection",
         Some("SubmodelElementList") => "SubmodelElementList",
         Some("MultiLanguageProperty") => "MultiLanguageProperty",
