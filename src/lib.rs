@@ -26,9 +26,12 @@
 //!   node ids (`nsu=`), value conversion, back-pressure that never blocks a session, `browse`
 //!   (also `--aas`: AAS + AID + AIMC); [`sources::aid`]: OPC UA interfaces read from AID.
 //! - [`mapping`]: the `[[mapping]]` rules (or AIMC relations, [`mapping::aimc`]); compiles them
-//!   against the AAS templates; routes readings to elements; AIMC 2.x Lua transformations.
+//!   against the AAS templates; routes readings to elements (the dispatcher through a compact
+//!   [`mapping::RouteTable`]); AIMC 2.x Lua transformations.
 //! - [`aas`]: the in-memory AAS environment, idShortPaths, `xs:*` types, ValueOnly form;
-//!   [`aas::live`] parks live values per element and writes them into the tree when it is read.
+//!   submodels are kept as a compact tree ([`aas::tree`], about 200 bytes a Property) and
+//!   turned into JSON only for what is served; [`aas::live`] parks live values per element and
+//!   writes them into the tree when it is read.
 //! - [`api`]: AAS Part 2 HTTP API (read profile) under `/api/v3.0`, with the time-range
 //!   extension of Time Series submodels ([`api::time_range`]).
 //! - [`outbox`]: durable log of batch records (redb) that each sink reads through its own cursor
