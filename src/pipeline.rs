@@ -440,7 +440,7 @@ async fn dispatch(
         stats: &stats,
         seen: vec![false; router.routes.len()],
         reported: HashSet::new(),
-        routed: Vec::with_capacity(CHUNK_VALUES),
+        routed: Routed::default(),
     };
     let mut transforms = router.transform_runtime();
     let give_up = async {
@@ -545,8 +545,26 @@ struct Mapper<'a> {
     stats: &'a PipelineStats,
     seen: Vec<bool>,
     reported: HashSet<u32>,
-    /// Mapped and not yet handed on: (rule, update).
-    routed: Vec<(u32, SubmodelUpdate)>,
+    /// Mapped and not yet handed on.
+    routed: Routed,
+}
+
+/// Mapped updates and their rules, side by side: the updates become the outbox record as they
+/// are (moved, not copied out of pairs), the rules are only for the live store.
+#[derive(Default)]
+struct Routed {
+    rules: Vec<u32>,
+    updates: Vec<SubmodelUpdate>,
+}
+
+impl Routed {
+    fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
 }
 
 impl<'a> Mapper<'a> {
@@ -558,7 +576,8 @@ impl<'a> Mapper<'a> {
                     *first = true;
                     self.stats.rules_with_value.fetch_add(1, Ordering::Relaxed);
                 }
-                self.routed.push((rule, update))
+                self.routed.rules.push(rule);
+                self.routed.updates.push(update);
             }
             Err(e) => {
                 self.stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
@@ -588,7 +607,7 @@ impl HandOff<'_> {
     /// out of time while a `block` sink had no room (nothing was published then).
     async fn publish(
         &mut self,
-        routed: &mut Vec<(u32, SubmodelUpdate)>,
+        routed: &mut Routed,
         give_up: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> bool {
         if routed.is_empty() {
@@ -596,14 +615,22 @@ impl HandOff<'_> {
         }
         // Parked per element; written into the AAS tree when the API reads it.
         self.env.record_with_status(
-            routed.iter().map(|(rule, update)| {
-                (*rule, &update.value, update.status, update.source_ts_nanos)
-            }),
+            routed
+                .rules
+                .iter()
+                .zip(&routed.updates)
+                .map(|(&rule, update)| {
+                    (rule, &update.value, update.status, update.source_ts_nanos)
+                }),
         );
         if let Some(h) = self.history {
-            h.record(routed.iter().map(|(_, update)| update));
+            h.record(&routed.updates);
         }
-        let batch: Vec<SubmodelUpdate> = routed.drain(..).map(|(_, u)| u).collect();
+        routed.rules.clear();
+        let mut batch = std::mem::replace(&mut routed.updates, Vec::with_capacity(CHUNK_VALUES));
+        // A record is kept for a while (the sinks' recent window): a group's last, short chunk
+        // must not keep a whole chunk's capacity. A full chunk has none to spare (no copy).
+        batch.shrink_to_fit();
         self.stats
             .updates
             .fetch_add(batch.len() as u64, Ordering::Relaxed);

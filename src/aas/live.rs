@@ -164,10 +164,11 @@ impl LiveEnvironment {
         }
     }
 
-    /// The slot mapping rule `rule` writes.
-    fn slot(&self, rule: u32) -> Option<usize> {
+    /// The slot mapping rule `rule` writes; `slots` is the number of slots (the length of the
+    /// pending arrays, known to the caller under the lock: no call through `rules` per value).
+    fn slot(&self, rule: u32, slots: usize) -> Option<usize> {
         if self.slot_of_rule.is_empty() {
-            Some(rule as usize).filter(|&slot| slot < self.rules.rule_count())
+            Some(rule as usize).filter(|&slot| slot < slots)
         } else {
             self.slot_of_rule
                 .get(rule as usize)
@@ -201,8 +202,9 @@ impl LiveEnvironment {
             codes,
             times,
         } = &mut *p;
+        let slots = latest.len();
         for (rule, value, code, ts) in values {
-            let Some(slot) = self.slot(rule) else {
+            let Some(slot) = self.slot(rule, slots) else {
                 continue;
             };
             if latest[slot].is_clean() {
@@ -234,7 +236,7 @@ impl LiveEnvironment {
         rules
             .into_iter()
             .map(|rule| {
-                let slot = self.slot(rule)?;
+                let slot = self.slot(rule, p.latest.len())?;
                 Some((*p.codes.get(slot)?, *p.times.get(slot)?))
             })
             .collect()
