@@ -85,12 +85,10 @@ fn check_unlocated(
             return Err(errors);
         }
     };
-    let built = Router::build(&cfg.mapping, &cfg.opcua, &cfg.mqtt.topic_prefix, &env).and_then(
-        |mut router| {
-            router.add_transforms(&cfg.transforms, &cfg.opcua)?;
-            Ok(router)
-        },
-    );
+    let built = Router::build(&cfg.mapping, &cfg.opcua, &env).and_then(|mut router| {
+        router.add_transforms(&cfg.transforms, &cfg.opcua)?;
+        Ok(router)
+    });
     errors.0.extend(cfg.check_aid_types(&env).0);
     match built {
         Ok(router) if errors.is_empty() => {

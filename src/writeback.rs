@@ -72,7 +72,7 @@ impl WriteBack {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let key = (&*r.target.submodel_id, r.target.id_short_path.as_str());
+                let key = (&*r.target.submodel_id, &*r.target.id_short_path);
                 (hasher.hash_one(key), i as u32)
             })
             .collect();
@@ -102,7 +102,7 @@ impl WriteBack {
             .iter()
             .take_while(|(h, _)| *h == hash)
             .map(|(_, i)| (*i as usize, &self.router.routes[*i as usize]))
-            .find(|(_, r)| &*r.target.submodel_id == submodel && r.target.id_short_path == path)
+            .find(|(_, r)| &*r.target.submodel_id == submodel && &*r.target.id_short_path == path)
     }
 
     /// Adds the endpoint to the read API. It is a layer rather than a route of its own: a

@@ -50,13 +50,7 @@ fn the_registry_builds_one_source_per_configured_entry_idle_when_unmapped() {
     )
     .unwrap();
     let env = Environment::load_files(&[aas]).unwrap();
-    let router = Router::build(
-        &config.mapping,
-        &config.opcua,
-        &config.mqtt.topic_prefix,
-        &env,
-    )
-    .unwrap();
+    let router = Router::build(&config.mapping, &config.opcua, &env).unwrap();
     assert_eq!(router.rule_targets()[0].value_type, XsType::Double);
     let built = config.build_sources(&std::sync::Arc::new(router)).unwrap();
     let names: Vec<_> = built.iter().map(|s| (s.name(), s.is_idle())).collect();

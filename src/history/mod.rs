@@ -187,9 +187,9 @@ impl History {
             variables.push(Variable {
                 id_short,
                 value_type: route.location.value_type,
-                semantic_id: t.semantic_id.clone(),
+                semantic_id: t.semantic_id.as_deref().map(str::to_string),
                 table: format!("{table_prefix}{}", t.submodel_id_short),
-                element: t.id_short_path.clone(),
+                element: t.id_short_path.to_string(),
             });
         }
         errors.into_result()?;

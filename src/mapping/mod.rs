@@ -22,7 +22,6 @@ use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
 use crate::core::conf::ConfigErrors;
 use crate::core::Interner;
 use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
-use crate::sinks::mqtt::topic::element_topic;
 use crate::sources::opcua::config::OpcUaSourceConfig;
 use crate::sources::opcua::node_ref::NodeRef;
 use crate::sources::opcua::{MonitorSettings, MonitoredNode};
@@ -104,12 +103,10 @@ pub struct Router {
 
 impl Router {
     /// Compiles every rule against the environment; returns all problems at once.
-    /// `sources` are the configured `[[opcua]]` entries the rules name; `topic_prefix` is the
-    /// MQTT sink's (each element's topic is computed once here, not per value).
+    /// `sources` are the configured `[[opcua]]` entries the rules name.
     pub fn build(
         rules: &[MappingRule],
         sources: &[OpcUaSourceConfig],
-        topic_prefix: &str,
         env: &Environment,
     ) -> Result<Router, ConfigErrors> {
         let mut errors = ConfigErrors::default();
@@ -166,7 +163,6 @@ impl Router {
                 env.shell_of_submodel(&rule.submodel)
                     .unwrap_or("unassigned"),
             );
-            let topic = element_topic(topic_prefix, &shell, &sm_id_short, &rule.path);
             let linear = match (rule.scale, rule.offset) {
                 (None, None) => None,
                 (scale, offset) => {
@@ -195,23 +191,27 @@ impl Router {
             let element = env.element(&location);
             let template_semantic_id = element
                 .pointer("/semanticId/keys/0/value")
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            let unit = rule.unit.clone().or_else(|| {
-                template_semantic_id
-                    .as_deref()
+                .and_then(|v| v.as_str());
+            let unit = match &rule.unit {
+                Some(u) => Some(strings.intern(u)),
+                None => template_semantic_id
                     .and_then(|id| env.concept_description_unit(id))
-            });
+                    .map(|u| strings.intern(&u)),
+            };
+            let semantic_id = rule
+                .semantic_id
+                .as_deref()
+                .or(template_semantic_id)
+                .map(|id| strings.intern(id));
             targets.push(ElementTarget {
                 submodel_id: strings.intern(&rule.submodel),
                 submodel_id_short: sm_id_short,
                 shell_id_short: shell,
-                id_short_path: rule.path.clone(),
+                id_short_path: rule.path.as_str().into(),
                 value_type: location.value_type,
-                topic,
                 outbox_id: Default::default(),
                 unit,
-                semantic_id: rule.semantic_id.clone().or(template_semantic_id),
+                semantic_id,
             });
             compiled.push((source, node, location, linear, !rule.transform_output));
         }

@@ -66,7 +66,7 @@ impl Default for OutboxConfig {
             max_bytes: 1 << 30,
             when_full: FullPolicy::DropOldest,
             max_age_s: 0,
-            cache_mib: 16,
+            cache_mib: 4,
         }
     }
 }

@@ -9,7 +9,6 @@ fn target(path: &str) -> &'static ElementTarget {
         shell_id_short: "M1".into(),
         id_short_path: path.into(),
         value_type: XsType::Double,
-        topic: format!("aas/M1/Op/{path}"),
         unit: None,
         semantic_id: None,
         outbox_id: Default::default(),
@@ -127,7 +126,7 @@ async fn unacknowledged_values_survive_a_restart() {
     let got = r.next_batch(100).await.unwrap().unwrap();
     assert_eq!(values(&got), vec![2.0, 3.0, 4.0]);
     assert_eq!(
-        got.values[0].target.id_short_path, "X",
+        &*got.values[0].target.id_short_path, "X",
         "the element target is restored"
     );
     drop(r);

@@ -136,7 +136,7 @@ impl ElementIndex {
         // was megabytes at start, kept by glibc in the resident set afterwards).
         let key = |rule: u32| {
             let t = routes[rule as usize].target;
-            (&*t.submodel_id, t.id_short_path.as_str())
+            (&*t.submodel_id, &*t.id_short_path)
         };
         let mut by_element: Vec<u32> = (0..routes.len() as u32).collect();
         by_element.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
@@ -223,7 +223,7 @@ impl ElementIndex {
     ) -> Option<(&'static ElementTarget, Option<&str>)> {
         self.mapped.iter().find_map(|row| {
             let target = self.router.routes[row.rule as usize].target;
-            (row.history && target.id_short_path == path && &*target.submodel_id == submodel_id)
+            (row.history && &*target.id_short_path == path && &*target.submodel_id == submodel_id)
                 .then_some((target, target.unit.as_deref()))
         })
     }
@@ -447,7 +447,7 @@ mod tests {
             // A second rule onto the same element: the row belongs to the first.
             rule("C", "Speed"),
         ];
-        let router = Arc::new(MappingRouter::build(&rules, &[source], "aas", &env).unwrap());
+        let router = Arc::new(MappingRouter::build(&rules, &[source], &env).unwrap());
         let index = ElementIndex::build(&env, &rules, &router, &|id| id == "urn:sm:skip");
         let live = LiveEnvironment::new(env, router.routes.iter().map(|r| &r.location));
         let page = index.page(&live, "", 0, 100);
@@ -477,10 +477,7 @@ mod tests {
         assert_eq!(page["rows"][0]["value"], "3.5");
         assert_eq!(page["rows"][0]["quality"], "good");
         let (target, unit) = index.history_target("urn:sm:1", "Speed").unwrap();
-        assert_eq!(
-            (target.id_short_path.as_str(), unit),
-            ("Speed", Some("rpm"))
-        );
+        assert_eq!((&*target.id_short_path, unit), ("Speed", Some("rpm")));
         assert!(index.history_target("urn:sm:1", "Axes.X").is_none());
         assert!(index.history_target("urn:sm:2", "Speed").is_none());
     }

@@ -26,7 +26,7 @@ struct Timestamps {
 /// `serde_json::Value`, no `String` per timestamp (this ran for every value; the key order and
 /// bytes are those the serde-derived struct produced before, see the test).
 fn write_payload(u: &SubmodelUpdate, in_submodel: bool, ts: &mut Timestamps, out: &mut Vec<u8>) {
-    let path = u.target.id_short_path.as_str();
+    let path = &*u.target.id_short_path;
     out.push(b'{');
     if in_submodel {
         out.extend_from_slice(b"\"idShortPath\":");
@@ -165,7 +165,6 @@ mod tests {
             shell_id_short: "Cnc1".into(),
             id_short_path: path.into(),
             value_type: XsType::Double,
-            topic: format!("aas/Cnc1/{submodel}/{path}"),
             unit: None,
             semantic_id: None,
             outbox_id: Default::default(),
@@ -203,7 +202,7 @@ mod tests {
     }
 
     fn reference(u: &SubmodelUpdate, in_submodel: bool) -> Vec<u8> {
-        let path = u.target.id_short_path.as_str();
+        let path = &*u.target.id_short_path;
         serde_json::to_vec(&Reference {
             id_short_path_first: in_submodel.then_some(path),
             value: u.target.value_type.json(&u.value),

@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use super::confirm::{confirm_windows, Tracker, Window};
 use super::payload::{basyx_payload, basyx_topic, payload, submodel_messages};
+use super::topic::element_topic;
 use super::{MessagePer, MqttConfig};
 use crate::core::Backoff;
 use crate::outbox::OutboxReader;
@@ -288,7 +289,16 @@ async fn session(
                 submodel_messages(&cfg.topic_prefix, batch.iter())
             };
             let value_msgs = batch.iter().flat_map(|u| {
-                let value_msg = per_value.then(|| (u.target.topic.clone(), payload(u)));
+                let value_msg = per_value.then(|| {
+                    let t = u.target;
+                    let topic = element_topic(
+                        &cfg.topic_prefix,
+                        &t.shell_id_short,
+                        &t.submodel_id_short,
+                        &t.id_short_path,
+                    );
+                    (topic, payload(u))
+                });
                 let basyx_msg = cfg
                     .basyx_events
                     .then(|| (basyx_topic(&cfg.basyx_repo_id, u), basyx_payload(u)));

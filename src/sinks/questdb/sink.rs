@@ -106,7 +106,7 @@ impl RowWriter {
 fn write_columns(buf: &mut Buffer, u: &SubmodelUpdate) -> questdb::Result<()> {
     let t = u.target;
     buf.symbol(c(col::ASSET), &t.shell_id_short)?
-        .symbol(c(col::ELEMENT), t.id_short_path.as_str())?
+        .symbol(c(col::ELEMENT), &*t.id_short_path)?
         .symbol(c(col::QUALITY), u.quality().as_str())?;
     match &u.value {
         TypedValue::Float(f) => buf.column_f64(c(col::VALUE_DOUBLE), *f)?,

@@ -73,10 +73,10 @@ impl Node {
                 name,
                 alias,
                 datatype: DataType::of(t.value_type, e.list),
-                unit: t.unit.clone(),
-                semantic_id: t.semantic_id.clone(),
+                unit: t.unit.as_deref().map(str::to_string),
+                semantic_id: t.semantic_id.as_deref().map(str::to_string),
                 submodel_id: t.submodel_id.to_string(),
-                path: t.id_short_path.clone(),
+                path: t.id_short_path.to_string(),
             });
             dev.newest.push(None);
             node.index.insert(key, (d, dev.metrics.len() - 1));

@@ -592,7 +592,6 @@ mod tests {
             shell_id_short: "CNC1".into(),
             id_short_path: "Axes.X".into(),
             value_type: XsType::Double,
-            topic: String::new(),
             unit: None,
             semantic_id: None,
             outbox_id: Default::default(),

@@ -599,8 +599,9 @@ async fn session(
             for u in batch {
                 let Some(at) = node.find(u.target) else {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    if unknown_reported.insert(u.target.topic.clone()) {
-                        warn!(element = %u.target.topic, "Sparkplug sink: value of an element the mapping no longer has; skipped (logged once)");
+                    // Targets live for the whole process: the address names one.
+                    if unknown_reported.insert(std::ptr::from_ref(u.target) as usize) {
+                        warn!(submodel = %u.target.submodel_id, element = %u.target.id_short_path, "Sparkplug sink: value of an element the mapping no longer has; skipped (logged once)");
                     }
                     continue;
                 };

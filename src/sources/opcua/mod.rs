@@ -433,6 +433,9 @@ async fn run_connection(
             return Outcome::Restart;
         }
     }
+    // The client keeps its own copy of every item; this list (48 bytes a node, 6 MB at 100k
+    // nodes) would otherwise live as long as the session.
+    drop(subscribed);
     let readers = CancellationToken::new();
     let _stop_readers = readers.clone().drop_guard();
     // Told after every reconnect, so that a pause is applied again to a recreated subscription.
