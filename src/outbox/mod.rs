@@ -634,6 +634,10 @@ impl Outbox {
                 let (id, json) = (id.value(), json.value().to_string());
                 match serde_json::from_str::<ElementTarget>(&json) {
                     Ok(t) => {
+                        // Hashed as this version writes it, not as stored: a target written by
+                        // an earlier version (which also stored each element's MQTT topic) is
+                        // found again, instead of getting a second id and a second copy.
+                        let current = serde_json::to_string(&t).unwrap_or(json);
                         let idx = id as usize;
                         if targets.by_id.len() <= idx {
                             targets.by_id.resize_with(idx + 1, || None);
@@ -643,7 +647,7 @@ impl Outbox {
                             target: t,
                             leaked: Default::default(),
                         })));
-                        targets.ids.insert(json_hash(&json), id);
+                        targets.ids.insert(json_hash(&current), id);
                     }
                     Err(e) => {
                         error!(id, error = %e, "outbox: unreadable element target; its values will be skipped")

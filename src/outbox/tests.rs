@@ -142,6 +142,40 @@ async fn unacknowledged_values_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_stored_by_an_earlier_version_keeps_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = {
+        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+        ob.close();
+        ob.path().to_path_buf()
+    };
+    // Earlier versions stored each element's MQTT topic with its target.
+    let old = target("Old");
+    let mut json = serde_json::to_value(old).unwrap();
+    json["topic"] = "aas/M1/Op/Old".into();
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TARGETS)
+            .unwrap()
+            .insert(7, json.to_string().as_str())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    ob.append(&batch(old, 0, 1)).await.unwrap();
+    assert_eq!(old.outbox_id.get(), Some(&7), "the stored id is reused");
+    let new = target("New");
+    ob.append(&batch(new, 1, 1)).await.unwrap();
+    assert_eq!(
+        new.outbox_id.get(),
+        Some(&8),
+        "another target gets the next id"
+    );
+    ob.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_past_its_bound_loses_its_oldest_values_alone_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let small = SinkBuffer {

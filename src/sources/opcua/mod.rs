@@ -112,9 +112,12 @@ pub struct MonitoredNode {
     /// The node id as configured (shared with the mapping's route: cloning a node list
     /// copies no node ids).
     pub node: Arc<NodeRef>,
-    /// Acquisition settings.
-    pub settings: MonitorSettings,
+    /// Acquisition settings, shared by the nodes that have the same.
+    pub settings: Arc<MonitorSettings>,
 }
+
+// One per monitored node (100k and more).
+const _: () = assert!(std::mem::size_of::<MonitoredNode>() <= 24);
 
 /// Time of the last sign of life of a subscription (any publish response).
 #[derive(Debug)]

@@ -300,7 +300,7 @@ mod tests {
         let node = MonitoredNode {
             rule: 4,
             node: Arc::new("ns=2;s=X".parse().unwrap()),
-            settings: s,
+            settings: Arc::new(s),
         };
         let req = create_request(&node, NodeId::new(2, "X"));
         assert_eq!(req.requested_parameters.client_handle, 5);
