@@ -8,6 +8,31 @@ use aas_gateway::pipeline::{self, Gateway};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// The allocator: jemalloc, for memory that goes back to the system.
+///
+/// With glibc malloc, a gateway at 100k items held about 40 MB of freed memory on top of its
+/// live heap (109 MB in use, 150 MB resident), even after `malloc_trim`: start-up parses the
+/// config and the AAS into temporaries several times the size of what stays, and the small
+/// blocks that stay end up scattered over the pages those temporaries used. jemalloc keeps
+/// blocks of one size together and returns pages unused for [`MALLOC_CONF`]'s decay time.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings (read once, at the first allocation; the environment variable
+/// `_RJEM_MALLOC_CONF` overrides them, e.g. to try other values on site):
+/// - `narenas:1`: one arena. The gateway has a handful of busy threads; jemalloc's default (4
+///   per core) kept each arena's free pages apart, and per-thread caches already spare the
+///   lock.
+/// - `background_thread:true`: a jemalloc thread returns pages, not the thread that frees.
+/// - `dirty_decay_ms:1000,muzzy_decay_ms:0`: a freed page goes back to the system after about
+///   a second unused (the default, 10 s, held a whole start-up's temporaries for that long, and
+///   every publish burst's buffers). Measured at 100k items @ 1 s: 0 ms cost 60 % more CPU.
+#[cfg(target_os = "linux")]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8; 70] =
+    b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Standard output of the printing commands (`export`, `browse`, `validate`, `pki`, `token`,
 /// `audit`). A reader that goes away early (`aas-gateway export … | head`) ends the command
 /// quietly and successfully, as it does for other Unix tools: `println!` panicked there
@@ -218,8 +243,6 @@ enum PkiCommand {
 }
 
 fn main() -> ExitCode {
-    // Before any thread exists: fewer malloc arenas, less RSS for a long-running gateway.
-    aas_gateway::ops::limit_malloc_arenas();
     let cli = Cli::parse();
     // `[log] format = "json"` in the config counts like --log-json; the file is read here only
     // for that (errors surface when the command loads it properly).

@@ -23,39 +23,6 @@ use crate::security::Authenticator;
 use crate::stats::PipelineStats;
 use crate::writeback::{SessionState, WriteBack};
 
-/// Hands memory that was freed back to the operating system.
-///
-/// Loading 100,000 mapping rules and their AAS elements peaks at about 250 MB of temporaries
-/// (TOML tree, JSON, typed model); glibc keeps freed heap pages mapped, so without this the
-/// gateway's RSS stayed at that peak for its whole life. Called once the gateway runs and on
-/// every periodic report (a few ms).
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused pages of the allocator's own heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Caps glibc malloc at two arenas, unless `MALLOC_ARENA_MAX` is set (then glibc follows it).
-///
-/// glibc gives each thread that allocates under contention an arena of its own, up to 8 per
-/// core, and each keeps freed memory mapped. The gateway's allocations are spread over the
-/// tokio workers and the blocking threads of the sinks, so at 100k items the extra arenas held
-/// about 50 MiB of RSS (478 → 426 MiB measured with `MALLOC_ARENA_MAX=1`). Two arenas keep
-/// most of that saving without making every thread contend for one lock. Call it first thing
-/// in `main`, before threads start.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes a tuning parameter of glibc's allocator; called before
-        // other threads exist.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 /// Opens the audit log (when enabled) and records the start and the loaded config's hash.
 /// Also warns (log + audit) when a config with secrets is readable by other users.
 pub fn open_audit(cfg: &Config) -> anyhow::Result<Option<Arc<AuditLog>>> {

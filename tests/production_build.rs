@@ -62,3 +62,29 @@ fn the_edge_build_links_no_opc_ua_server_and_no_mqtt_broker() {
         "the demo build should link the simulator and the broker: {demo}"
     );
 }
+
+/// The shipped binary allocates through jemalloc with the settings `src/main.rs` exports
+/// (`MALLOC_CONF`). A misnamed export is silently ignored by jemalloc, leaving its defaults
+/// (8 arenas on 2 cores, pages kept 10 s): jemalloc's own statistics say what it runs with.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_gateway_runs_on_jemalloc_with_its_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_aas-gateway"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run aas-gateway");
+    assert!(out.status.success(), "{out:?}");
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for setting in [
+        "opt.narenas: 1\n",
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 1000 ",
+        "opt.muzzy_decay_ms: 0 ",
+    ] {
+        assert!(
+            stats.contains(setting),
+            "jemalloc does not run with `{setting}`:\n{stats}"
+        );
+    }
+}

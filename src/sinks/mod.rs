@@ -57,7 +57,8 @@ pub struct SinkContext {
     /// The gateway's name (`[gateway] name`).
     pub gateway_name: String,
     /// Every element the mapping writes (once each, in rule order), for sinks that declare
-    /// their data up front (Sparkplug births).
+    /// their data up front (Sparkplug births); empty unless some sink
+    /// [needs](Sink::needs_elements) it.
     pub elements: Arc<[SinkElement]>,
     /// Per source (index = [`SinkElement::source`]): false while its connection is lost, so a
     /// sink can tell that the values of that source's elements are no longer current.
@@ -103,6 +104,10 @@ pub trait Sink: Send {
     fn destination(&self) -> String;
     /// Its share of the outbox as configured.
     fn buffer(&self) -> &BufferConfig;
+    /// Whether it reads [`SinkContext::elements`] (built only then: 24 bytes an element).
+    fn needs_elements(&self) -> bool {
+        false
+    }
     /// Starts delivering from the outbox.
     fn start(self: Box<Self>, ctx: SinkContext) -> anyhow::Result<SinkTask>;
 }

@@ -79,6 +79,11 @@ impl Sink for SparkplugSink {
         sink::NAME
     }
 
+    /// Its birth certificates name every element.
+    fn needs_elements(&self) -> bool {
+        true
+    }
+
     fn destination(&self) -> String {
         self.cfg.destination()
     }
