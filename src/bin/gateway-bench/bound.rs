@@ -5,15 +5,22 @@
 //! The rule, in order:
 //! 1. the box busy (plus stolen by the hypervisor) at ≥ [`SATURATED`] of its capacity: the box
 //!    is the bound, whatever sink showed it; the line lists who took the cores;
-//! 2. otherwise the sink that fell behind (ILP rows or MQTT values not arrived, or MQTT values
+//!    (a simulator that fell short of the rate is named as what showed it);
+//! 2. otherwise a simulator that produced less than [`SIM_PACE`] of the rate: it is the bound;
+//! 3. otherwise the sink that fell behind (ILP rows or MQTT values not arrived, or MQTT values
 //!    late) and its server's CPU; mosquitto is single-threaded, so a broker at one core is named
 //!    as the bound even on a box with cores to spare;
-//! 3. a step that was held says so (the bound lies above it, or the box had no CPU left).
+//! 4. a step that was held says so (the bound lies above it, or the box had no CPU left).
 
 use crate::procs::HostUsage;
 
 /// Share of the box's capacity (busy + steal) from which it counts as saturated.
 pub const SATURATED: f64 = 0.90;
+
+/// Share of the nominal rate the simulator must produce for a step to count: its timer delays
+/// ticks when it gets too little CPU (it never skips one), so on a busy box it may offer far
+/// less than the step names. (A 30 s window at 1 s ticks holds one tick more or less: ±3 %.)
+pub const SIM_PACE: f64 = 0.90;
 
 /// CPU of one single-threaded process (% of one core) from which it counts as at its limit.
 const ONE_CORE: f64 = 90.0;
@@ -56,8 +63,10 @@ impl RunCpu {
 /// The figures of one maximum-rate step that the rule reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepFigures {
-    /// Values per second the simulator produced.
+    /// Values per second the step names (items × 1000 / interval).
     pub rate: f64,
+    /// Values per second the simulator actually produced in the window.
+    pub produced_rate: f64,
     /// Zero loss in both sinks and the window's last values delivered within 10 s.
     pub held: bool,
     pub cpu: RunCpu,
@@ -92,6 +101,12 @@ pub fn explain(s: &StepFigures) -> String {
         };
     }
     let symptom = symptom(s);
+    let sim_short = s.produced_rate < SIM_PACE * s.rate;
+    if sim_short && !saturated {
+        return format!(
+            "{rate} values/s was not held, on a box with CPU to spare ({box_cell}): the **simulator** fell behind its ticks ({symptom})."
+        );
+    }
     if saturated {
         return format!("{rate} values/s was not held: **box saturated** ({box_cell}); {symptom}.");
     }
@@ -140,14 +155,38 @@ fn box_cell(s: &StepFigures) -> String {
     )
 }
 
-/// Which sink showed that the rate was not held.
+/// What showed that the rate was not held: a simulator short of the rate, a sink behind.
 fn symptom(s: &StepFigures) -> String {
+    let sink = sink_symptom(s);
+    if s.produced_rate < SIM_PACE * s.rate {
+        let short = format!(
+            "the simulator produced only {:.0} values/s",
+            s.produced_rate
+        );
+        return match sink {
+            Some(sink) => format!("{short}, and {sink}"),
+            None => short,
+        };
+    }
+    sink.unwrap_or_else(|| "no sink fell behind".into())
+}
+
+/// Which sink showed that the rate was not held, if one did.
+fn sink_symptom(s: &StepFigures) -> Option<String> {
+    if s.ticks > 0
+        && s.not_arrived_mqtt <= 0
+        && s.not_arrived_ilp <= 0
+        && s.drain_s <= 10.0
+        && !s.behind
+    {
+        return None;
+    }
     let after = if s.behind {
         format!("{} s after the window", s.drain_cap_s)
     } else {
         "when delivery stopped moving".to_string()
     };
-    match (s.not_arrived_mqtt > 0, s.not_arrived_ilp > 0) {
+    Some(match (s.not_arrived_mqtt > 0, s.not_arrived_ilp > 0) {
         (true, true) => format!(
             "both sinks fell behind ({} MQTT values and {} ILP rows not arrived {after})",
             s.not_arrived_mqtt, s.not_arrived_ilp
@@ -168,7 +207,7 @@ fn symptom(s: &StepFigures) -> String {
             s.drain_s,
             if s.behind { ", or not at all" } else { "" }
         ),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -187,6 +226,7 @@ mod tests {
     fn step(busy: f64) -> StepFigures {
         StepFigures {
             rate: 300_300.0,
+            produced_rate: 299_000.0,
             held: false,
             cpu: RunCpu {
                 gateway: 44.2,
@@ -278,6 +318,26 @@ mod tests {
         assert!(
             line.contains("both sinks fell behind (10 MQTT values and 20 ILP rows")
                 && line.contains("(ILP server 70.5 %, broker 20.0 %, gateway 44.2 %)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_simulator_short_of_the_rate_is_the_bound_on_an_idle_box_and_a_symptom_on_a_full_one() {
+        let mut s = step(120.0);
+        s.produced_rate = 113_000.0;
+        s.not_arrived_ilp = 0;
+        s.behind = false;
+        let line = explain(&s);
+        assert!(
+            line.ends_with("the **simulator** fell behind its ticks (the simulator produced only 113000 values/s)."),
+            "{line}"
+        );
+        s.host = host(200.0, 0.0);
+        s.not_arrived_ilp = 5;
+        let line = explain(&s);
+        assert!(
+            line.contains("**box saturated**") && line.ends_with("; the simulator produced only 113000 values/s, and the **ILP** sink fell behind (5 rows not arrived when delivery stopped moving)."),
             "{line}"
         );
     }
