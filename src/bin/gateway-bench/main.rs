@@ -1381,7 +1381,11 @@ fn write_report(
             .filter(|r| r.held_at_rate())
             .map(GatewayRun::rate)
             .fold(0.0, f64::max);
-        let _ = writeln!(out, "\nHighest rate held: **{best:.0} values/s**.");
+        if best > 0.0 {
+            let _ = writeln!(out, "\nHighest rate held: **{best:.0} values/s**.");
+        } else {
+            let _ = writeln!(out, "\nHighest rate held: **none of the steps run**.");
+        }
     }
     if !rss_runs.is_empty() {
         write_rss_section(out, args, rss_runs);
@@ -1640,7 +1644,7 @@ mod tests {
         assert!(
             out_short.contains("| 100000 @ 1000 ms | 100000 | 50000 | **no** (simulator short) |")
                 && out_short.contains("the simulator produced only 50000 values/s")
-                && out_short.contains("Highest rate held: **0 values/s**"),
+                && out_short.contains("Highest rate held: **none of the steps run**."),
             "{out_short}"
         );
         write_report(
