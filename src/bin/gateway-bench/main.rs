@@ -15,6 +15,7 @@
 //! The Markdown report goes to stdout and `--out`.
 
 mod analysis;
+mod bound;
 mod nodered;
 mod peers;
 mod procs;
@@ -32,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use peers::{Mosquitto, Victoria};
-use procs::{Proc, Sampler, Usage};
+use procs::{HostSampler, HostUsage, Proc, Sampler, Usage};
 use subscriber::{now_nanos, Subscriber};
 
 #[derive(Parser, Debug, Clone)]
@@ -157,7 +158,18 @@ struct GatewayRun {
     ilp_values: u64,
     ilp_duplicates: u64,
     gateway: Usage,
-    sim: Usage,
+    /// The simulator's process; `None` when it ran inside the bench (`--sim-in-process`).
+    sim: Option<Usage>,
+    /// VictoriaMetrics, the ILP server of the run.
+    ilp_server: Usage,
+    /// mosquitto.
+    broker: Usage,
+    /// The bench process itself: the counting MQTT subscriber is a task of it.
+    bench: Usage,
+    /// The whole box over the window: the run's processes, the kernel and any other work.
+    host: HostUsage,
+    /// Length of the measurement window, seconds.
+    window_s: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     /// Seconds after the window until all of it (and a complete tick after it) arrived over MQTT:
@@ -199,6 +211,55 @@ impl GatewayRun {
     fn held(&self) -> bool {
         self.zero_loss() && self.drain_s <= 10.0 && !self.behind
     }
+    /// Values per second the simulator actually produced in the window (its timer delays
+    /// ticks when it gets too little CPU: it never skips one, so a busy box makes it produce
+    /// less than the nominal rate). 0 when the window's length is unknown.
+    fn produced_rate(&self) -> f64 {
+        if self.window_s > 0.0 {
+            self.produced as f64 / self.window_s
+        } else {
+            0.0
+        }
+    }
+    /// The simulator produced at least [`bound::SIM_PACE`] of the nominal rate (unknown
+    /// window: assumed).
+    fn sim_kept_pace(&self) -> bool {
+        self.window_s <= 0.0 || self.produced_rate() >= bound::SIM_PACE * self.rate()
+    }
+    /// A maximum-rate step held: [`GatewayRun::held`] at the rate it names, i.e. the simulator
+    /// really offered it (a step where it produced half the nominal rate proves nothing about
+    /// the nominal one).
+    fn held_at_rate(&self) -> bool {
+        self.held() && self.sim_kept_pace()
+    }
+    /// What the rule of [`bound::explain`] reads from this run.
+    fn step_figures(&self, drain_cap_s: u64) -> bound::StepFigures {
+        bound::StepFigures {
+            rate: self.rate(),
+            // An unknown window (0 s) is assumed to have held the pace, as in `sim_kept_pace`.
+            produced_rate: if self.window_s > 0.0 {
+                self.produced_rate()
+            } else {
+                self.rate()
+            },
+            held: self.held_at_rate(),
+            cpu: bound::RunCpu {
+                gateway: self.gateway.cpu_pct,
+                simulator: self.sim.map(|u| u.cpu_pct),
+                ilp_server: self.ilp_server.cpu_pct,
+                broker: self.broker.cpu_pct,
+                bench: self.bench.cpu_pct,
+            },
+            host: self.host,
+            not_arrived_mqtt: self.lost_mqtt(),
+            not_arrived_ilp: self.lost_ilp(),
+            ticks: self.ticks,
+            drain_s: self.drain_s,
+            behind: self.behind,
+            drain_cap_s,
+        }
+    }
+
     /// The "lost MQTT / ILP" cell of the report.
     fn lost_cell(&self, drain_cap_s: u64) -> String {
         if self.behind && self.lost_mqtt() == 0 && self.lost_ilp() == 0 {
@@ -395,8 +456,12 @@ async fn run(args: Args) -> Result<()> {
             ))
             .await?;
             sim.stop().await;
-            eprintln!("   {} held={}", summary(&r), r.held());
-            let held = r.held();
+            let held = r.held_at_rate();
+            eprintln!(
+                "   {} held={held} (simulator produced {:.0} values/s)",
+                summary(&r),
+                r.produced_rate()
+            );
             max_runs.push(r);
             if !held {
                 break;
@@ -519,6 +584,13 @@ fn summary(r: &GatewayRun) -> String {
         r.label, r.n, r.interval_ms, r.produced, r.mqtt_values, r.mqtt_duplicates, r.ilp_values,
         r.ilp_duplicates, r.gateway.cpu_pct, r.gateway.rss_max_mib, r.p50_ms, r.p99_ms, r.drain_s,
         r.max_outbox_depth, added_cell(&r.added)
+    ) + &format!(
+        "; sim cpu {} ilp server cpu {:.1}% broker cpu {:.1}% bench cpu {:.1}% box busy {}",
+        r.sim.map_or("in bench".into(), |u| format!("{:.1}%", u.cpu_pct)),
+        r.ilp_server.cpu_pct,
+        r.broker.cpu_pct,
+        r.bench.cpu_pct,
+        host_cell(&r.host)
     )
 }
 
@@ -738,7 +810,14 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
     sub.counts.lock().expect("counts").window = (window_start, window_end);
     let added_before = prom::scrape_histograms(&api_url, added_metric);
     let mut gw_sampler = Sampler::start(gw.pid(), rss_every);
+    // Every other process of the run and the box as a whole over the same window: at high rates
+    // the simulator and the peers share the cores with the gateway, and the report says who
+    // took them.
     let mut sim_sampler = sim_pid.map(|p| Sampler::start(p, rss_every));
+    let mut vm_sampler = Sampler::start(vm.pid(), rss_every);
+    let mut broker_sampler = Sampler::start(mosquitto.pid(), rss_every);
+    let mut bench_sampler = Sampler::start(std::process::id(), rss_every);
+    let host_sampler = HostSampler::start();
     let t0 = Instant::now();
     let mut progress = Instant::now();
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -746,6 +825,9 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         gw.check_alive()?;
         gw_sampler.sample();
         if let Some(s) = sim_sampler.as_mut() {
+            s.sample();
+        }
+        for s in [&mut vm_sampler, &mut broker_sampler, &mut bench_sampler] {
             s.sample();
         }
         if progress.elapsed() >= Duration::from_secs(60) {
@@ -759,7 +841,13 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         }
     }
     let (gateway, rss_series) = gw_sampler.finish_with_series();
-    let sim_usage = sim_sampler.map(Sampler::finish).unwrap_or_default();
+    let sim_usage = sim_sampler.map(Sampler::finish);
+    let (ilp_server, broker, bench) = (
+        vm_sampler.finish(),
+        broker_sampler.finish(),
+        bench_sampler.finish(),
+    );
+    let host = host_sampler.finish();
     let added = prom::added_quantiles(
         &added_before,
         &prom::scrape_histograms(&api_url, added_metric),
@@ -910,6 +998,11 @@ async fn run_gateway(spec: &RunSpec<'_>) -> Result<GatewayRun> {
         ilp_duplicates,
         gateway,
         sim: sim_usage,
+        window_s: seconds as f64,
+        ilp_server,
+        broker,
+        bench,
+        host,
         p50_ms,
         p99_ms,
         drain_s,
@@ -1056,6 +1149,32 @@ fn machine() -> String {
     )
 }
 
+/// "61.0 % / 25 MiB": a process's CPU over the window and its highest RSS.
+fn usage_cell(u: &Usage) -> String {
+    format!("{:.1} % / {:.0} MiB", u.cpu_pct, u.rss_max_mib)
+}
+
+/// "196 % (idle 4 %)", with the time stolen by the hypervisor when there was any.
+fn host_cell(h: &HostUsage) -> String {
+    if h.capacity_pct <= 0.0 {
+        return "–".into();
+    }
+    let steal = if h.steal_pct >= 1.0 {
+        format!(", stolen {:.0} %", h.steal_pct)
+    } else {
+        String::new()
+    };
+    format!("{:.0} % (idle {:.0} %{steal})", h.busy_pct, h.idle_pct)
+}
+
+/// The box's capacity in % of one core (100 × cores) for a table's header: from the runs, else
+/// from this box.
+fn capacity<'a>(runs: impl Iterator<Item = &'a GatewayRun>) -> f64 {
+    runs.map(|r| r.host.capacity_pct)
+        .fold(0.0, f64::max)
+        .max(procs::CpuTimes::now().map_or(0.0, |c| 100.0 * c.cores as f64))
+}
+
 fn opt_ms(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.0}"))
 }
@@ -1130,15 +1249,18 @@ fn write_report(
             out,
             "### Gateway (both sinks on: MQTT QoS 1 + ILP over HTTP, durable outbox)\n"
         );
-        let _ = writeln!(out, "| case | build | values/s produced | MQTT values/s | ILP rows/s | lost MQTT / ILP | duplicates MQTT / ILP | gateway CPU | gateway RSS | latency p50 / p99 (ms) | gateway-added p50 / p99 (ms) | max outbox depth | sim CPU |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| case | build | values/s produced | MQTT values/s | ILP rows/s | lost MQTT / ILP | duplicates MQTT / ILP | gateway CPU | gateway RSS | latency p50 / p99 (ms) | gateway-added p50 / p99 (ms) | max outbox depth | sim CPU | ILP server CPU | broker CPU | box busy (of {:.0} %) |", capacity(results.iter().flat_map(|(_, c)| &c.runs)));
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
     }
     for ((n, m), case) in results {
         for r in &case.runs {
             let span = r.ticks as f64 * r.interval_ms as f64 / 1000.0;
             let _ = writeln!(
                 out,
-                "| {n} @ {m} ms | {} | {:.0} | {:.0} | {:.0} | {} | {} / {} | {:.1} % | {:.0} MiB | {} / {} | {} | {} | {:.1} % |",
+                "| {n} @ {m} ms | {} | {:.0} | {:.0} | {:.0} | {} | {} / {} | {:.1} % | {:.0} MiB | {} / {} | {} | {} | {} | {:.1} % | {:.1} % | {} |",
                 r.label,
                 r.rate(),
                 r.mqtt_values as f64 / span.max(1e-9),
@@ -1152,7 +1274,10 @@ fn write_report(
                 opt_ms(r.p99_ms),
                 added_cell(&r.added),
                 r.max_outbox_depth,
-                r.sim.cpu_pct,
+                r.sim.map_or("in bench".into(), |u| format!("{:.1} %", u.cpu_pct)),
+                r.ilp_server.cpu_pct,
+                r.broker.cpu_pct,
+                host_cell(&r.host),
             );
         }
     }
@@ -1204,32 +1329,63 @@ fn write_report(
         );
     }
     if !max_runs.is_empty() {
-        let _ = writeln!(out, "\n### Maximum sustained rate (each step {} s, {}; held = zero loss in both sinks and the window's last values delivered within 10 s)\n", args.max_seconds, max_runs[0].label);
-        let _ = writeln!(out, "| items @ interval | values/s | held | lost MQTT / ILP | gateway CPU | gateway RSS | p99 (ms) | gateway-added p50 / p99 (ms) | drain after window | max outbox depth |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "\n### Maximum sustained rate (each step {} s, {}; held = the simulator produced at least {:.0} % of the rate, zero loss in both sinks and the window's last values delivered within 10 s)\n", args.max_seconds, max_runs[0].label, 100.0 * bound::SIM_PACE);
+        let _ = writeln!(out, "| items @ interval | values/s | values/s produced | held | lost MQTT / ILP | gateway CPU | gateway RSS | p99 (ms) | gateway-added p50 / p99 (ms) | drain after window | max outbox depth | sim CPU / RSS | ILP server CPU / RSS | broker CPU / RSS | bench (subscriber) CPU | box busy (of {:.0} %) |", capacity(max_runs.iter()));
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for r in max_runs {
             let _ = writeln!(
                 out,
-                "| {} @ {} ms | {:.0} | {} | {} | {:.1} % | {:.0} MiB | {} | {} | {:.1} s | {} |",
+                "| {} @ {} ms | {:.0} | {:.0} | {} | {} | {:.1} % | {:.0} MiB | {} | {} | {:.1} s | {} | {} | {} | {} | {:.1} % | {} |",
                 r.n,
                 r.interval_ms,
                 r.rate(),
-                if r.held() { "yes" } else { "**no**" },
+                r.produced_rate(),
+                if r.held_at_rate() {
+                    "yes"
+                } else if r.held() {
+                    "**no** (simulator short)"
+                } else {
+                    "**no**"
+                },
                 r.lost_cell(args.drain_cap_s),
                 r.gateway.cpu_pct,
                 r.gateway.rss_max_mib,
                 opt_ms(r.p99_ms),
                 added_cell(&r.added),
                 r.drain_s,
-                r.max_outbox_depth
+                r.max_outbox_depth,
+                r.sim.as_ref().map_or("in bench".into(), usage_cell),
+                usage_cell(&r.ilp_server),
+                usage_cell(&r.broker),
+                r.bench.cpu_pct,
+                host_cell(&r.host),
+            );
+        }
+        // What bounded the search: the first step not held, else the last one run.
+        if let Some(r) = max_runs
+            .iter()
+            .find(|r| !r.held_at_rate())
+            .or(max_runs.last())
+        {
+            let _ = writeln!(
+                out,
+                "\n**What bounds it:** {}",
+                bound::explain(&r.step_figures(args.drain_cap_s))
             );
         }
         let best = max_runs
             .iter()
-            .filter(|r| r.held())
+            .filter(|r| r.held_at_rate())
             .map(GatewayRun::rate)
             .fold(0.0, f64::max);
-        let _ = writeln!(out, "\nHighest rate held: **{best:.0} values/s**.");
+        if best > 0.0 {
+            let _ = writeln!(out, "\nHighest rate held: **{best:.0} values/s**.");
+        } else {
+            let _ = writeln!(out, "\nHighest rate held: **none of the steps run**.");
+        }
     }
     if !rss_runs.is_empty() {
         write_rss_section(out, args, rss_runs);
@@ -1385,6 +1541,126 @@ mod tests {
             );
         }
         r
+    }
+
+    #[test]
+    fn the_tables_show_every_process_and_the_box_and_what_bounded_the_search() {
+        let args = Args::parse_from(["gateway-bench"]);
+        let with_peers = |mut r: GatewayRun, sim: f64, vm: f64, busy: f64| {
+            r.sim = Some(Usage {
+                cpu_pct: sim,
+                rss_max_mib: 30.0,
+            });
+            r.ilp_server = Usage {
+                cpu_pct: vm,
+                rss_max_mib: 400.0,
+            };
+            r.broker = Usage {
+                cpu_pct: 9.5,
+                rss_max_mib: 12.0,
+            };
+            r.bench.cpu_pct = 5.0;
+            r.gateway.cpu_pct = 40.0;
+            r.host = HostUsage {
+                capacity_pct: 200.0,
+                busy_pct: busy,
+                idle_pct: 200.0 - busy,
+                steal_pct: 0.0,
+            };
+            r
+        };
+        let held = with_peers(run(100_000, 200.0, false), 50.0, 60.0, 170.0);
+        let mut fell_behind = with_peers(run(100_000, 200.0, false), 65.0, 70.0, 196.0);
+        fell_behind.interval_ms = 333;
+        fell_behind.ticks = 180;
+        fell_behind.produced = 180 * 100_000;
+        fell_behind.mqtt_values = fell_behind.produced;
+        fell_behind.ilp_values = fell_behind.produced - 2_137_944;
+        fell_behind.behind = true;
+        fell_behind.window_s = 60.0;
+        // A step after the first one not held (never run by the search, but the line must
+        // name the first one not held).
+        let later = with_peers(run(100_000, 200.0, false), 1.0, 1.0, 20.0);
+        let max_runs = [held.clone(), fell_behind, later];
+        let mut case = CaseResult::default();
+        case.runs.push(held);
+        let cases = [((100_000, 1000), case)];
+        let mut out = String::new();
+        write_report(
+            &mut out,
+            &args,
+            &Sections {
+                cases: &cases,
+                max_runs: &max_runs,
+                rss_runs: &[],
+                soak: None,
+            },
+            "0 0 0",
+            "0 0 0",
+            Duration::from_secs(1),
+        );
+        assert!(
+            out.contains("| max outbox depth | sim CPU | ILP server CPU | broker CPU | box busy (of 200 %) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| 0 | 50.0 % | 60.0 % | 9.5 % | 170 % (idle 30 %) |"),
+            "{out}"
+        );
+        assert!(out.contains("| sim CPU / RSS | ILP server CPU / RSS | broker CPU / RSS | bench (subscriber) CPU | box busy (of 200 %) |"), "{out}");
+        assert!(
+            out.contains("| 65.0 % / 30 MiB | 70.0 % / 400 MiB | 9.5 % / 12 MiB | 5.0 % | 196 % (idle 4 %) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| 100000 @ 333 ms | 300300 | 300000 | **no** |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("**What bounds it:** 300300 values/s was not held: **box saturated** (busy 196 % of 200 %: ILP server 70.0 %, simulator 65.0 %, gateway 40.0 %, broker 9.5 %, bench (subscriber) 5.0 %, rest of the box 6.5 %); the **ILP** sink fell behind (2137944 rows not arrived 30 s after the window)."),
+            "{out}"
+        );
+        // All held: the line speaks of the last step.
+        let mut out = String::new();
+        // A step whose simulator made half its ticks is not held at its rate.
+        let mut short = max_runs[0].clone();
+        short.window_s = 40.0;
+        let mut max_runs = max_runs;
+        max_runs[2] = short;
+        let mut out_short = String::new();
+        write_report(
+            &mut out_short,
+            &args,
+            &Sections {
+                cases: &[],
+                max_runs: &max_runs[2..],
+                rss_runs: &[],
+                soak: None,
+            },
+            "0 0 0",
+            "0 0 0",
+            Duration::from_secs(1),
+        );
+        assert!(
+            out_short.contains("| 100000 @ 1000 ms | 100000 | 50000 | **no** (simulator short) |")
+                && out_short.contains("the simulator produced only 50000 values/s")
+                && out_short.contains("Highest rate held: **none of the steps run**."),
+            "{out_short}"
+        );
+        write_report(
+            &mut out,
+            &args,
+            &Sections {
+                cases: &[],
+                max_runs: &max_runs[..1],
+                rss_runs: &[],
+                soak: None,
+            },
+            "0 0 0",
+            "0 0 0",
+            Duration::from_secs(1),
+        );
+        assert!(out.contains("**What bounds it:** The last step run (100000 values/s) was held (busy 170 % of 200 %"), "{out}");
     }
 
     #[test]

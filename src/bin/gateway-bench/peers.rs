@@ -13,7 +13,7 @@ use crate::procs::{free_port, require, wait_for_port, Proc};
 pub struct Mosquitto {
     pub port: u16,
     /// Stopped on drop.
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl Mosquitto {
@@ -36,7 +36,12 @@ impl Mosquitto {
         cmd.arg("-c").arg(&conf);
         let mut proc = Proc::spawn("mosquitto", cmd, &dir.join("mosquitto.log"))?;
         wait_for_port(&mut proc, port, Duration::from_secs(15))?;
-        Ok(Mosquitto { port, _proc: proc })
+        Ok(Mosquitto { port, proc })
+    }
+
+    /// The broker's process (its CPU and RSS are reported beside the gateway's).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 }
 
@@ -44,7 +49,7 @@ impl Mosquitto {
 pub struct Victoria {
     pub port: u16,
     /// Stopped on drop.
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl Victoria {
@@ -59,7 +64,12 @@ impl Victoria {
             .arg("-loggerLevel=WARN");
         let mut proc = Proc::spawn("victoria-metrics", cmd, &dir.join("vm.log"))?;
         wait_for_port(&mut proc, port, Duration::from_secs(15))?;
-        Ok(Victoria { port, _proc: proc })
+        Ok(Victoria { port, proc })
+    }
+
+    /// The ILP server's process (its CPU and RSS are reported beside the gateway's).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// questdb-rs config (VictoriaMetrics speaks ILP protocol version 1).

@@ -206,6 +206,113 @@ impl Sampler {
     }
 }
 
+/// The box's CPU time counters from the aggregate `cpu` line of `/proc/stat` (clock ticks,
+/// summed over all cores).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// user + nice + system + irq + softirq (guest time is already inside user and nice).
+    pub busy: u64,
+    /// idle + iowait: time no process wanted a core.
+    pub idle: u64,
+    /// Time the hypervisor gave this VM's cores to someone else: neither ours nor idle.
+    pub steal: u64,
+    /// Cores counted (`cpuN` lines).
+    pub cores: usize,
+}
+
+impl CpuTimes {
+    /// Parses the text of `/proc/stat`; `None` when it has no `cpu ` line.
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let cores = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        Some(CpuTimes {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            idle: at(3) + at(4),
+            steal: at(7),
+            cores: cores.max(1),
+        })
+    }
+
+    /// The counters now.
+    pub fn now() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+}
+
+/// The whole box's CPU over a window, in % of one core like the processes' figures, so that
+/// `busy_pct + idle_pct + steal_pct = capacity_pct` (200 % on two cores).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostUsage {
+    /// 100 × cores.
+    pub capacity_pct: f64,
+    /// Cores running anything: the run's processes, the kernel, and everything else on the box.
+    pub busy_pct: f64,
+    /// Cores with nothing to run.
+    pub idle_pct: f64,
+    /// Cores taken by the hypervisor (a VM's neighbours).
+    pub steal_pct: f64,
+}
+
+impl HostUsage {
+    /// The window between two readings of the counters (zero when nothing elapsed).
+    pub fn between(a: CpuTimes, b: CpuTimes) -> HostUsage {
+        let busy = b.busy.saturating_sub(a.busy) as f64;
+        let idle = b.idle.saturating_sub(a.idle) as f64;
+        let steal = b.steal.saturating_sub(a.steal) as f64;
+        let total = busy + idle + steal;
+        let capacity = 100.0 * b.cores as f64;
+        let share = |x: f64| {
+            if total > 0.0 {
+                capacity * x / total
+            } else {
+                0.0
+            }
+        };
+        HostUsage {
+            capacity_pct: capacity,
+            busy_pct: share(busy),
+            idle_pct: share(idle),
+            steal_pct: share(steal),
+        }
+    }
+
+    /// Busy or stolen: the share of the box nothing of ours could have had.
+    pub fn used_pct(&self) -> f64 {
+        self.busy_pct + self.steal_pct
+    }
+}
+
+/// Samples the box's CPU over a window (see [`HostUsage`]).
+pub struct HostSampler {
+    start: Option<CpuTimes>,
+}
+
+impl HostSampler {
+    pub fn start() -> HostSampler {
+        HostSampler {
+            start: CpuTimes::now(),
+        }
+    }
+
+    /// The window since [`HostSampler::start`]; zero when `/proc/stat` is unreadable.
+    pub fn finish(self) -> HostUsage {
+        match (self.start, CpuTimes::now()) {
+            (Some(a), Some(b)) => HostUsage::between(a, b),
+            _ => HostUsage::default(),
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -241,6 +348,36 @@ pub fn require(binary: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_box_share_splits_the_cores_into_busy_idle_and_steal() {
+        let a = "cpu  100 0 50 1000 10 0 0 0 0 0\ncpu0 50 0 25 500 5 0 0 0 0 0\ncpu1 50 0 25 500 5 0 0 0 0 0\nintr 1\n";
+        // 300 ticks later: 240 busy (user 200, system 20, irq 5, softirq 15), 50 idle, 10 steal.
+        let b = "cpu  300 0 70 1040 20 5 15 10 7 0\ncpu0 1 0 0 0 0 0 0 0 0 0\ncpu1 1 0 0 0 0 0 0 0 0 0\n";
+        let (a, b) = (CpuTimes::parse(a).unwrap(), CpuTimes::parse(b).unwrap());
+        assert_eq!(a.cores, 2);
+        let h = HostUsage::between(a, b);
+        assert_eq!(h.capacity_pct, 200.0);
+        assert!((h.busy_pct - 160.0).abs() < 1e-9, "{h:?}");
+        assert!((h.idle_pct - 200.0 * 50.0 / 300.0).abs() < 1e-9, "{h:?}");
+        assert!((h.steal_pct - 200.0 * 10.0 / 300.0).abs() < 1e-9, "{h:?}");
+        assert!((h.busy_pct + h.idle_pct + h.steal_pct - 200.0).abs() < 1e-9);
+        assert_eq!(HostUsage::between(b, b).busy_pct, 0.0);
+        assert_eq!(CpuTimes::parse("intr 1\n"), None);
+        // The real file parses and a real window adds up to the capacity.
+        let s = HostSampler::start();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(300) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let h = s.finish();
+        assert!(h.capacity_pct >= 100.0, "{h:?}");
+        assert!(
+            h.busy_pct > 0.0
+                && (h.busy_pct + h.idle_pct + h.steal_pct - h.capacity_pct).abs() < 1e-6,
+            "{h:?}"
+        );
+    }
 
     #[test]
     fn the_rss_series_keeps_one_point_per_cadence_and_the_max_of_all() {
