@@ -12,6 +12,11 @@
 //!   its fsync is under way (a busy disk took tens of milliseconds, which every value waited);
 //!   a confirmation that reaches into it is held back until it is on disk, so a cursor never
 //!   points past what the file holds. A crash in between re-sends those values: at least once.
+//!   The gateway-added latency of a value ends at its confirmation, not at that fsync.
+//! - **Cursors are written behind the confirmations.** A confirmation moves the cursor in memory
+//!   at once (room for a blocked append, the lag); the file learns it with the next write of
+//!   cursors, which a sink's confirmation loop leaves to the background
+//!   ([`OutboxAcker::confirm`]) so that it never waits for the disk between two PUBACKs.
 //! - **Per-sink cursors** `(record, offset)` = the first value the sink has not had confirmed.
 //!   A sink acknowledges in order only what its far side confirmed (PUBACK, HTTP 2xx). A record is
 //!   deleted once no sink needs it any more.
