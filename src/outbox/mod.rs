@@ -12,6 +12,11 @@
 //!   its fsync is under way (a busy disk took tens of milliseconds, which every value waited);
 //!   a confirmation that reaches into it is held back until it is on disk, so a cursor never
 //!   points past what the file holds. A crash in between re-sends those values: at least once.
+//!   The gateway-added latency of a value ends at its confirmation, not at that fsync.
+//! - **Cursors are written behind the confirmations.** A confirmation moves the cursor in memory
+//!   at once (room for a blocked append, the lag); the file learns it with the next write of
+//!   cursors, which a sink's confirmation loop leaves to the background
+//!   ([`OutboxAcker::confirm`]) so that it never waits for the disk between two PUBACKs.
 //! - **Per-sink cursors** `(record, offset)` = the first value the sink has not had confirmed.
 //!   A sink acknowledges in order only what its far side confirmed (PUBACK, HTTP 2xx). A record is
 //!   deleted once no sink needs it any more.
@@ -266,6 +271,10 @@ struct SinkState {
     /// A confirmation that reached into the record still being written: applied once that
     /// record is on disk (a cursor never points past what the file holds).
     confirmed_early: Option<Pos>,
+    /// Values before this had their added latency observed. A confirmation is observed when
+    /// the sink reports it, not when the cursor may move: the far side has the value then, and
+    /// the fsync of its record (which only holds the cursor back) is not the value's wait.
+    observed: Pos,
 }
 
 struct State {
@@ -283,6 +292,25 @@ struct State {
     held_bytes: u64,
     sinks: Vec<SinkState>,
     closed: bool,
+    /// Cursor moves and deletions made in memory and not yet written to the file.
+    unwritten: Unwritten,
+}
+
+/// What [`Outbox::write_pending`] has still to write (see [`OutboxAcker::confirm`]).
+#[derive(Default)]
+struct Unwritten {
+    /// Records no sink needs any more, already gone from memory, still in the file.
+    gone: Vec<u64>,
+    /// A cursor moved since the last write.
+    cursors: bool,
+    /// A background write is under way (it takes whatever is pending when it is done).
+    busy: bool,
+}
+
+impl Unwritten {
+    fn is_empty(&self) -> bool {
+        self.gone.is_empty() && !self.cursors
+    }
 }
 
 struct Targets {
@@ -360,6 +388,9 @@ pub struct Outbox {
     appended: Notify,
     /// Woken when a sink confirmed or skipped values (room for a blocked append).
     space: Notify,
+    /// Held while cursors and deletions are written: what is taken from [`State::unwritten`] is
+    /// written in the order it was taken (an older cursor never overwrites a newer one).
+    writing: Mutex<()>,
     hook: Option<EventHook>,
     /// Counters of the whole file.
     pub stats: OutboxStats,
@@ -460,6 +491,16 @@ impl State {
                 let micros = now.saturating_duration_since(received).as_micros() as u64;
                 sink.added_latency.observe_micros(micros, n);
             }
+        }
+    }
+
+    /// Observes the added latency of what sink `i` has had confirmed up to `upto` and was not
+    /// observed yet (each value once, also when its confirmation is applied later).
+    fn observe_up_to(&mut self, i: usize, upto: Pos) {
+        let from = self.sinks[i].acked.max(self.sinks[i].observed);
+        if upto > from {
+            self.observe_added_latency(i, from, upto);
+            self.sinks[i].observed = upto;
         }
     }
 
@@ -687,6 +728,7 @@ impl Outbox {
             bytes_total,
             sinks: Vec::new(),
             closed: false,
+            unwritten: Unwritten::default(),
         };
         let head = state.head();
         for spec in sinks {
@@ -739,6 +781,7 @@ impl Outbox {
                 episode: None,
                 added_latency: Arc::new(LatencyHistogram::with_bounds(&ADDED_LATENCY_BUCKETS_S)),
                 confirmed_early: None,
+                observed: start,
             });
         }
         for name in stored.keys() {
@@ -780,6 +823,7 @@ impl Outbox {
             writer: tokio::sync::Mutex::new(Vec::new()),
             appended: Notify::new(),
             space: Notify::new(),
+            writing: Mutex::new(()),
             hook,
             stats: OutboxStats::default(),
             state: Mutex::new(state),
@@ -1046,7 +1090,7 @@ impl Outbox {
             .fetch_add(pending.len() as u64, Ordering::Relaxed);
 
         // The records are durable: confirmations of them count now, then the bounds apply.
-        let (gone, cursors, mut events) = {
+        let (moved, mut events) = {
             let mut s = self.state.lock().expect("outbox state");
             s.durable_below = last.id + 1;
             let mut events = Vec::new();
@@ -1062,26 +1106,20 @@ impl Outbox {
             events.extend(more);
             gone.extend(s.collect());
             self.publish_gauges(&s);
-            let cursors: Vec<(String, Pos)> = if !skipped && !confirmed {
-                Vec::new()
-            } else {
-                s.sinks
-                    .iter()
-                    .map(|x| (x.spec.name.clone(), x.acked))
-                    .collect()
-            };
-            (gone, cursors, events)
+            let moved = !gone.is_empty() || skipped || confirmed;
+            s.unwritten.gone.extend(gone);
+            s.unwritten.cursors |= skipped || confirmed;
+            (moved, events)
         };
         for (event, details) in events.drain(..) {
             if let Some(h) = &self.hook {
                 h(event, details);
             }
         }
-        if !gone.is_empty() || !cursors.is_empty() {
-            self.persist(&gone, &cursors)?;
+        if moved {
             self.space.notify_waiters();
         }
-        Ok(())
+        self.write_pending()
     }
 
     /// Applies every sink's bound and the global caps after an append; returns the episodes
@@ -1186,6 +1224,66 @@ impl Outbox {
         Some(event)
     }
 
+    /// Writes the cursor moves and deletions made in memory since the last write (one
+    /// transaction, no fsync: see the module docs). On an error they stay pending for the next.
+    fn write_pending(&self) -> Result<()> {
+        let _writing = self.writing.lock().expect("outbox writing");
+        let (gone, cursors) = {
+            let mut s = self.state.lock().expect("outbox state");
+            let gone = std::mem::take(&mut s.unwritten.gone);
+            let cursors: Vec<(String, Pos)> = if std::mem::take(&mut s.unwritten.cursors) {
+                s.sinks
+                    .iter()
+                    .map(|x| (x.spec.name.clone(), x.acked))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (gone, cursors)
+        };
+        if gone.is_empty() && cursors.is_empty() {
+            return Ok(());
+        }
+        let result = self.persist(&gone, &cursors);
+        if result.is_err() {
+            let mut s = self.state.lock().expect("outbox state");
+            s.unwritten.gone.extend(gone);
+            s.unwritten.cursors |= !cursors.is_empty();
+        }
+        result
+    }
+
+    /// Writes what is pending ([`Self::write_pending`]) on a blocking thread, without waiting
+    /// for it; one such write at a time, which takes everything pending when it is done (so
+    /// confirmations arriving meanwhile cost one write, not one each). A failed write is
+    /// logged and left pending for the next confirmation or commit. Outside a Tokio runtime it
+    /// writes at once.
+    fn write_later(self: &Arc<Self>) {
+        {
+            let mut s = self.state.lock().expect("outbox state");
+            if s.unwritten.is_empty() || s.unwritten.busy {
+                return;
+            }
+            s.unwritten.busy = true;
+        }
+        let this = self.clone();
+        let work = move || loop {
+            let failed = this.write_pending().err();
+            if let Some(e) = &failed {
+                error!(error = %e, "outbox: cannot record the sinks' positions; values may be sent again after a restart");
+            }
+            let mut s = this.state.lock().expect("outbox state");
+            if failed.is_some() || s.unwritten.is_empty() {
+                s.unwritten.busy = false;
+                return;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(work)),
+            Err(_) => work(),
+        }
+    }
+
     /// Writes cursors and deletes records (no fsync: see the module docs).
     fn persist(&self, gone: &[u64], cursors: &[(String, Pos)]) -> Result<()> {
         let mut txn = self.db.begin_write().at(&self.path)?;
@@ -1205,30 +1303,41 @@ impl Outbox {
         txn.commit().at(&self.path)
     }
 
+    /// [`Self::confirm`], then writes the cursor (and deletions) before returning.
     fn ack_blocking(&self, index: usize, upto: Pos) -> Result<()> {
-        let (gone, cursor, event) = {
+        self.confirm(index, upto);
+        self.write_pending()
+    }
+
+    /// Sink `index` had everything before `upto` confirmed by its far side: observes the added
+    /// latency now and moves the cursor in memory (room for a blocked append at once); the file
+    /// learns it with the next [`Self::write_pending`]. A confirmation that reaches into the
+    /// record still being written moves the cursor only once that record is on disk.
+    fn confirm(&self, index: usize, upto: Pos) {
+        let event = {
             let mut s = self.state.lock().expect("outbox state");
             if upto > Pos::start_of(s.durable_below) {
+                // The far side has the values now, whatever the disk does.
+                s.observe_up_to(index, upto);
                 // Reaches into the record still being written: counts once it is on disk.
                 let early = &mut s.sinks[index].confirmed_early;
                 *early = Some(early.map_or(upto, |p| p.max(upto)));
-                return Ok(());
+                return;
             }
             let (moved, event) = self.apply_confirmation(&mut s, index, upto);
             if !moved {
-                return Ok(());
+                return;
             }
             let gone = s.collect();
+            s.unwritten.gone.extend(gone);
+            s.unwritten.cursors = true;
             self.publish_gauges(&s);
-            let sink = &s.sinks[index];
-            (gone, (sink.spec.name.clone(), sink.acked), event)
+            event
         };
         if let (Some((event, details)), Some(h)) = (event, &self.hook) {
             h(event, details);
         }
-        self.persist(&gone, &[cursor])?;
         self.space.notify_waiters();
-        Ok(())
     }
 
     /// Sink `index` confirmed everything before `upto` (on disk): observes the added latency,
@@ -1240,10 +1349,7 @@ impl Outbox {
         index: usize,
         upto: Pos,
     ) -> (bool, Option<(&'static str, serde_json::Value)>) {
-        let from = s.sinks[index].acked;
-        if upto > from {
-            s.observe_added_latency(index, from, upto);
-        }
+        s.observe_up_to(index, upto);
         if !s.sinks[index].confirm(upto) {
             return (false, None);
         }
@@ -1581,7 +1687,18 @@ pub struct OutboxAcker {
 }
 
 impl OutboxAcker {
-    /// Marks everything before `upto` as confirmed by the far side.
+    /// Marks everything before `upto` as confirmed by the far side, without waiting for the
+    /// file: the added latency is observed and the cursor moves in memory now, and the cursor is
+    /// written in the background (coalesced with the confirmations that come meanwhile). For a
+    /// sink's confirmation loop, which must not wait for a disk another write holds (the
+    /// dispatcher's fsync) before it can take the next PUBACKs. [`Self::ack`] once at the end
+    /// makes sure the last position is written.
+    pub fn confirm(&self, upto: Pos) {
+        self.outbox.confirm(self.index, upto);
+        self.outbox.write_later();
+    }
+
+    /// Marks everything before `upto` as confirmed by the far side and writes the cursor.
     pub async fn ack(&self, upto: Pos) -> Result<()> {
         let outbox = self.outbox.clone();
         let index = self.index;

@@ -576,7 +576,7 @@ async fn a_damaged_value_read_back_from_the_file_is_skipped_and_the_rest_deliver
 
 /// The newest record reaches the sinks while its write is under way; a confirmation of it
 /// takes effect only once it is on disk, so a crash before that re-sends instead of pointing
-/// the cursor past the file's end.
+/// the cursor past the file's end. Its added latency is observed at the confirmation (once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -617,10 +617,18 @@ async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
             5,
             "the confirmation waits for the record's write"
         );
-        assert_eq!(ob.added_latency("a").unwrap().count(), 0);
+        assert_eq!(
+            ob.added_latency("a").unwrap().count(),
+            5,
+            "the added latency ends at the confirmation, not at the fsync"
+        );
         ob.write_records(&[pending]).unwrap();
         assert_eq!(ob.lag("a"), 0, "applied once the record is on disk");
-        assert_eq!(ob.added_latency("a").unwrap().count(), 5);
+        assert_eq!(
+            ob.added_latency("a").unwrap().count(),
+            5,
+            "each value is observed once"
+        );
         ob.close();
     }
     {
@@ -648,5 +656,76 @@ async fn a_record_is_read_while_written_and_confirmed_only_once_on_disk() {
         drain(&mut ob.reader("a")).await,
         [10.0, 20.0],
         "the written record comes again; the log continues after it"
+    );
+}
+
+/// The cursor `sink` has in the file now.
+fn cursor_in_file(ob: &Outbox, sink: &str) -> Option<Pos> {
+    let txn = ob.db.begin_read().unwrap();
+    let table = txn.open_table(SINK_CURSORS).unwrap();
+    let (record, offset) = table.get(sink).unwrap()?.value();
+    Some(Pos { record, offset })
+}
+
+/// A confirmation loop's `confirm` does not wait for the file: the cursor moves in memory at
+/// once and reaches the file in the background. One that reaches into a record still being
+/// written is observed as latency at once but never moves the cursor, in memory or in the
+/// file, before that record is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_writes_the_cursor_in_the_background_and_never_past_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("X");
+    {
+        let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+        ob.append(&batch(t, 0, 2)).await.unwrap();
+        // The second record as the dispatcher publishes it, before its commit.
+        let made = Arc::new(RecordValues::new(batch(t, 2, 3), std::time::Instant::now()));
+        ob.publish(&made).await;
+        let mut r = ob.reader("a");
+        let acker = r.acker();
+        let written = r.next_batch(100).await.unwrap().unwrap();
+        let unwritten = r.next_batch(100).await.unwrap().unwrap();
+        assert_eq!(values(&unwritten), [2.0, 3.0, 4.0]);
+
+        acker.confirm(written.end);
+        assert_eq!(ob.lag("a"), 3, "moved in memory at once");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while cursor_in_file(&ob, "a") != Some(written.end) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cursor never reached the file"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+
+        acker.confirm(unwritten.end);
+        assert_eq!(
+            ob.added_latency("a").unwrap().count(),
+            5,
+            "observed at once"
+        );
+        assert_eq!(
+            ob.lag("a"),
+            3,
+            "the record is not on disk: the cursor waits"
+        );
+        // Whatever the background write does, the file's cursor stays within the file.
+        acker.ack(unwritten.end).await.unwrap();
+        assert_eq!(cursor_in_file(&ob, "a"), Some(written.end));
+
+        // The commit makes it count, and writes the cursor.
+        ob.commit().await.unwrap();
+        assert_eq!(ob.lag("a"), 0);
+        assert_eq!(cursor_in_file(&ob, "a"), Some(unwritten.end));
+        assert_eq!(ob.added_latency("a").unwrap().count(), 5, "once per value");
+        ob.close();
+    }
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    ob.append(&batch(t, 20, 1)).await.unwrap();
+    ob.close();
+    assert_eq!(
+        drain(&mut ob.reader("a")).await,
+        [20.0],
+        "nothing is sent twice"
     );
 }

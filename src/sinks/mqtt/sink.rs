@@ -84,6 +84,9 @@ const WINDOW: usize = 1000;
 /// in flight (at most 16 × 256 KiB).
 const WINDOWS_IN_FLIGHT: usize = 16;
 
+/// The MQTT socket's send buffer (see where it is set).
+const SEND_BUFFER_BYTES: u32 = 4 << 20;
+
 /// How a session ended.
 enum Outcome {
     /// Outbox closed and drained, or out of drain time: the sink is done.
@@ -156,6 +159,11 @@ async fn session(
     // confirmed about 40 ms late.
     let mut network = event_loop.network_options();
     network.set_tcp_nodelay(true);
+    // A whole burst fits into the socket's send buffer (10 windows of ~170 KB at 10k values
+    // per cycle): rumqttc reads no PUBACK while a write waits for room (its event loop awaits
+    // the flush), so with the kernel's small starting buffer the burst's PUBACKs waited behind
+    // its own writes. Kernel memory, bounded by this size (and `net.core.wmem_max`).
+    network.set_tcp_send_buffer_size(SEND_BUFFER_BYTES);
     event_loop.set_network_options(network);
     let qos = if cfg.qos == 0 {
         QoS::AtMostOnce

@@ -18,6 +18,13 @@
 //! burst even when the server could have kept them; pausing moves the buffering to where the
 //! OPC UA model puts it.
 //!
+//! **No hop when nothing waits.** While the hand-off is empty (the pipeline keeps up, the usual
+//! case) the callback puts a batch straight into the dispatcher's channel when it has room:
+//! the forwarder is not woken in between, one task hop less before a burst is mapped (each
+//! hop is a wake-up that waits for a worker on a busy box). Nothing can overtake: the
+//! hand-off counts a batch until the forwarder has passed it on, so "empty" means no batch is
+//! on its way.
+//!
 //! Memory stays bounded: after the pause request only the publish responses already on their
 //! way arrive (a few, each at most `max_notifications_per_publish` values). Should a server
 //! ignore the pause, values beyond [`HandOff::max_values`] are dropped and counted
@@ -55,6 +62,9 @@ pub struct HandOff {
     dropping: AtomicBool,
     stats: Arc<SourceStats>,
     source: String,
+    /// The pipeline's channel while the forwarder runs (for the direct path of [`Self::push`]);
+    /// `None` before and after, so that a stopped forwarder leaves the channel free to close.
+    direct: Mutex<Option<mpsc::Sender<ReadingBatch>>>,
 }
 
 impl HandOff {
@@ -76,6 +86,7 @@ impl HandOff {
             dropping: AtomicBool::new(false),
             stats,
             source,
+            direct: Mutex::new(None),
         })
     }
 
@@ -107,6 +118,11 @@ impl HandOff {
             return;
         }
         self.dropping.store(false, Ordering::Relaxed);
+        // Nothing waits here and nothing is on its way: straight into the pipeline's channel.
+        let batch = match self.send_direct(batch, waiting) {
+            Ok(()) => return,
+            Err(batch) => batch,
+        };
         // Counted before it is queued: the forwarder subtracts once it has passed it on.
         let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
         self.queue
@@ -120,6 +136,19 @@ impl HandOff {
         if now > self.pause_above {
             self.want_pause
                 .send_if_modified(|p| !std::mem::replace(p, true));
+        }
+    }
+
+    /// Puts `batch` into the pipeline's channel when nothing waits here (`waiting` = 0) and
+    /// the channel has room; gives it back otherwise.
+    fn send_direct(&self, batch: ReadingBatch, waiting: usize) -> Result<(), ReadingBatch> {
+        if waiting != 0 {
+            return Err(batch);
+        }
+        let direct = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        match direct.as_ref() {
+            Some(tx) => tx.try_send(batch).map_err(|e| e.into_inner()),
+            None => Err(batch),
         }
     }
 
@@ -152,6 +181,17 @@ impl HandOff {
     /// task may wait; the session never does). On stop, what is still waiting gets a few
     /// seconds to enter the pipeline; what cannot is counted as dropped and logged.
     pub async fn forward(self: Arc<Self>, tx: mpsc::Sender<ReadingBatch>, stop: CancellationToken) {
+        *self.direct.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+        self.clone().forward_until_stopped(tx, stop).await;
+        // Batches from now on wait here (and are counted when they cannot be passed on).
+        *self.direct.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    async fn forward_until_stopped(
+        self: Arc<Self>,
+        tx: mpsc::Sender<ReadingBatch>,
+        stop: CancellationToken,
+    ) {
         loop {
             let batch = loop {
                 if let Some(b) = self.pop() {
@@ -335,6 +375,38 @@ mod tests {
         stop.cancel();
         fwd.await.unwrap();
         assert_eq!(stats.handoff_dropped.load(Ordering::Relaxed), 8);
+    }
+
+    /// An empty hand-off passes a batch straight into the channel, a full channel makes it
+    /// wait here, and a batch that comes while one waits never overtakes it.
+    #[tokio::test]
+    async fn batches_keep_their_order_whether_they_go_straight_through_or_wait() {
+        let stats = Arc::new(SourceStats::default());
+        let h = HandOff::new("t".into(), 100, 1000, stats.clone());
+        let (tx, mut rx) = mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let fwd = tokio::spawn(h.clone().forward(tx, stop.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while h.direct.lock().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the forwarder never started"
+            );
+            tokio::task::yield_now().await;
+        }
+        h.push(batch(1));
+        assert_eq!(h.queued(), 0, "straight into the channel");
+        h.push(batch(2));
+        assert_eq!(h.queued(), 2, "the channel is full: it waits here");
+        assert_eq!(rx.recv().await.unwrap().len(), 1);
+        // Room again, but the batch of 2 is still on its way: this one queues behind it.
+        h.push(batch(3));
+        assert_eq!(rx.recv().await.unwrap().len(), 2);
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        stop.cancel();
+        fwd.await.unwrap();
+        assert!(h.direct.lock().unwrap().is_none(), "the channel is let go");
+        assert_eq!(stats.handoff_dropped.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
