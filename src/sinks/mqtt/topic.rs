@@ -3,12 +3,21 @@
 //! `<prefix>/<shell idShort>/<submodel idShort>` per submodel (`message_per = "submodel"`).
 
 /// The MQTT topic of an element: `<prefix>/<shell idShort>/<submodel idShort>/<path with / for .>`.
+///
+/// Built per value for `message_per = "value"` (targets keep no topic), so in one allocation.
 pub fn element_topic(prefix: &str, shell: &str, submodel: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        submodel_topic(prefix, shell, submodel),
-        path.replace('.', "/")
-    )
+    let mut topic =
+        String::with_capacity(prefix.len() + shell.len() + submodel.len() + path.len() + 3);
+    if !prefix.is_empty() {
+        topic.push_str(prefix);
+        topic.push('/');
+    }
+    topic.push_str(shell);
+    topic.push('/');
+    topic.push_str(submodel);
+    topic.push('/');
+    topic.extend(path.chars().map(|c| if c == '.' { '/' } else { c }));
+    topic
 }
 
 /// MQTT topic of a submodel's batched values (`mqtt.message_per = "submodel"`).
