@@ -8,22 +8,19 @@
 use std::time::Instant;
 
 use aas_gateway::aas::XsType;
-use aas_gateway::model::{ElementTarget, SubmodelUpdate, TypedValue, UpdateBatch};
+use aas_gateway::model::{ElementTarget, SubmodelNames, SubmodelUpdate, TypedValue, UpdateBatch};
 use aas_gateway::outbox::{Outbox, OutboxConfig, SinkBuffer, SinkSpec};
 
 fn targets(n: usize) -> Vec<&'static ElementTarget> {
     (0..n)
         .map(|i| {
-            ElementTarget {
-                submodel_id: "urn:bench:sm".into(),
-                submodel_id_short: "Scale".into(),
-                shell_id_short: "Bench".into(),
-                id_short_path: format!("V{i}").into(),
-                value_type: XsType::Double,
-                unit: None,
-                semantic_id: None,
-                outbox_id: Default::default(),
-            }
+            ElementTarget::new(
+                SubmodelNames::shared("urn:bench:sm", "Scale", "Bench"),
+                &format!("V{i}"),
+                XsType::Double,
+                None,
+                None,
+            )
             .leak()
         })
         .collect()

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use aas_gateway::core::XsType;
-use aas_gateway::model::{ElementTarget, SubmodelUpdate, TypedValue};
+use aas_gateway::model::{ElementTarget, SubmodelNames, SubmodelUpdate, TypedValue};
 use aas_gateway::sinks::mqtt::{payload, submodel_messages};
 use aas_gateway::sinks::questdb::append_row;
 
@@ -46,7 +46,7 @@ fn baseline_payload(u: &SubmodelUpdate) -> Vec<u8> {
         server_timestamp: (u.server_ts_nanos != 0).then(|| chrono_text(u.server_ts_nanos)),
         quality: u.quality().as_str(),
         status_code: u.status,
-        submodel_id: &u.target.submodel_id,
+        submodel_id: &u.target.submodel.id,
         id_short_path: &u.target.id_short_path,
     })
     .unwrap()
@@ -56,16 +56,17 @@ fn updates() -> Vec<SubmodelUpdate> {
     let kinds = [XsType::Double, XsType::Int, XsType::Boolean, XsType::String];
     let targets: Vec<&'static ElementTarget> = (0..1000)
         .map(|i| {
-            ElementTarget {
-                submodel_id: "urn:aas-gateway:bench:sm:operational-data".into(),
-                submodel_id_short: "OperationalData".into(),
-                shell_id_short: "CNC1".into(),
-                id_short_path: format!("Axes.Axis{}.Position", i).into(),
-                value_type: kinds[i % kinds.len()],
-                outbox_id: Default::default(),
-                unit: Some("mm".into()),
-                semantic_id: None,
-            }
+            ElementTarget::new(
+                SubmodelNames::shared(
+                    "urn:aas-gateway:bench:sm:operational-data",
+                    "OperationalData",
+                    "CNC1",
+                ),
+                &format!("Axes.Axis{}.Position", i),
+                kinds[i % kinds.len()],
+                Some("mm"),
+                None,
+            )
             .leak()
         })
         .collect();

@@ -8,50 +8,126 @@
 
 use std::sync::Arc;
 
+use crate::core::LeakedSet;
+
 // The protocol-free types live in the leaf module `core`; re-exported so that every stage
 // keeps naming them `model::…`.
 pub use crate::core::{format_timestamp, Quality, Reading, ReadingBatch, TypedValue};
 
+/// The names of a submodel that every element target of it shares: stored once per
+/// submodel (see [`SubmodelNames::shared`]), not three strings per element.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SubmodelNames {
+    /// Submodel identifier (IRI/URN).
+    pub id: Box<str>,
+    /// Submodel idShort (used for the time-series table name).
+    pub id_short: Box<str>,
+    /// idShort of the shell that references the submodel (the asset, in MQTT topics and ILP).
+    pub shell_id_short: Box<str>,
+}
+
+impl SubmodelNames {
+    /// The process-wide record of these names (made on first sight; a bounded set: the
+    /// configured submodels and those an outbox file still refers to).
+    pub fn shared(id: &str, id_short: &str, shell_id_short: &str) -> &'static SubmodelNames {
+        static ALL: LeakedSet<SubmodelNames> = LeakedSet::new();
+        let names = SubmodelNames {
+            id: id.into(),
+            id_short: id_short.into(),
+            shell_id_short: shell_id_short.into(),
+        };
+        ALL.get_or_leak(&names, || Box::new(names.clone_boxed()))
+    }
+
+    fn clone_boxed(&self) -> SubmodelNames {
+        SubmodelNames {
+            id: self.id.clone(),
+            id_short: self.id_short.clone(),
+            shell_id_short: self.shell_id_short.clone(),
+        }
+    }
+}
+
+/// What sinks that label values read of an element: its unit and semantic id. Stored once
+/// per distinct pair (a plant has a few units and a few hundred semantic ids for its 100k
+/// elements).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ElementLabels {
+    /// Unit of the value (mapping rule `unit`, else the IEC 61360 unit of the element's
+    /// ConceptDescription).
+    pub unit: Option<Box<str>>,
+    /// Semantic id of the element (mapping rule `semantic_id`, else the first key of the
+    /// element's semanticId).
+    pub semantic_id: Option<Box<str>>,
+}
+
+impl ElementLabels {
+    /// The process-wide record of this pair; `None` when both are absent.
+    pub fn shared(unit: Option<&str>, semantic_id: Option<&str>) -> Option<&'static ElementLabels> {
+        static ALL: LeakedSet<ElementLabels> = LeakedSet::new();
+        if unit.is_none() && semantic_id.is_none() {
+            return None;
+        }
+        let labels = ElementLabels {
+            unit: unit.map(Into::into),
+            semantic_id: semantic_id.map(Into::into),
+        };
+        Some(ALL.get_or_leak(&labels, || {
+            Box::new(ElementLabels {
+                unit: labels.unit.clone(),
+                semantic_id: labels.semantic_id.clone(),
+            })
+        }))
+    }
+}
+
 /// Where an update goes: resolved once, at start, from a mapping rule.
 ///
 /// Serialised once into the outbox (entries refer to it by id), so a restart with a changed
-/// config still delivers what an earlier config queued.
+/// config still delivers what an earlier config queued. The stored form has a field per name
+/// ([`StoredTarget`]), as in earlier versions, so their outbox files read back.
 ///
 /// Targets live as long as the process (see [`ElementTarget::leak`]): every update refers to
 /// its target by a plain `&'static` reference. A shared `Arc` cost a reference count increment
 /// and decrement per value, each a cache miss on a different target: about a tenth of the
 /// gateway's CPU at 100k values/s.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ElementTarget {
-    /// Submodel identifier (IRI/URN) the element lives in. The three ids are the same for
-    /// every element of a submodel: shared (interned), not copied per element. Serialised as
-    /// plain strings, as before (serde's `rc` feature), so older outbox files read back.
-    pub submodel_id: Arc<str>,
-    /// Submodel idShort (used for the time-series table name).
-    pub submodel_id_short: Arc<str>,
-    /// idShort of the shell that references the submodel (the asset, in MQTT topics and ILP).
-    pub shell_id_short: Arc<str>,
+    /// The submodel the element lives in, and its shell (shared by the submodel's elements).
+    pub submodel: &'static SubmodelNames,
     /// Dotted idShortPath of the element inside the submodel, e.g. `Axis.Speed` or `Positions[2]`.
     /// A `Box<str>`, not a `String`: a gateway holds one per mapped element (8 bytes each).
     pub id_short_path: Box<str>,
     /// The element's `valueType` (`xs:double`, ...); for lists, the list's `valueTypeListElement`.
     pub value_type: crate::core::XsType,
     /// Id of this target in the outbox's target table, assigned on first use.
-    #[serde(skip)]
     pub outbox_id: std::sync::OnceLock<u32>,
-    /// Unit of the value (mapping rule `unit`, else the IEC 61360 unit of the element's
-    /// ConceptDescription), for sinks that label values. Shared (interned) like the ids: a
-    /// plant has a few units for thousands of elements.
-    pub unit: Option<Arc<str>>,
-    /// Semantic id of the element (mapping rule `semantic_id`, else the first key of the
-    /// element's semanticId), for sinks that label values. Shared (interned) like the unit.
-    pub semantic_id: Option<Arc<str>>,
+    /// Unit and semantic id, for sinks that label values (shared; `None` when neither is known).
+    pub labels: Option<&'static ElementLabels>,
 }
 
-// 112 bytes, down from 160 (topic and owned texts): one per mapped element, 100k and more.
-const _: () = assert!(std::mem::size_of::<ElementTarget>() <= 112);
+// 48 bytes, down from 112 (three names and two labels of their own): one per mapped element,
+// 100k and more, and a target now fits one cache line of the CPU.
+const _: () = assert!(std::mem::size_of::<ElementTarget>() <= 48);
 
 impl ElementTarget {
+    /// The target of element `id_short_path` of `submodel`.
+    pub fn new(
+        submodel: &'static SubmodelNames,
+        id_short_path: &str,
+        value_type: crate::core::XsType,
+        unit: Option<&str>,
+        semantic_id: Option<&str>,
+    ) -> ElementTarget {
+        ElementTarget {
+            submodel,
+            id_short_path: id_short_path.into(),
+            value_type,
+            outbox_id: Default::default(),
+            labels: ElementLabels::shared(unit, semantic_id),
+        }
+    }
+
     /// Gives the target the lifetime of the process. Targets are made once, at start (one per
     /// mapping rule, all in one slice, see `Router::build`; and those of an outbox file that
     /// records still refer to); they are never freed, which is what lets an update carry a
@@ -60,20 +136,76 @@ impl ElementTarget {
         Box::leak(Box::new(self))
     }
 
+    /// Unit of the value, if known.
+    pub fn unit(&self) -> Option<&'static str> {
+        self.labels.and_then(|l| l.unit.as_deref())
+    }
+
+    /// Semantic id of the element, if known.
+    pub fn semantic_id(&self) -> Option<&'static str> {
+        self.labels.and_then(|l| l.semantic_id.as_deref())
+    }
+
     /// A double-valued element `path` of submodel `urn:sm:<submodel>` (idShort `submodel`) of
     /// shell `shell`: the target unit tests of the sinks and the outbox deliver to.
     #[cfg(test)]
     pub fn for_test(shell: &str, submodel: &str, path: &str) -> ElementTarget {
-        ElementTarget {
-            submodel_id: format!("urn:sm:{submodel}").into(),
-            submodel_id_short: submodel.into(),
-            shell_id_short: shell.into(),
-            id_short_path: path.into(),
-            value_type: crate::core::XsType::Double,
-            outbox_id: Default::default(),
-            unit: None,
-            semantic_id: None,
+        ElementTarget::new(
+            SubmodelNames::shared(&format!("urn:sm:{submodel}"), submodel, shell),
+            path,
+            crate::core::XsType::Double,
+            None,
+            None,
+        )
+    }
+}
+
+/// The stored (serialised) form of an [`ElementTarget`]: the field names and order of earlier
+/// versions, whose outbox files hold targets in this form (and the outbox finds a target
+/// again by the text of this form).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredTarget<'a> {
+    #[serde(borrow)]
+    submodel_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    submodel_id_short: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    shell_id_short: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id_short_path: std::borrow::Cow<'a, str>,
+    value_type: crate::core::XsType,
+    #[serde(borrow)]
+    unit: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    semantic_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl serde::Serialize for ElementTarget {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::borrow::Cow::Borrowed;
+        StoredTarget {
+            submodel_id: Borrowed(&self.submodel.id),
+            submodel_id_short: Borrowed(&self.submodel.id_short),
+            shell_id_short: Borrowed(&self.submodel.shell_id_short),
+            id_short_path: Borrowed(&self.id_short_path),
+            value_type: self.value_type,
+            unit: self.unit().map(Borrowed),
+            semantic_id: self.semantic_id().map(Borrowed),
         }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ElementTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let t = StoredTarget::deserialize(deserializer)?;
+        Ok(ElementTarget::new(
+            SubmodelNames::shared(&t.submodel_id, &t.submodel_id_short, &t.shell_id_short),
+            &t.id_short_path,
+            t.value_type,
+            t.unit.as_deref(),
+            t.semantic_id.as_deref(),
+        ))
     }
 }
 
@@ -185,17 +317,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn targets_are_stored_as_earlier_versions_stored_them_and_share_their_records() {
+        let names = SubmodelNames::shared("urn:sm:Op", "Op", "M1");
+        let t = ElementTarget::new(
+            names,
+            "Axis.X",
+            crate::core::XsType::Double,
+            Some("kW"),
+            None,
+        );
+        // The text earlier versions wrote (derived, a field per name): the outbox finds a
+        // stored target again by this text, so it must not change.
+        let stored = r#"{"submodel_id":"urn:sm:Op","submodel_id_short":"Op","shell_id_short":"M1","id_short_path":"Axis.X","value_type":"xs:double","unit":"kW","semantic_id":null}"#;
+        assert_eq!(serde_json::to_string(&t).unwrap(), stored);
+        let back: ElementTarget = serde_json::from_str(stored).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), stored);
+        // Read back, it shares the records of the targets made from the config.
+        assert!(std::ptr::eq(back.submodel, names));
+        assert!(std::ptr::eq(back.labels.unwrap(), t.labels.unwrap()));
+        // Escaped text reads back too (serde cannot borrow it).
+        let escaped = r#"{"submodel_id":"urn:sm:\"Op\"","submodel_id_short":"Op","shell_id_short":"M1","id_short_path":"A\\B","value_type":"xs:int","unit":null,"semantic_id":"0173-1#02-AAA\u00fc"}"#;
+        let e: ElementTarget = serde_json::from_str(escaped).unwrap();
+        assert_eq!(&*e.submodel.id, "urn:sm:\"Op\"");
+        assert_eq!(&*e.id_short_path, "A\\B");
+        assert_eq!(e.unit(), None);
+        assert_eq!(e.semantic_id(), Some("0173-1#02-AAAü"));
+        // Neither label: no record at all.
+        let plain = ElementTarget::new(names, "Y", crate::core::XsType::Int, None, None);
+        assert!(plain.labels.is_none());
+    }
+
+    #[test]
     fn prefetching_yields_every_update_once_in_order() {
-        let target = ElementTarget {
-            submodel_id: "urn:sm".into(),
-            submodel_id_short: "Op".into(),
-            shell_id_short: "M1".into(),
-            id_short_path: "X".into(),
-            value_type: crate::core::XsType::Int,
-            outbox_id: Default::default(),
-            unit: None,
-            semantic_id: None,
-        }
+        let target = ElementTarget::new(
+            SubmodelNames::shared("urn:sm", "Op", "M1"),
+            "X",
+            crate::core::XsType::Int,
+            None,
+            None,
+        )
         .leak();
         // Shorter than, as long as and longer than the distance prefetched ahead.
         for n in [

@@ -242,7 +242,7 @@ impl Gateway {
                 .map(|r| sinks::SinkElement {
                     target: r.target,
                     list: r.location.kind == crate::aas::ElementKind::PropertyList,
-                    source: r.source,
+                    source: r.source as usize,
                 })
                 .collect()
         } else {

@@ -72,7 +72,7 @@ impl WriteBack {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let key = (&*r.target.submodel_id, &*r.target.id_short_path);
+                let key = (&*r.target.submodel.id, &*r.target.id_short_path);
                 (hasher.hash_one(key), i as u32)
             })
             .collect();
@@ -102,7 +102,7 @@ impl WriteBack {
             .iter()
             .take_while(|(h, _)| *h == hash)
             .map(|(_, i)| (*i as usize, &self.router.routes[*i as usize]))
-            .find(|(_, r)| &*r.target.submodel_id == submodel && &*r.target.id_short_path == path)
+            .find(|(_, r)| &*r.target.submodel.id == submodel && &*r.target.id_short_path == path)
     }
 
     /// Adds the endpoint to the read API. It is a layer rather than a route of its own: a
@@ -296,7 +296,7 @@ impl WriteBack {
         }
         let typed = json_to_typed(new_json, rule.target.value_type)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{path}: {e}")))?;
-        let (source_name, stats) = self.sources.get(rule.source).ok_or_else(|| {
+        let (source_name, stats) = self.sources.get(rule.source as usize).ok_or_else(|| {
             Failure::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{path}: its OPC UA source is not running"),

@@ -136,11 +136,8 @@ fn scale_offset_unit_and_semantic_id_apply() {
     );
     let (route, update) = r.route(reading(0, Variant::Double(2500.0))).unwrap();
     assert_eq!(update.value, TypedValue::Float(1.5));
-    assert_eq!(route.target.unit.as_deref(), Some("kW"));
-    assert_eq!(
-        route.target.semantic_id.as_deref(),
-        Some("0173-1#02-ABC123#001")
-    );
+    assert_eq!(route.target.unit(), Some("kW"));
+    assert_eq!(route.target.semantic_id(), Some("0173-1#02-ABC123#001"));
     // Integers are scaled too; text is an error naming the node.
     let (_, update) = r.route(reading(0, Variant::Int32(1000))).unwrap();
     assert_eq!(update.value, TypedValue::Float(0.0));
@@ -178,10 +175,10 @@ fn scale_offset_unit_and_semantic_id_apply() {
     // Without overrides: the template's semanticId, no unit (the template has no CDs).
     let float = &r.routes[1];
     assert_eq!(
-        float.target.semantic_id.as_deref(),
+        float.target.semantic_id(),
         Some("urn:aas-gateway:sem:types:Float")
     );
-    assert_eq!(float.target.unit, None);
+    assert_eq!(float.target.unit(), None);
     // A numeric node passes the type check of a scaled rule; a text node does not.
     assert!(check_node_type(route, &dt(DataTypeId::UInt32)).is_ok());
     assert!(check_node_type(route, &dt(DataTypeId::String)).is_err());
@@ -240,7 +237,7 @@ fn units_default_to_the_concept_description() {
         ..Default::default()
     }];
     let (_, r) = pipeline::check(&cfg).unwrap();
-    assert_eq!(r.routes[0].target.unit.as_deref(), Some("1/min"));
+    assert_eq!(r.routes[0].target.unit(), Some("1/min"));
 }
 
 /// Against a live server: a Double node mapped onto an xs:boolean element is reported as a

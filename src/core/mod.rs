@@ -22,7 +22,7 @@ pub mod value;
 pub mod xs;
 
 pub use backoff::Backoff;
-pub use intern::Interner;
+pub use intern::{leaked_str, Interner, LeakedSet};
 pub use latency::{LatencyHistogram, LatencySnapshot, ADDED_LATENCY_BUCKETS_S, LATENCY_BUCKETS_S};
 pub use reading::{Reading, ReadingBatch};
 pub use value::{format_timestamp, Quality, TypedValue};

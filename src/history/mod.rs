@@ -160,7 +160,7 @@ impl History {
                 None => {
                     assets.push(Asset {
                         shell_id: shell_id.clone(),
-                        shell_id_short: route.target.shell_id_short.to_string(),
+                        shell_id_short: route.target.submodel.shell_id_short.to_string(),
                         submodel_id: String::new(),
                         variables: Vec::new(),
                     });
@@ -173,7 +173,7 @@ impl History {
                 name == "Time" || a.variables.iter().any(|&v| vars[v].id_short == name)
             };
             if taken(&id_short, &variables, &assets[a]) {
-                id_short = id_short_of(&format!("{}_{}", t.submodel_id_short, t.id_short_path));
+                id_short = id_short_of(&format!("{}_{}", t.submodel.id_short, t.id_short_path));
             }
             if taken(&id_short, &variables, &assets[a]) {
                 errors.push(
@@ -187,8 +187,8 @@ impl History {
             variables.push(Variable {
                 id_short,
                 value_type: route.location.value_type,
-                semantic_id: t.semantic_id.as_deref().map(str::to_string),
-                table: format!("{table_prefix}{}", t.submodel_id_short),
+                semantic_id: t.semantic_id().map(str::to_string),
+                table: format!("{table_prefix}{}", t.submodel.id_short),
                 element: t.id_short_path.to_string(),
             });
         }

@@ -21,7 +21,7 @@ use opcua::types::NodeId;
 use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
 use crate::core::conf::ConfigErrors;
 use crate::core::Interner;
-use crate::model::{ElementTarget, Reading, SubmodelUpdate, TypedValue};
+use crate::model::{ElementTarget, Reading, SubmodelNames, SubmodelUpdate, TypedValue};
 use crate::sources::opcua::config::OpcUaSourceConfig;
 use crate::sources::opcua::node_ref::NodeRef;
 use crate::sources::opcua::{MonitorSettings, MonitoredNode};
@@ -30,10 +30,12 @@ use crate::sources::RuleTarget;
 /// One compiled rule.
 #[derive(Debug)]
 pub struct Route {
-    /// Index of the `[[opcua]]` source the node lives on.
-    pub source: usize,
-    /// The node (shared with the source's list of monitored nodes, not copied).
-    pub node: Arc<NodeRef>,
+    /// Index of the `[[opcua]]` source the node lives on (a `u32`: a route per mapped
+    /// element, 56 bytes each with it, 64 with a `usize`).
+    pub source: u32,
+    /// The node (shared with the source's list of monitored nodes, not copied; all nodes of
+    /// the rules live in one slice for the process's lifetime, see `Router::build`).
+    pub node: &'static NodeRef,
     /// Where its values go (shared by every update of this rule; see [`ElementTarget::leak`]).
     pub target: &'static ElementTarget,
     /// The element's precomputed position in the store.
@@ -46,6 +48,9 @@ pub struct Route {
     pub monitored: bool,
 }
 
+// One per mapped element (100k and more).
+const _: () = assert!(std::mem::size_of::<Route>() <= 56);
+
 /// A node whose values feed an AIMC 2.x transformation instead of an element. Its readings
 /// carry rule number `routes.len() + its index in [`Router::inputs`]`.
 #[derive(Debug)]
@@ -53,7 +58,7 @@ pub struct InputRoute {
     /// Index of the `[[opcua]]` source the node lives on.
     pub source: usize,
     /// The node.
-    pub node: Arc<NodeRef>,
+    pub node: &'static NodeRef,
     /// Index of the transformation in [`Router::transforms`].
     pub transform: usize,
     /// Its SourceId (the key of its value in the Lua table).
@@ -114,6 +119,7 @@ impl Router {
         // Each route with its target, joined once every rule compiled (see below).
         let mut compiled = Vec::with_capacity(rules.len());
         let mut targets = Vec::with_capacity(rules.len());
+        let mut nodes = Vec::with_capacity(rules.len());
         let mut seen = std::collections::HashMap::new();
         let index = env.top_level_index();
         // Ids shared by many rules (submodel, shell, namespace URI) are stored once.
@@ -121,7 +127,7 @@ impl Router {
         for (i, rule) in rules.iter().enumerate() {
             let at = |field: &str| format!("mapping[{i}].{field}");
             let node = match NodeRef::parse_interned(&rule.node_id, &mut strings) {
-                Ok(n) => Arc::new(n),
+                Ok(n) => n,
                 Err(e) => {
                     errors.push(at("node_id"), e);
                     continue;
@@ -155,12 +161,11 @@ impl Router {
                 }
             };
             let sm = env.submodel(&rule.submodel).expect("located above");
-            let sm_id_short = strings.intern(
+            let submodel = SubmodelNames::shared(
+                &rule.submodel,
                 sm.get("idShort")
                     .and_then(|v| v.as_str())
                     .unwrap_or("Submodel"),
-            );
-            let shell = strings.intern(
                 env.shell_of_submodel(&rule.submodel)
                     .unwrap_or("unassigned"),
             );
@@ -194,27 +199,19 @@ impl Router {
                 .pointer("/semanticId/keys/0/value")
                 .and_then(|v| v.as_str());
             let unit = match &rule.unit {
-                Some(u) => Some(strings.intern(u)),
-                None => template_semantic_id
-                    .and_then(|id| env.concept_description_unit(id))
-                    .map(|u| strings.intern(&u)),
+                Some(u) => Some(u.clone()),
+                None => template_semantic_id.and_then(|id| env.concept_description_unit(id)),
             };
-            let semantic_id = rule
-                .semantic_id
-                .as_deref()
-                .or(template_semantic_id)
-                .map(|id| strings.intern(id));
-            targets.push(ElementTarget {
-                submodel_id: strings.intern(&rule.submodel),
-                submodel_id_short: sm_id_short,
-                shell_id_short: shell,
-                id_short_path: rule.path.as_str().into(),
-                value_type: location.value_type,
-                outbox_id: Default::default(),
-                unit,
+            let semantic_id = rule.semantic_id.as_deref().or(template_semantic_id);
+            targets.push(ElementTarget::new(
+                submodel,
+                &rule.path,
+                location.value_type,
+                unit.as_deref(),
                 semantic_id,
-            });
-            compiled.push((source, node, location, linear, !rule.transform_output));
+            ));
+            nodes.push(node);
+            compiled.push((source, location, linear, !rule.transform_output));
         }
         errors.into_result()?;
         // Every target in one allocation, in rule order (see `ElementTarget::leak`): values
@@ -222,12 +219,16 @@ impl Router {
         // so the CPU's prefetcher streams them; one allocation per target cost a cache miss
         // per value in each of them at 100k values/s.
         let targets: &'static [ElementTarget] = Box::leak(targets.into_boxed_slice());
+        // The nodes likewise, for the same lifetime: the routes and the sources' lists of
+        // monitored nodes refer to them (72 bytes a node; an `Arc` each cost 96 with its
+        // counts and the allocator's rounding).
+        let nodes: &'static [NodeRef] = Box::leak(nodes.into_boxed_slice());
         let routes = compiled
             .into_iter()
-            .zip(targets)
+            .zip(targets.iter().zip(nodes))
             .map(
-                |((source, node, location, linear, monitored), target)| Route {
-                    source,
+                |((source, location, linear, monitored), (target, node))| Route {
+                    source: source as u32,
                     node,
                     target,
                     location,
@@ -260,7 +261,8 @@ impl Router {
             for (source_id, rule) in &spec.inputs {
                 let at = format!("{}.Sources.{source_id}", spec.at);
                 let node = match rule.node_id.parse::<NodeRef>() {
-                    Ok(n) => Arc::new(n),
+                    // Few (a transformation's inputs): one allocation each is fine.
+                    Ok(n) => &*Box::leak(Box::new(n)),
                     Err(e) => {
                         errors.push(&at, e);
                         continue;
@@ -304,10 +306,10 @@ impl Router {
             .routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.source == source && r.monitored)
+            .filter(|(_, r)| r.source as usize == source && r.monitored)
             .map(|(i, r)| MonitoredNode {
                 rule: i as u32,
-                node: r.node.clone(),
+                node: r.node,
                 settings: shared(MonitorSettings::resolve(config, &rules[i].node_overrides())),
             })
             .collect();
@@ -318,7 +320,7 @@ impl Router {
                 .filter(|(_, r)| r.source == source)
                 .map(|(k, r)| MonitoredNode {
                     rule: (first_input + k) as u32,
-                    node: r.node.clone(),
+                    node: r.node,
                     settings: shared(MonitorSettings::resolve(config, &r.overrides)),
                 }),
         );
@@ -330,7 +332,7 @@ impl Router {
     pub fn monitors_any(&self, source: usize) -> bool {
         self.routes
             .iter()
-            .any(|r| r.source == source && r.monitored)
+            .any(|r| r.source as usize == source && r.monitored)
             || self.inputs.iter().any(|r| r.source == source)
     }
 
@@ -456,7 +458,7 @@ impl Route {
     fn conversion_error(&self, e: String) -> String {
         format!(
             "{} -> {}/{}: {e}",
-            self.node, self.target.submodel_id_short, self.target.id_short_path
+            self.node, self.target.submodel.id_short, self.target.id_short_path
         )
     }
 
@@ -466,7 +468,7 @@ impl Route {
             node: self.node.to_string(),
             element: format!(
                 "{}/{}",
-                self.target.submodel_id_short, self.target.id_short_path
+                self.target.submodel.id_short, self.target.id_short_path
             ),
             value_type: self.location.value_type,
             linear: self.linear.is_some(),

@@ -3,16 +3,13 @@ use crate::aas::XsType;
 use crate::model::TypedValue;
 
 fn target(path: &str) -> &'static ElementTarget {
-    ElementTarget {
-        submodel_id: "urn:sm".into(),
-        submodel_id_short: "Op".into(),
-        shell_id_short: "M1".into(),
-        id_short_path: path.into(),
-        value_type: XsType::Double,
-        unit: None,
-        semantic_id: None,
-        outbox_id: Default::default(),
-    }
+    ElementTarget::new(
+        crate::model::SubmodelNames::shared("urn:sm", "Op", "M1"),
+        path,
+        XsType::Double,
+        None,
+        None,
+    )
     .leak()
 }
 

@@ -82,7 +82,7 @@ impl<'a> RowRef<'a> {
 
     fn unit(self) -> Option<&'a str> {
         match self {
-            RowRef::Mapped(_, route) => route.target.unit.as_deref(),
+            RowRef::Mapped(_, route) => route.target.unit(),
             RowRef::Static(_) => None,
         }
     }
@@ -136,7 +136,7 @@ impl ElementIndex {
         // was megabytes at start, kept by glibc in the resident set afterwards).
         let key = |rule: u32| {
             let t = routes[rule as usize].target;
-            (&*t.submodel_id, &*t.id_short_path)
+            (&*t.submodel.id, &*t.id_short_path)
         };
         let mut by_element: Vec<u32> = (0..routes.len() as u32).collect();
         by_element.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
@@ -223,8 +223,8 @@ impl ElementIndex {
     ) -> Option<(&'static ElementTarget, Option<&str>)> {
         self.mapped.iter().find_map(|row| {
             let target = self.router.routes[row.rule as usize].target;
-            (row.history && &*target.id_short_path == path && &*target.submodel_id == submodel_id)
-                .then_some((target, target.unit.as_deref()))
+            (row.history && &*target.id_short_path == path && &*target.submodel.id == submodel_id)
+                .then_some((target, target.unit()))
         })
     }
 

@@ -51,7 +51,7 @@ fn write_payload(u: &SubmodelUpdate, in_submodel: bool, ts: &mut Timestamps, out
     serde_json::to_writer(&mut *out, &u.status).expect("writing to a Vec cannot fail");
     if !in_submodel {
         out.extend_from_slice(b",\"submodelId\":");
-        write_json_str(&u.target.submodel_id, out);
+        write_json_str(&u.target.submodel.id, out);
         out.extend_from_slice(b",\"idShortPath\":");
         write_json_str(path, out);
     }
@@ -75,14 +75,20 @@ where
     let finish = |first: &SubmodelUpdate, mut body: Vec<u8>| {
         body.extend_from_slice(b"]}");
         let t = &first.target;
-        let topic =
-            super::topic::submodel_topic(topic_prefix, &t.shell_id_short, &t.submodel_id_short);
+        let topic = super::topic::submodel_topic(
+            topic_prefix,
+            &t.submodel.shell_id_short,
+            &t.submodel.id_short,
+        );
         (topic, body)
     };
     for u in crate::model::prefetch_targets_and_paths(updates) {
         let same_submodel = |first: &SubmodelUpdate| {
-            same_text(&first.target.submodel_id, &u.target.submodel_id)
-                && same_text(&first.target.shell_id_short, &u.target.shell_id_short)
+            same_text(&first.target.submodel.id, &u.target.submodel.id)
+                && same_text(
+                    &first.target.submodel.shell_id_short,
+                    &u.target.submodel.shell_id_short,
+                )
         };
         let at = match open.iter().position(|(first, _)| same_submodel(first)) {
             Some(at) => {
@@ -92,7 +98,7 @@ where
             None => {
                 let mut body = Vec::with_capacity(16 * 1024);
                 body.extend_from_slice(b"{\"submodelId\":");
-                write_json_str(&u.target.submodel_id, &mut body);
+                write_json_str(&u.target.submodel.id, &mut body);
                 body.extend_from_slice(b",\"values\":[");
                 open.push((u, body));
                 open.len() - 1
@@ -118,7 +124,7 @@ fn same_text(a: &str, b: &str) -> bool {
 pub fn basyx_topic(repo_id: &str, u: &SubmodelUpdate) -> String {
     format!(
         "sm-repository/{repo_id}/submodels/{}/submodelElements/{}/updated",
-        crate::aas::encode_id(&u.target.submodel_id),
+        crate::aas::encode_id(&u.target.submodel.id),
         u.target.id_short_path
     )
 }
@@ -156,19 +162,16 @@ pub fn basyx_payload(u: &SubmodelUpdate) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::aas::XsType;
-    use crate::model::{ElementTarget, TypedValue};
+    use crate::model::{ElementTarget, SubmodelNames, TypedValue};
 
     fn target(submodel: &str, path: &str) -> &'static ElementTarget {
-        ElementTarget {
-            submodel_id: format!("urn:sm:{submodel}").into(),
-            submodel_id_short: submodel.into(),
-            shell_id_short: "Cnc1".into(),
-            id_short_path: path.into(),
-            value_type: XsType::Double,
-            unit: None,
-            semantic_id: None,
-            outbox_id: Default::default(),
-        }
+        ElementTarget::new(
+            SubmodelNames::shared(&format!("urn:sm:{submodel}"), submodel, "Cnc1"),
+            path,
+            XsType::Double,
+            None,
+            None,
+        )
         .leak()
     }
 
@@ -212,7 +215,7 @@ mod tests {
                 .then(|| crate::model::format_timestamp(u.server_ts_nanos)),
             quality: u.quality().as_str(),
             status_code: u.status,
-            submodel_id: (!in_submodel).then_some(&*u.target.submodel_id),
+            submodel_id: (!in_submodel).then_some(&*u.target.submodel.id),
             id_short_path: (!in_submodel).then_some(path),
         })
         .unwrap()
@@ -234,12 +237,13 @@ mod tests {
                 TypedValue::List(vec![TypedValue::Float(1.0), TypedValue::Float(2.5)]),
             ),
         ] {
-            let t = ElementTarget {
+            let t = ElementTarget::new(
+                SubmodelNames::shared("urn:sm:Op \"quoted\" ü", "Op", "Cnc1"),
+                "Axes.X\\1",
                 value_type,
-                submodel_id: "urn:sm:Op \"quoted\" ü".into(),
-                id_short_path: "Axes.X\\1".into(),
-                ..target("Op", "X").clone()
-            }
+                None,
+                None,
+            )
             .leak();
             for (status, server_ts) in [
                 (0, 0),

@@ -301,8 +301,8 @@ async fn session(
                     let t = u.target;
                     let topic = element_topic(
                         &cfg.topic_prefix,
-                        &t.shell_id_short,
-                        &t.submodel_id_short,
+                        &t.submodel.shell_id_short,
+                        &t.submodel.id_short,
                         &t.id_short_path,
                     );
                     (topic, payload(u))

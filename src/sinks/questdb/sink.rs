@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use super::QuestDbConfig;
 use crate::core::Backoff;
-use crate::model::{SubmodelUpdate, TypedValue};
+use crate::model::{SubmodelNames, SubmodelUpdate, TypedValue};
 use crate::outbox::{OutboxReader, Pos};
 use crate::sinks::{SinkContext, SinkStats};
 
@@ -71,7 +71,7 @@ pub struct RowWriter {
     /// idShort). The values of a submodel come in runs (in mapping order), so this one entry
     /// serves nearly every row; questdb-rs checks a name given as `&str` on every row, and a
     /// prefix cost a `String` per row.
-    table: Option<(Arc<str>, String)>,
+    table: Option<(&'static SubmodelNames, String)>,
 }
 
 impl RowWriter {
@@ -88,13 +88,13 @@ impl RowWriter {
     pub fn append(&mut self, buf: &mut Buffer, u: &SubmodelUpdate) -> questdb::Result<()> {
         let t = u.target;
         let cached = self.table.as_ref().is_some_and(|(sm, _)| {
-            Arc::ptr_eq(sm, &t.submodel_id_short) || *sm == t.submodel_id_short
+            std::ptr::eq(*sm, t.submodel) || sm.id_short == t.submodel.id_short
         });
         if !cached {
-            let name = format!("{}{}", self.prefix, t.submodel_id_short);
+            let name = format!("{}{}", self.prefix, t.submodel.id_short);
             // An invalid name fails here, for every row of its table, and is not kept.
             TableName::new(&name)?;
-            self.table = Some((t.submodel_id_short.clone(), name));
+            self.table = Some((t.submodel, name));
         }
         let (_, name) = self.table.as_ref().expect("set above");
         buf.table(TableName::new_unchecked(name))?;
@@ -105,7 +105,7 @@ impl RowWriter {
 /// The symbols, value, status and timestamp of a row whose table is written.
 fn write_columns(buf: &mut Buffer, u: &SubmodelUpdate) -> questdb::Result<()> {
     let t = u.target;
-    buf.symbol(c(col::ASSET), &t.shell_id_short)?
+    buf.symbol(c(col::ASSET), &t.submodel.shell_id_short)?
         .symbol(c(col::ELEMENT), &*t.id_short_path)?
         .symbol(c(col::QUALITY), u.quality().as_str())?;
     match &u.value {

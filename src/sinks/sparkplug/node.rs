@@ -46,16 +46,20 @@ impl Node {
         for e in elements {
             let t = e.target;
             let name = metric_name(t);
-            let key = (t.shell_id_short.to_string(), name.clone());
+            let key = (t.submodel.shell_id_short.to_string(), name.clone());
             if let Some(&at) = node.index.get(&key) {
                 node.by_target.insert(std::ptr::from_ref(t) as usize, at);
                 continue;
             }
-            let d = match node.devices.iter().position(|d| *d.id == *t.shell_id_short) {
+            let d = match node
+                .devices
+                .iter()
+                .position(|d| *d.id == *t.submodel.shell_id_short)
+            {
                 Some(d) => d,
                 None => {
                     node.devices.push(Device {
-                        id: t.shell_id_short.to_string(),
+                        id: t.submodel.shell_id_short.to_string(),
                         metrics: Vec::new(),
                         newest: Vec::new(),
                         sources: Vec::new(),
@@ -73,9 +77,9 @@ impl Node {
                 name,
                 alias,
                 datatype: DataType::of(t.value_type, e.list),
-                unit: t.unit.as_deref().map(str::to_string),
-                semantic_id: t.semantic_id.as_deref().map(str::to_string),
-                submodel_id: t.submodel_id.to_string(),
+                unit: t.unit().map(str::to_string),
+                semantic_id: t.semantic_id().map(str::to_string),
+                submodel_id: t.submodel.id.to_string(),
                 path: t.id_short_path.to_string(),
             });
             dev.newest.push(None);
@@ -93,7 +97,7 @@ impl Node {
             return Some(at);
         }
         self.index
-            .get(&(t.shell_id_short.to_string(), metric_name(t)))
+            .get(&(t.submodel.shell_id_short.to_string(), metric_name(t)))
             .copied()
     }
 

@@ -45,7 +45,7 @@ pub fn state_topic(host_id: &str) -> String {
 pub fn metric_name(t: &ElementTarget) -> String {
     format!(
         "{}/{}",
-        t.submodel_id_short,
+        t.submodel.id_short,
         t.id_short_path.replace('.', "/")
     )
 }
@@ -586,16 +586,13 @@ mod tests {
 
     #[test]
     fn names_types_and_dates() {
-        let t = ElementTarget {
-            submodel_id: "urn:sm".into(),
-            submodel_id_short: "OperationalData".into(),
-            shell_id_short: "CNC1".into(),
-            id_short_path: "Axes.X".into(),
-            value_type: XsType::Double,
-            unit: None,
-            semantic_id: None,
-            outbox_id: Default::default(),
-        };
+        let t = ElementTarget::new(
+            crate::model::SubmodelNames::shared("urn:sm", "OperationalData", "CNC1"),
+            "Axes.X",
+            XsType::Double,
+            None,
+            None,
+        );
         assert_eq!(metric_name(&t), "OperationalData/Axes/X");
         assert_eq!(DataType::of(XsType::UnsignedShort, false), DataType::UInt16);
         assert_eq!(DataType::of(XsType::Double, true), DataType::DoubleArray);

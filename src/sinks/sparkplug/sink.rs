@@ -601,7 +601,7 @@ async fn session(
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
                     // Targets live for the whole process: the address names one.
                     if unknown_reported.insert(std::ptr::from_ref(u.target) as usize) {
-                        warn!(submodel = %u.target.submodel_id, element = %u.target.id_short_path, "Sparkplug sink: value of an element the mapping no longer has; skipped (logged once)");
+                        warn!(submodel = %u.target.submodel.id, element = %u.target.id_short_path, "Sparkplug sink: value of an element the mapping no longer has; skipped (logged once)");
                     }
                     continue;
                 };

@@ -109,9 +109,9 @@ impl MonitorSettings {
 pub struct MonitoredNode {
     /// Index of the mapping rule.
     pub rule: u32,
-    /// The node id as configured (shared with the mapping's route: cloning a node list
-    /// copies no node ids).
-    pub node: Arc<NodeRef>,
+    /// The node id as configured (shared with the mapping's route, and with the process's
+    /// lifetime: cloning a node list copies no node ids).
+    pub node: &'static NodeRef,
     /// Acquisition settings, shared by the nodes that have the same.
     pub settings: Arc<MonitorSettings>,
 }
@@ -378,7 +378,7 @@ async fn run_connection(
             Ok(id) => resolved.push((n, id)),
             Err(e) => {
                 error!(source = %name, node = %n.node, "cannot acquire this node: {e}");
-                stats.health.reject(&n.node, e);
+                stats.health.reject(n.node, e);
             }
         }
     }
@@ -394,7 +394,7 @@ async fn run_connection(
     for (rule, e) in &mismatched {
         error!(source = %name, "mapping[{rule}]: {e}; this node is not acquired");
         if let Some(n) = nodes.iter().find(|n| n.rule == *rule) {
-            stats.health.reject(&n.node, e);
+            stats.health.reject(n.node, e);
         }
     }
     let mut subscribed = Vec::new();

@@ -148,7 +148,7 @@ pub async fn create(
                 accepted += 1;
             } else {
                 error!(source = %cfg.name, node = %node.node, %status, "the server rejected this node; the others keep running");
-                stats.health.reject(&node.node, status);
+                stats.health.reject(node.node, status);
             }
         }
     }
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(f.trigger, DataChangeTrigger::StatusValueTimestamp);
         let node = MonitoredNode {
             rule: 4,
-            node: Arc::new("ns=2;s=X".parse().unwrap()),
+            node: Box::leak(Box::new("ns=2;s=X".parse().unwrap())),
             settings: Arc::new(s),
         };
         let req = create_request(&node, NodeId::new(2, "X"));
