@@ -496,6 +496,41 @@ async fn the_newest_records_are_read_as_appended_without_decoding_or_copying() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_every_sink_has_read_leaves_memory_without_waiting_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(
+        dir.path(),
+        OutboxConfig::default(),
+        &specs(&["a", "b"]),
+        None,
+    )
+    .unwrap();
+    let appended = Arc::new(RecordValues::new(
+        batch(target("X"), 0, 10),
+        std::time::Instant::now(),
+    ));
+    ob.append_values(&appended).await.unwrap();
+    let (mut a, mut b) = (ob.reader("a"), ob.reader("b"));
+    // Read in two deliveries: the reader keeps the record between them.
+    let first = a.next_batch(4).await.unwrap().unwrap();
+    let rest = a.next_batch(100).await.unwrap().unwrap();
+    assert_eq!(values(&first).len() + values(&rest).len(), 10);
+    drop((first, rest));
+    // Sink b has not read it: it stays for b.
+    assert!(Arc::strong_count(&appended) > 1);
+    assert_eq!(values(&b.next_batch(100).await.unwrap().unwrap()).len(), 10);
+    // Both have it (and it is on disk): nothing of the outbox holds it any more.
+    assert_eq!(Arc::strong_count(&appended), 1);
+    assert!(ob.recent.lock().unwrap().is_empty());
+    // Read again after a failure, it comes from the file.
+    let mut again = ob.reader("a");
+    assert_eq!(
+        values(&again.next_batch(100).await.unwrap().unwrap()).len(),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_latency_counts_each_confirmed_value_from_its_arrival() {
     let dir = tempfile::tempdir().unwrap();
     let ob = Outbox::open(
