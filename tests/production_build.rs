@@ -79,7 +79,7 @@ fn the_gateway_runs_on_jemalloc_with_its_settings() {
     for setting in [
         "opt.narenas: 1\n",
         "opt.background_thread: true",
-        "opt.dirty_decay_ms: 1000 ",
+        "opt.dirty_decay_ms: 250 ",
         "opt.muzzy_decay_ms: 0 ",
     ] {
         assert!(

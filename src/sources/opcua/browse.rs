@@ -633,6 +633,6 @@ mod tests {
         assert_eq!(nsu_form(&NodeId::new(1, "A.B"), &ns), "nsu=urn:x;s=A.B");
         assert_eq!(nsu_form(&NodeId::new(0, 2258u32), &ns), "i=2258");
         let parsed: NodeRef = nsu_form(&NodeId::new(1, 7u32), &ns).parse().unwrap();
-        assert_eq!(parsed.namespace_uri.as_deref(), Some("urn:x"));
+        assert_eq!(parsed.namespace_uri(), Some("urn:x"));
     }
 }

@@ -14,17 +14,47 @@ use crate::core::Interner;
 
 /// A node id whose namespace may still be a URI.
 ///
-/// Kept small because a gateway holds one per mapped node (100k and more): the namespace URI
-/// is shared between nodes ([`NodeRef::parse_interned`]) and the text as written is kept only
-/// when it differs from the form [`fmt::Display`] rebuilds from the parts.
+/// Kept small because a gateway holds one per mapped node (100k and more): 48 bytes, the node
+/// id and one pointer to what few nodes need beyond it ([`NodeExtras`], shared by the nodes
+/// of a namespace).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRef {
-    /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
-    pub namespace_uri: Option<Arc<str>>,
     /// The node id; for `nsu=` ids its namespace index is a placeholder until resolved.
     pub node_id: NodeId,
+    /// Namespace URI and text as written, when there is either (`None` for most `ns=` ids).
+    extras: Option<&'static NodeExtras>,
+}
+
+// One per mapped node.
+const _: () = assert!(std::mem::size_of::<NodeRef>() <= 48);
+
+/// What a [`NodeRef`] needs beyond its node id; made once per distinct value for the
+/// process's lifetime (node ids are made from the configuration, a bounded set).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NodeExtras {
+    /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
+    namespace_uri: Option<Arc<str>>,
     /// The text as written, when the canonical form differs (e.g. `ns=0;i=2258`).
     text: Option<Box<str>>,
+}
+
+impl NodeExtras {
+    fn shared(namespace_uri: Option<Arc<str>>, text: Option<Box<str>>) -> Option<&'static Self> {
+        static ALL: crate::core::LeakedSet<NodeExtras> = crate::core::LeakedSet::new();
+        if namespace_uri.is_none() && text.is_none() {
+            return None;
+        }
+        let extras = NodeExtras {
+            namespace_uri,
+            text,
+        };
+        Some(ALL.get_or_leak(&extras, || {
+            Box::new(NodeExtras {
+                namespace_uri: extras.namespace_uri.clone(),
+                text: extras.text.clone(),
+            })
+        }))
+    }
 }
 
 impl FromStr for NodeRef {
@@ -42,35 +72,33 @@ impl NodeRef {
         let invalid = || {
             format!("{s:?} is not a NodeId (expected ns=<index>;<i|s|g|b>=<id> or nsu=<uri>;<i|s|g|b>=<id>)")
         };
-        let mut node = if let Some(rest) = s.strip_prefix("nsu=") {
+        let (namespace_uri, node_id) = if let Some(rest) = s.strip_prefix("nsu=") {
             let (uri, id) = rest.split_once(';').ok_or_else(invalid)?;
             if uri.is_empty() {
                 return Err(invalid());
             }
             let node_id = NodeId::from_str(id).map_err(|_| invalid())?;
-            NodeRef {
-                namespace_uri: Some(strings.intern(uri)),
-                node_id,
-                text: None,
-            }
+            (Some(strings.intern(uri)), node_id)
         } else {
-            let node_id = NodeId::from_str(s).map_err(|_| invalid())?;
-            NodeRef {
-                namespace_uri: None,
-                node_id,
-                text: None,
-            }
+            (None, NodeId::from_str(s).map_err(|_| invalid())?)
         };
         // Once per node at start: the text is shown as the user wrote it.
-        if node.to_string() != s {
-            node.text = Some(s.into());
-        }
-        Ok(node)
+        let canonical = canonical_text(namespace_uri.as_deref(), &node_id);
+        let text = (canonical != s).then(|| s.into());
+        Ok(NodeRef {
+            node_id,
+            extras: NodeExtras::shared(namespace_uri, text),
+        })
+    }
+
+    /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
+    pub fn namespace_uri(&self) -> Option<&str> {
+        self.extras.and_then(|e| e.namespace_uri.as_deref())
     }
 
     /// The concrete node id on a server with the given namespace table.
     pub fn resolve(&self, namespaces: &NamespaceMap) -> Result<NodeId, String> {
-        match &self.namespace_uri {
+        match self.namespace_uri() {
             None => Ok(self.node_id.clone()),
             Some(uri) => {
                 let index = namespaces
@@ -82,12 +110,25 @@ impl NodeRef {
     }
 }
 
+/// The text [`fmt::Display`] shows for a node id without a stored text.
+fn canonical_text(namespace_uri: Option<&str>, node_id: &NodeId) -> String {
+    match namespace_uri {
+        Some(uri) => format!("nsu={uri};{}", node_id.identifier),
+        None => node_id.to_string(),
+    }
+}
+
 impl fmt::Display for NodeRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.text, &self.namespace_uri) {
-            (Some(text), _) => f.write_str(text),
-            (None, Some(uri)) => write!(f, "nsu={uri};{}", self.node_id.identifier),
-            (None, None) => write!(f, "{}", self.node_id),
+        match self.extras {
+            Some(NodeExtras {
+                text: Some(text), ..
+            }) => f.write_str(text),
+            Some(NodeExtras {
+                namespace_uri: Some(uri),
+                ..
+            }) => write!(f, "nsu={uri};{}", self.node_id.identifier),
+            _ => write!(f, "{}", self.node_id),
         }
     }
 }
@@ -119,9 +160,14 @@ mod tests {
         let mut strings = Interner::default();
         let a = NodeRef::parse_interned("nsu=urn:a;s=X", &mut strings).unwrap();
         let b = NodeRef::parse_interned("nsu=urn:a;i=7", &mut strings).unwrap();
-        let (ua, ub) = (a.namespace_uri.unwrap(), b.namespace_uri.unwrap());
-        assert!(Arc::ptr_eq(&ua, &ub));
-        assert!(a.text.is_none(), "canonical text is not stored twice");
+        let (ua, ub) = (a.namespace_uri().unwrap(), b.namespace_uri().unwrap());
+        assert!(std::ptr::eq(ua, ub));
+        assert!(
+            std::ptr::eq(a.extras.unwrap(), b.extras.unwrap()),
+            "canonical text is not stored"
+        );
+        let plain = NodeRef::parse_interned("ns=2;s=X", &mut strings).unwrap();
+        assert!(plain.extras.is_none());
     }
 
     #[test]
