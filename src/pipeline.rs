@@ -428,6 +428,12 @@ pub const CHUNK_VALUES: usize = 2_000;
 /// persisted with one fsync (group commit), handed to the sinks a chunk at a time as it is
 /// mapped ([`CHUNK_VALUES`]). Closes the outbox when the sources are done, or
 /// [`DISPATCH_STOP`] after shutdown when it cannot persist any more.
+///
+/// A group's write runs while the next group is mapped and published: a burst that arrives
+/// during a slow fsync (tens of milliseconds were seen) reaches the sinks at once instead of
+/// after it. The next write waits for the one under way (one at a time, in order), so at most
+/// two groups are unwritten, and a sink's confirmation counts only once its record is on disk
+/// (see [`Outbox::publish`]).
 async fn dispatch(
     mut rx: mpsc::Receiver<ReadingBatch>,
     router: Arc<Router>,
@@ -450,8 +456,28 @@ async fn dispatch(
         tokio::time::sleep(DISPATCH_STOP).await;
     };
     tokio::pin!(give_up);
+    let mut persist = Persist {
+        outbox: outbox.clone(),
+        stats: &stats,
+        writing: None,
+        unwritten: 0,
+    };
     let mut group: Vec<ReadingBatch> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            // A write that ends while nothing arrives is checked at once (a failed one is
+            // retried now, not when the next values come).
+            done = persist.written(), if persist.writing.is_some() => {
+                if !persist.check(done, &mut give_up).await {
+                    return persist.give_up(0);
+                }
+                continue;
+            }
+            first = rx.recv() => match first {
+                Some(first) => first,
+                None => break,
+            },
+        };
         let mut waiting = first.len();
         // The group's arrival is its earliest batch's: the added latency is not understated.
         let mut received = first.received;
@@ -500,43 +526,126 @@ async fn dispatch(
         if !stopped {
             stopped = !hand_off.publish(&mut mapper.routed, &mut give_up).await;
         }
-        let Some(outbox) = &outbox else { continue };
+        if outbox.is_none() {
+            continue;
+        }
+        persist.unwritten += hand_off.published;
         if stopped {
             // Out of time while a `block` sink had no room: what was mapped is not persisted.
-            stats.unpersisted.fetch_add(
-                hand_off.published + mapper.routed.len() as u64,
-                Ordering::Relaxed,
-            );
-            outbox.close();
-            return;
+            return persist.give_up(mapper.routed.len() as u64);
         }
-        // Persist before taking the next batch; a failing disk is retried, never skipped, until
-        // shutdown ran out of time.
+        // One write at a time: the one under way (the group before) ends first; a failing
+        // disk is retried, never skipped, until shutdown ran out of time.
+        if !persist.finish(&mut give_up).await {
+            return persist.give_up(0);
+        }
+        persist.start();
+    }
+    if !persist.finish(&mut give_up).await {
+        return persist.give_up(0);
+    }
+    if let Some(outbox) = outbox {
+        outbox.close();
+    }
+}
+
+/// The dispatcher's writes of the outbox: one under way at a time, run by a task of its own
+/// so that the dispatcher maps and publishes the next group meanwhile.
+struct Persist<'a> {
+    outbox: Option<Arc<Outbox>>,
+    stats: &'a PipelineStats,
+    /// The write under way.
+    writing: Option<tokio::task::JoinHandle<Result<u64, crate::outbox::OutboxError>>>,
+    /// Values published to the outbox and not yet written (the group being written and the
+    /// one published since): what shutdown loses when it runs out of time.
+    unwritten: u64,
+}
+
+impl Persist<'_> {
+    /// Starts writing every record published so far.
+    fn start(&mut self) {
+        if let Some(outbox) = self.outbox.clone() {
+            self.writing = Some(tokio::spawn(async move { outbox.commit().await }));
+        }
+    }
+
+    /// The end of the write under way (pending forever without one: for a `select!` that
+    /// polls it only `if self.writing.is_some()`).
+    async fn written(&mut self) -> Result<u64, crate::outbox::OutboxError> {
+        match &mut self.writing {
+            Some(task) => {
+                let done = task
+                    .await
+                    .map_err(|e| crate::outbox::OutboxError::Task(e.to_string()))
+                    .and_then(|r| r);
+                self.writing = None;
+                done
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for the write under way, if any, and [`Self::check`]s it. False when shutdown
+    /// ran out of time first.
+    async fn finish(
+        &mut self,
+        give_up: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> bool {
+        if self.writing.is_none() {
+            return true;
+        }
+        let done = tokio::select! {
+            done = self.written() => done,
+            _ = give_up.as_mut() => return false,
+        };
+        self.check(done, give_up).await
+    }
+
+    /// Counts a finished write; after a failure writes again (with backoff) until it
+    /// succeeds. False when shutdown ran out of time first.
+    async fn check(
+        &mut self,
+        mut done: Result<u64, crate::outbox::OutboxError>,
+        give_up: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> bool {
+        let Some(outbox) = self.outbox.clone() else {
+            return true;
+        };
         let mut backoff = crate::core::Backoff::new();
         loop {
-            let result = tokio::select! {
-                r = outbox.commit() => r,
-                _ = &mut give_up => {
-                    stats.unpersisted.fetch_add(hand_off.published, Ordering::Relaxed);
-                    outbox.close();
-                    return;
+            let e = match done {
+                Ok(values) => {
+                    self.unwritten = self.unwritten.saturating_sub(values);
+                    return true;
                 }
+                Err(e) => e,
             };
-            let Err(e) = result else { break };
             let wait = backoff.next_delay();
             error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot persist values in the outbox; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = &mut give_up => {
-                    stats.unpersisted.fetch_add(hand_off.published, Ordering::Relaxed);
-                    outbox.close();
-                    return;
-                }
+                _ = give_up.as_mut() => return false,
             }
+            done = tokio::select! {
+                r = outbox.commit() => r,
+                _ = give_up.as_mut() => return false,
+            };
         }
     }
-    if let Some(outbox) = outbox {
-        outbox.close();
+
+    /// Shutdown ran out of time: counts what was not written (and `unpublished` more) as
+    /// lost, and closes the outbox.
+    fn give_up(&mut self, unpublished: u64) {
+        // A write still under way is left to end as it may; its values count as not
+        // persisted (should they reach the file after all, they are sent after the next
+        // start), as they did when shutdown gave up during a write before.
+        drop(self.writing.take());
+        self.stats
+            .unpersisted
+            .fetch_add(self.unwritten + unpublished, Ordering::Relaxed);
+        if let Some(outbox) = &self.outbox {
+            outbox.close();
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub const ADDED_LATENCY_BUCKETS_S: [f64; 20] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Most finite buckets a [`LatencyHistogram`] has (a batch of observations is tallied in an
+/// array of this size, see [`LatencyHistogram::observe_all_since`]).
+pub const MAX_BOUNDS: usize = 32;
+
 /// A latency as a Prometheus-style histogram. Lock-free (one atomic add per bucket hit), fixed
 /// size.
 ///
@@ -54,8 +58,13 @@ pub struct LatencySnapshot {
 }
 
 impl LatencyHistogram {
-    /// A histogram with these finite upper bounds (seconds, ascending).
+    /// A histogram with these finite upper bounds (seconds, ascending; at most
+    /// [`MAX_BOUNDS`]).
     pub fn with_bounds(bounds: &'static [f64]) -> LatencyHistogram {
+        assert!(
+            bounds.len() <= MAX_BOUNDS,
+            "at most {MAX_BOUNDS} latency buckets"
+        );
         LatencyHistogram {
             bounds,
             buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -68,6 +77,52 @@ impl LatencyHistogram {
     pub fn observe_since(&self, source_ts_nanos: i64, now_nanos: i64) {
         let micros = (now_nanos.saturating_sub(source_ts_nanos) / 1000).max(0) as u64;
         self.observe_micros(micros, 1);
+    }
+
+    /// [`Self::observe_since`] for many values confirmed at the same `now_nanos`, e.g. a flush
+    /// or a window of a sink: the same counts and sum, tallied locally and added with a few
+    /// atomic adds per call instead of three per value (with a bucket search each), which a
+    /// sink paid for every value it delivered.
+    pub fn observe_all_since<I>(&self, source_ts_nanos: I, now_nanos: i64)
+    where
+        I: IntoIterator<Item = i64>,
+    {
+        let bounds = self.bounds;
+        let mut tally = [0u64; MAX_BOUNDS];
+        let (mut count, mut sum) = (0u64, 0u64);
+        // Values of one flush mostly share a bucket: the one of the value before is tried first.
+        let mut last = usize::MAX;
+        for ts in source_ts_nanos {
+            let micros = (now_nanos.saturating_sub(ts) / 1000).max(0) as u64;
+            let secs = micros as f64 / 1e6;
+            count += 1;
+            // As `fetch_add` does for each value.
+            sum = sum.wrapping_add(micros);
+            let hit = last < bounds.len()
+                && secs <= bounds[last]
+                && (last == 0 || secs > bounds[last - 1]);
+            if !hit {
+                match bounds.iter().position(|b| secs <= *b) {
+                    Some(i) => last = i,
+                    // Above the last bound: only `count` and `sum` grow.
+                    None => {
+                        last = usize::MAX;
+                        continue;
+                    }
+                }
+            }
+            tally[last] += 1;
+        }
+        if count == 0 {
+            return;
+        }
+        for (bucket, n) in self.buckets.iter().zip(tally) {
+            if n > 0 {
+                bucket.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(count, Ordering::Relaxed);
+        self.sum_micros.fetch_add(sum, Ordering::Relaxed);
     }
 
     /// Records `n` values that took `micros` microseconds each.
@@ -131,6 +186,38 @@ mod tests {
         assert_eq!(s.buckets[LATENCY_BUCKETS_S.len()], (f64::INFINITY, 1));
         assert_eq!(s.buckets.iter().map(|b| b.1).sum::<u64>(), 4);
         assert!((s.sum_seconds - 1002.003).abs() < 1e-6, "{}", s.sum_seconds);
+    }
+
+    /// A batch counts exactly what one observation per value counts: every bucket, its edges,
+    /// values from the future, above every bound, and runs that stay in and leave a bucket.
+    #[test]
+    fn a_batch_of_observations_counts_what_single_observations_count() {
+        for bounds in [&LATENCY_BUCKETS_S[..], &ADDED_LATENCY_BUCKETS_S[..]] {
+            let now = 2_000_000_000_000_000;
+            let mut ts: Vec<i64> = vec![now + 1, now, i64::MIN, now - 999, now - 1_000];
+            for b in bounds {
+                let edge = (b * 1e9) as i64;
+                ts.extend([
+                    now - edge,
+                    now - edge - 1_000,
+                    now - edge + 1_000,
+                    now - edge,
+                ]);
+            }
+            ts.extend([now - 1_000_000_000_000, now - 7_000_000, now - 7_000_001]);
+            let (single, batch) = (
+                LatencyHistogram::with_bounds(bounds),
+                LatencyHistogram::with_bounds(bounds),
+            );
+            for t in &ts {
+                single.observe_since(*t, now);
+            }
+            // In two calls, the second empty.
+            batch.observe_all_since(ts.iter().copied(), now);
+            batch.observe_all_since(std::iter::empty(), now);
+            assert_eq!(single.snapshot(), batch.snapshot());
+            assert_eq!(batch.count(), ts.len() as u64);
+        }
     }
 
     #[test]

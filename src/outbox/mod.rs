@@ -6,8 +6,9 @@
 //!
 //! Layout and rules:
 //! - **Records, not values.** Each dispatcher batch (every reading batch that was waiting,
-//!   merged: group commit) becomes one record, written with one fsync before the dispatcher takes
-//!   the next batch. A value is encoded once; a sink decodes a record once ([`codec`]).
+//!   merged: group commit) becomes one record, written with one fsync while the dispatcher maps
+//!   and publishes the next batch (one write at a time: the next waits for it). A value is
+//!   encoded once; a sink decodes a record once ([`codec`]).
 //! - **Sent while written, confirmed once durable.** The sinks may read the newest record while
 //!   its fsync is under way (a busy disk took tens of milliseconds, which every value waited);
 //!   a confirmation that reaches into it is held back until it is on disk, so a cursor never
@@ -382,8 +383,13 @@ pub struct Outbox {
     /// up reads them from here, neither reading the file nor decoding.
     recent: Mutex<VecDeque<(u64, Arc<RecordValues>)>>,
     /// Serialises appends (records in id order); holds the records published but not yet
-    /// written (see [`Outbox::publish`]).
+    /// written (see [`Outbox::publish`]). Held only to publish or to take the records for a
+    /// write, never during the write itself: the next group is published (and sent) while the
+    /// previous one is being written.
     writer: tokio::sync::Mutex<Vec<PendingWrite>>,
+    /// Held by the [`Outbox::commit`] under way: one write at a time, so records reach the
+    /// file in id order and a failed write's records go back before the newer ones.
+    committing: tokio::sync::Mutex<()>,
     /// Woken when a record was appended or the outbox closed.
     appended: Notify,
     /// Woken when a sink confirmed or skipped values (room for a blocked append).
@@ -821,6 +827,7 @@ impl Outbox {
             targets: RwLock::new(targets),
             recent: Mutex::new(VecDeque::new()),
             writer: tokio::sync::Mutex::new(Vec::new()),
+            committing: tokio::sync::Mutex::new(()),
             appended: Notify::new(),
             space: Notify::new(),
             writing: Mutex::new(()),
@@ -896,7 +903,7 @@ impl Outbox {
         if !retry {
             self.publish(values).await;
         }
-        self.commit().await
+        self.commit().await.map(|_| ())
     }
 
     /// Hands `values` to the sinks as the next record, before it is on disk; [`Self::commit`]
@@ -926,13 +933,19 @@ impl Outbox {
     }
 
     /// Writes every published record not yet on disk in one transaction (one fsync: group
-    /// commit). On an error they stay published and the next call writes them again.
-    pub async fn commit(self: &Arc<Self>) -> Result<()> {
-        let mut pending = self.writer.lock().await;
-        if pending.is_empty() {
-            return Ok(());
+    /// commit); returns how many values it wrote. On an error they stay published and the next
+    /// call writes them again.
+    ///
+    /// Records published while the write is under way wait for the next call: publishing does
+    /// not wait for the disk (see [`Self::writer`]). A call made meanwhile waits for the one
+    /// under way, so records are written in id order.
+    pub async fn commit(self: &Arc<Self>) -> Result<u64> {
+        let _one_at_a_time = self.committing.lock().await;
+        let records = std::mem::take(&mut *self.writer.lock().await);
+        if records.is_empty() {
+            return Ok(0);
         }
-        let records = std::mem::take(&mut *pending);
+        let values: usize = records.iter().map(|p| p.values.values.len()).sum();
         let this = self.clone();
         let (result, records) = tokio::task::spawn_blocking(move || {
             let result = this.write_records(&records);
@@ -940,10 +953,14 @@ impl Outbox {
         })
         .await
         .map_err(|e| OutboxError::Task(e.to_string()))?;
-        if result.is_err() {
-            *pending = records;
+        if let Err(e) = result {
+            // Back in front of those published meanwhile: the next call writes all, in order.
+            let mut pending = self.writer.lock().await;
+            let newer = std::mem::replace(&mut *pending, records);
+            pending.extend(newer);
+            return Err(e);
         }
-        result
+        Ok(values as u64)
     }
 
     fn encode(&self, batch: &[SubmodelUpdate]) -> (Vec<u8>, Vec<(u32, String)>) {
@@ -1095,14 +1112,22 @@ impl Outbox {
             s.durable_below = last.id + 1;
             // Records the sinks read before they were on disk may go now.
             Self::let_go_of_read(&s, &mut self.recent.lock().expect("outbox recent"));
+            let durable = Pos::start_of(s.durable_below);
             let mut events = Vec::new();
             let mut confirmed = false;
             for i in 0..s.sinks.len() {
-                if let Some(upto) = s.sinks[i].confirmed_early.take() {
-                    let (moved, event) = self.apply_confirmation(&mut s, i, upto);
-                    confirmed |= moved;
-                    events.extend(event);
+                let Some(upto) = s.sinks[i].confirmed_early.take() else {
+                    continue;
+                };
+                // A confirmation that reaches into a record published after these (being
+                // sent while these were written) counts up to the file's end; the rest waits
+                // for that record's write.
+                if upto > durable {
+                    s.sinks[i].confirmed_early = Some(upto);
                 }
+                let (moved, event) = self.apply_confirmation(&mut s, i, upto.min(durable));
+                confirmed |= moved;
+                events.extend(event);
             }
             let (more, skipped, mut gone) = self.enforce_bounds(&mut s);
             events.extend(more);
@@ -1361,7 +1386,8 @@ impl Outbox {
     /// Keeps the values of record `id` (just appended) for the sinks to read, and lets go of
     /// those every sink has read, and of older ones beyond [`RECENT_VALUES`]. The newest stays
     /// until every sink has read it, and every record not yet on disk stays (the file cannot
-    /// give it back; at most one dispatcher group, [`MAX_RECORD_VALUES`]).
+    /// give it back; at most two dispatcher groups, the one being written and the next, each
+    /// [`MAX_RECORD_VALUES`]).
     fn keep_recent(&self, s: &State, id: u64, values: Arc<RecordValues>) {
         let mut recent = self.recent.lock().expect("outbox recent");
         recent.push_back((id, values));

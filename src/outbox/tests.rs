@@ -761,3 +761,68 @@ async fn confirm_writes_the_cursor_in_the_background_and_never_past_the_file() {
         "nothing is sent twice"
     );
 }
+
+/// The dispatcher publishes the next group while the previous one is being written: a
+/// publish never waits for a write under way, and a sink's confirmation that reaches into the
+/// newer record moves its cursor (in memory and in the file) only as far as the file holds,
+/// record by record as each write ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_published_during_the_previous_write_and_confirmed_only_as_far_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("X");
+    let ob = Outbox::open(dir.path(), OutboxConfig::default(), &specs(&["a"]), None).unwrap();
+    let made = |from: i64, n: i64| {
+        Arc::new(RecordValues::new(
+            batch(t, from, n),
+            std::time::Instant::now(),
+        ))
+    };
+    // A write under way (as `commit` holds it): publishing does not wait for it.
+    let writing = ob.committing.lock().await;
+    ob.publish(&made(0, 2)).await;
+    ob.publish(&made(2, 3)).await;
+    let mut r = ob.reader("a");
+    let first = r.next_batch(100).await.unwrap().unwrap();
+    let second = r.next_batch(100).await.unwrap().unwrap();
+    assert_eq!(values(&second), [2.0, 3.0, 4.0], "sent before any write");
+    // A commit waits for the write under way (records reach the file in order).
+    let commit = tokio::spawn({
+        let ob = ob.clone();
+        async move { ob.commit().await }
+    });
+    drop(writing);
+    assert_eq!(commit.await.unwrap().unwrap(), 5, "both records, one write");
+    assert_eq!(ob.lag("a"), 5);
+    r.ack(second.end).await.unwrap();
+    assert_eq!(ob.lag("a"), 0);
+
+    // Two records written one after the other while the sink confirmed both.
+    let (p3, p4) = (made(5, 2), made(7, 3));
+    let pending = |v: &Arc<RecordValues>| {
+        let (record, new_targets) = ob.encode(v.values());
+        let id = ob.publish_record(&record, v.clone());
+        PendingWrite {
+            id,
+            values: v.clone(),
+            record,
+            new_targets,
+        }
+    };
+    let (w3, w4) = (pending(&p3), pending(&p4));
+    let _ = r.next_batch(100).await.unwrap().unwrap();
+    let newest = r.next_batch(100).await.unwrap().unwrap();
+    assert_eq!(values(&newest), [7.0, 8.0, 9.0]);
+    r.ack(newest.end).await.unwrap();
+    assert_eq!(ob.lag("a"), 5, "nothing of the unwritten records counts");
+    assert_eq!(cursor_in_file(&ob, "a"), Some(second.end));
+    ob.write_records(&[w3]).unwrap();
+    assert_eq!(ob.lag("a"), 3, "confirmed as far as the file holds");
+    let end_of_w3 = Pos::start_of(newest.end.record - 1);
+    assert_eq!(cursor_in_file(&ob, "a"), Some(end_of_w3));
+    ob.write_records(&[w4]).unwrap();
+    assert_eq!(ob.lag("a"), 0);
+    assert_eq!(cursor_in_file(&ob, "a"), Some(newest.end));
+    assert_eq!(ob.added_latency("a").unwrap().count(), 10, "once per value");
+    assert_eq!(values(&first), [0.0, 1.0]);
+    ob.close();
+}

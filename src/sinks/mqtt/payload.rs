@@ -68,8 +68,27 @@ where
     I: IntoIterator<Item = &'a SubmodelUpdate>,
     I::IntoIter: Clone,
 {
-    // Open messages: the first value's target names the submodel; few per window.
-    let mut open: Vec<(&'a SubmodelUpdate, Vec<u8>)> = Vec::new();
+    let updates = updates.into_iter();
+    // One shared record per submodel (`SubmodelNames::shared`): the pointers are equal
+    // for the values of one submodel; the texts decide only between records.
+    let same_submodel = |a: &SubmodelUpdate, b: &SubmodelUpdate| {
+        let (a, b) = (a.target.submodel, b.target.submodel);
+        std::ptr::eq(a, b) || (a.id == b.id && a.shell_id_short == b.shell_id_short)
+    };
+    // Values per submodel first, so that each message is allocated once at about its size:
+    // grown by doubling, a window's 160 KB message was copied about one and a half times
+    // over (and took fresh pages at every step). The targets this reads are the ones the
+    // messages are written from next, then in the cache.
+    let mut counts: Vec<(&'a SubmodelUpdate, usize)> = Vec::new();
+    for u in crate::model::prefetch_targets(updates.clone()) {
+        match counts.iter_mut().find(|(first, _)| same_submodel(first, u)) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((u, 1)),
+        }
+    }
+    // Open messages: the first value's target names the submodel, and the values of the
+    // submodel not yet written; few per window.
+    let mut open: Vec<(&'a SubmodelUpdate, Vec<u8>, usize, bool)> = Vec::new();
     let mut done = Vec::new();
     let mut timestamps = Timestamps::default();
     let finish = |first: &SubmodelUpdate, mut body: Vec<u8>| {
@@ -83,41 +102,50 @@ where
         (topic, body)
     };
     for u in crate::model::prefetch_targets_and_paths(updates) {
-        let same_submodel = |first: &SubmodelUpdate| {
-            same_text(&first.target.submodel.id, &u.target.submodel.id)
-                && same_text(
-                    &first.target.submodel.shell_id_short,
-                    &u.target.submodel.shell_id_short,
-                )
-        };
-        let at = match open.iter().position(|(first, _)| same_submodel(first)) {
+        let at = match open.iter().position(|(first, ..)| same_submodel(first, u)) {
             Some(at) => {
                 open[at].1.push(b',');
                 at
             }
             None => {
-                let mut body = Vec::with_capacity(16 * 1024);
+                // Left of this submodel: all of it, or what a split message left.
+                let left = counts
+                    .iter()
+                    .find(|(first, _)| same_submodel(first, u))
+                    .map_or(1, |(_, n)| *n);
+                let mut body = Vec::with_capacity(1024);
                 body.extend_from_slice(b"{\"submodelId\":");
                 write_json_str(&u.target.submodel.id, &mut body);
                 body.extend_from_slice(b",\"values\":[");
-                open.push((u, body));
+                open.push((u, body, left, false));
                 open.len() - 1
             }
         };
-        write_payload(u, true, &mut timestamps, &mut open[at].1);
-        if open[at].1.len() >= SUBMODEL_MESSAGE_BYTES {
-            let (first, body) = open.swap_remove(at);
+        let (_, body, left, sized) = &mut open[at];
+        let before = body.len();
+        write_payload(u, true, &mut timestamps, body);
+        *left = left.saturating_sub(1);
+        if !*sized {
+            *sized = true;
+            // After the first value: room for the rest, sized from it (an eighth more for
+            // longer numbers and texts; a message ends past SUBMODEL_MESSAGE_BYTES anyway).
+            let each = (body.len() - before + 1) * 9 / 8;
+            let want = (*left * each).min(SUBMODEL_MESSAGE_BYTES + 2 * each);
+            body.reserve(want);
+        }
+        if body.len() >= SUBMODEL_MESSAGE_BYTES {
+            let (first, body, left, _) = open.swap_remove(at);
             done.push(finish(first, body));
+            if let Some((_, n)) = counts.iter_mut().find(|(f, _)| same_submodel(f, first)) {
+                *n = left;
+            }
         }
     }
-    done.extend(open.into_iter().map(|(first, body)| finish(first, body)));
+    done.extend(
+        open.into_iter()
+            .map(|(first, body, ..)| finish(first, body)),
+    );
     done
-}
-
-/// `a == b`, answered without comparing bytes when both are the same interned text (the
-/// elements of one submodel share their ids), as for nearly every value of a window.
-fn same_text(a: &str, b: &str) -> bool {
-    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
 
 /// BaSyx-compatible event topic of an element.
@@ -342,5 +370,31 @@ mod tests {
             );
         }
         assert_eq!(values, (0..5000).map(|i| i as f64).collect::<Vec<_>>());
+    }
+
+    /// Each message is allocated at about its size from the start (not grown by doubling,
+    /// which left a 160 KB message in 256 KB and copied it on the way), also the second
+    /// message of a split submodel and submodels that take turns in a window.
+    #[test]
+    fn messages_are_allocated_at_their_size() {
+        let (speed, power) = (target("Op", "Speed"), target("Energy", "Power"));
+        let one: Vec<_> = (0..1000)
+            .map(|i| update(speed, i as f64 * 0.37, i))
+            .collect();
+        let mixed: Vec<_> = (0..1000)
+            .map(|i| update(if i % 3 == 0 { power } else { speed }, i as f64, i))
+            .collect();
+        let long: Vec<_> = (0..5000).map(|i| update(speed, i as f64, i)).collect();
+        for window in [&one, &mixed, &long] {
+            let msgs = submodel_messages("aas", window.iter());
+            for (topic, body) in &msgs {
+                assert!(
+                    body.capacity() <= body.len() + body.len() / 4 + 1024,
+                    "{topic}: {} bytes in {}",
+                    body.len(),
+                    body.capacity()
+                );
+            }
+        }
     }
 }

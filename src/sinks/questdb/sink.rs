@@ -38,6 +38,8 @@ mod col {
     pub const VALUE_STR: &str = "value_str";
     pub const VALUE_BOOL: &str = "value_bool";
     pub const STATUS: &str = "status";
+    /// The length of the longest of them.
+    pub const LONGEST: usize = VALUE_DOUBLE.len();
     #[cfg(test)]
     pub const ALL: [&str; 8] = [
         ASSET,
@@ -63,6 +65,12 @@ pub fn append_row(buf: &mut Buffer, table_prefix: &str, u: &SubmodelUpdate) -> q
 }
 
 /// Writes updates as ILP rows, checking a table name once rather than for every row.
+///
+/// Everything that can make a row fail is checked before the first byte of it is written (the
+/// table name when it is first met, the timestamp on every row; the fixed column names at
+/// construction), so the caller needs no rewind marker per row (questdb-rs takes a snapshot of
+/// its state for each one). Only when a column name is longer than the buffer's name limit
+/// (a server configured that way) does a row fail half written: [`Self::needs_marker`].
 #[derive(Debug)]
 pub struct RowWriter {
     /// `[questdb] table_prefix`.
@@ -72,20 +80,46 @@ pub struct RowWriter {
     /// serves nearly every row; questdb-rs checks a name given as `&str` on every row, and a
     /// prefix cost a `String` per row.
     table: Option<(&'static SubmodelNames, String)>,
+    /// The buffer's longest name (table or column).
+    max_name_len: usize,
 }
 
 impl RowWriter {
-    /// A writer of tables named `<table_prefix><submodel idShort>`.
+    /// A writer of tables named `<table_prefix><submodel idShort>` into buffers that take names
+    /// of up to questdb-rs's default length (127).
     pub fn new(table_prefix: &str) -> RowWriter {
+        RowWriter::with_max_name_len(table_prefix, 127)
+    }
+
+    /// A writer for a buffer whose names may be `max_name_len` long (`Sender::max_name_len`).
+    pub fn with_max_name_len(table_prefix: &str, max_name_len: usize) -> RowWriter {
         RowWriter {
             prefix: table_prefix.to_string(),
             table: None,
+            max_name_len,
         }
     }
 
-    /// Appends `u` as one row; an error (an invalid table name, ...) leaves the row half
-    /// written: the caller rewinds the buffer to its marker.
+    /// Whether a failing row may leave part of it in the buffer, so that the caller must set a
+    /// marker before each row and rewind to it on an error: only with a name limit shorter
+    /// than a fixed column name.
+    pub fn needs_marker(&self) -> bool {
+        col::LONGEST > self.max_name_len
+    }
+
+    /// Appends `u` as one row. An error (an invalid table name, a timestamp before 1970, ...)
+    /// leaves the buffer as it was, unless [`Self::needs_marker`].
     pub fn append(&mut self, buf: &mut Buffer, u: &SubmodelUpdate) -> questdb::Result<()> {
+        if u.source_ts_nanos < 0 {
+            // What `Buffer::at` says, before the row is begun rather than at its end.
+            return Err(questdb::Error::new(
+                questdb::ErrorCode::InvalidTimestamp,
+                format!(
+                    "Timestamp {} is negative. It must be >= 0.",
+                    u.source_ts_nanos
+                ),
+            ));
+        }
         let t = u.target;
         let cached = self.table.as_ref().is_some_and(|(sm, _)| {
             std::ptr::eq(*sm, t.submodel) || sm.id_short == t.submodel.id_short
@@ -97,6 +131,7 @@ impl RowWriter {
             self.table = Some((t.submodel, name));
         }
         let (_, name) = self.table.as_ref().expect("set above");
+        // Fails before writing (name length, call order).
         buf.table(TableName::new_unchecked(name))?;
         write_columns(buf, u)
     }
@@ -165,6 +200,7 @@ fn run(
     let interval = Duration::from_millis(cfg.flush_interval_ms.max(1));
     let mut sender: Option<Sender> = None;
     let mut buffer: Option<Buffer> = None;
+    // Made again with the limit of the sender that made the buffer.
     let mut rows_of = RowWriter::new(&cfg.table_prefix);
     let mut rows = 0usize;
     // Source timestamps of the buffered rows (at most flush_rows), for the latency histogram.
@@ -200,6 +236,7 @@ fn run(
                     stats.connected.store(true, Ordering::Relaxed);
                     if buffer.is_none() {
                         buffer = Some(s.new_buffer());
+                        rows_of = RowWriter::with_max_name_len(&cfg.table_prefix, s.max_name_len());
                     }
                     sender = Some(s);
                 }
@@ -233,17 +270,27 @@ fn run(
             match next {
                 Ok(Ok(Some(delivery))) => {
                     last_end = Some(delivery.end);
+                    // Counted per delivery, not per value (an atomic add each).
+                    stats
+                        .received
+                        .fetch_add(delivery.values.len() as u64, Ordering::Relaxed);
+                    pending_ts.reserve(delivery.values.len());
                     for u in crate::model::prefetch_targets_and_paths(&delivery.values) {
-                        stats.received.fetch_add(1, Ordering::Relaxed);
-                        let _ = buf.set_marker();
+                        // No rewind marker per row: a row that fails does so before any of it is
+                        // written (see `RowWriter::append`).
+                        let marked = rows_of.needs_marker() && buf.set_marker().is_ok();
                         if let Err(e) = rows_of.append(buf, u) {
                             // A value ILP cannot carry (e.g. an invalid name): say which, keep the rest.
                             stats.rejected.fetch_add(1, Ordering::Relaxed);
-                            let _ = buf.rewind_to_marker();
+                            if marked {
+                                let _ = buf.rewind_to_marker();
+                            }
                             error!(error = %e, element = %u.target.id_short_path, "value cannot be written as an ILP row; skipped");
                             continue;
                         }
-                        buf.clear_marker();
+                        if marked {
+                            buf.clear_marker();
+                        }
                         rows += 1;
                         pending_ts.push(u.source_ts_nanos);
                     }
@@ -273,9 +320,7 @@ fn run(
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.confirmed.fetch_add(rows as u64, Ordering::Relaxed);
                 let now = crate::core::LatencyHistogram::now_nanos();
-                for ts in pending_ts.drain(..) {
-                    stats.latency.observe_since(ts, now);
-                }
+                stats.latency.observe_all_since(pending_ts.drain(..), now);
                 if let Some(end) = last_end.take() {
                     if let Err(e) = reader.ack_blocking(end) {
                         error!(error = %e, "QuestDB sink cannot record its outbox position; values may be written again");
@@ -316,6 +361,81 @@ mod column_tests {
         for name in super::col::ALL {
             questdb::ingress::ColumnName::new(name).expect(name);
         }
+        let longest = super::col::ALL.iter().map(|c| c.len()).max().unwrap();
+        assert_eq!(super::col::LONGEST, longest);
+        assert!(RowWriter::with_max_name_len("gw_", longest - 1).needs_marker());
+        assert!(!RowWriter::with_max_name_len("gw_", longest).needs_marker());
+    }
+
+    /// The rows of every value kind, byte for byte (the table layout is the product's
+    /// interface), written without a marker; a timestamp before 1970 and a table name ILP
+    /// does not take are refused before a byte of their row is written, and the rows after them
+    /// are whole.
+    #[test]
+    fn every_value_kind_writes_its_row_and_refused_rows_leave_nothing() {
+        use chrono::TimeZone;
+        let target = |sm: &str, path: &str| ElementTarget::for_test("M 1", sm, path).leak();
+        let at = |sm: &str, path: &str, value: TypedValue, status: u32, ts: i64| SubmodelUpdate {
+            target: target(sm, path),
+            value,
+            status,
+            source_ts_nanos: ts,
+            server_ts_nanos: 7,
+        };
+        let t = 1_700_000_000_123_456_789;
+        let updates = [
+            at("Op", "A.b", TypedValue::Float(1.5), 0, t),
+            at("Op", "N", TypedValue::Float(f64::NAN), 0, t),
+            at("Op", "I", TypedValue::Int(-42), 0x4000_0000, t),
+            at("Op", "U", TypedValue::UInt(7), 0, t),
+            at("Op", "Big", TypedValue::UInt(u64::MAX), 0, t),
+            at("Op", "B", TypedValue::Bool(true), 0, t),
+            at("Op", "Old", TypedValue::Float(1.0), 0, -1),
+            at("Op", "S,x=y", TypedValue::Text("a \"q\" b\\".into()), 0, 0),
+            at("bad?", "X", TypedValue::Int(1), 0, t),
+            at(
+                "Op",
+                "D",
+                TypedValue::DateTime(chrono::Utc.timestamp_opt(1, 5).unwrap()),
+                0,
+                t,
+            ),
+            at("Op", "Raw", TypedValue::Bytes(vec![1, 2, 255]), 0, t),
+            at(
+                "Op",
+                "L[0]",
+                TypedValue::List(vec![TypedValue::Float(1.0), TypedValue::Float(2.5)]),
+                0,
+                t,
+            ),
+            at("Energy", "Gone", TypedValue::Null, 0x8000_0000, t),
+        ];
+        let mut buf = Buffer::new(questdb::ingress::ProtocolVersion::V1);
+        let mut writer = RowWriter::new("gw_");
+        let mut refused = 0;
+        for u in &updates {
+            let before = buf.as_bytes().len();
+            if writer.append(&mut buf, u).is_err() {
+                refused += 1;
+                assert_eq!(buf.as_bytes().len(), before, "{u:?}");
+            }
+        }
+        assert_eq!(refused, 2);
+        let text = String::from_utf8(buf.as_bytes().to_vec()).unwrap();
+        let expected = [
+            "gw_Op,asset=M\\ 1,element=A.b,quality=good value_double=1.5,status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=N,quality=good value_double=NaN,status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=I,quality=uncertain value_long=-42i,status=1073741824i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=U,quality=good value_long=7i,status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=Big,quality=good value_str=\"18446744073709551615\",status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=B,quality=good value_bool=t,status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=S\\,x\\=y,quality=good value_str=\"a \\\"q\\\" b\\\\\",status=0i 0",
+            "gw_Op,asset=M\\ 1,element=D,quality=good value_str=\"1970-01-01T00:00:01.000000005Z\",status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=Raw,quality=good value_str=\"AQL/\",status=0i 1700000000123456789",
+            "gw_Op,asset=M\\ 1,element=L[0],quality=good value_str=\"[1.0,2.5]\",status=0i 1700000000123456789",
+            "gw_Energy,asset=M\\ 1,element=Gone,quality=bad status=2147483648i 1700000000123456789",
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{text}");
     }
 
     fn update(submodel: &str, path: &str, v: f64) -> SubmodelUpdate {
@@ -340,15 +460,14 @@ mod column_tests {
         let mut cached = Buffer::new(questdb::ingress::ProtocolVersion::V1);
         let mut single = Buffer::new(questdb::ingress::ProtocolVersion::V1);
         let mut writer = RowWriter::new("gw_");
+        assert!(!writer.needs_marker());
         let mut rejected = 0;
         for u in rows {
-            cached.set_marker().unwrap();
-            match writer.append(&mut cached, u) {
-                Ok(()) => cached.clear_marker(),
-                Err(_) => {
-                    rejected += 1;
-                    cached.rewind_to_marker().unwrap();
-                }
+            // No marker: a row that fails leaves the buffer as it was.
+            let before = cached.as_bytes().to_vec();
+            if writer.append(&mut cached, u).is_err() {
+                rejected += 1;
+                assert_eq!(cached.as_bytes(), &before[..]);
             }
             single.set_marker().unwrap();
             match append_row(&mut single, "gw_", u) {
