@@ -51,6 +51,11 @@ fn specs(names: &[&str]) -> Vec<SinkSpec> {
 }
 
 /// Everything `r` can read now, following every record (the outbox is closed first).
+/// An outbox in `dir` with the default settings and sinks of these names.
+fn open_with(dir: &std::path::Path, sinks: &[&str]) -> Arc<Outbox> {
+    Outbox::open(dir, OutboxConfig::default(), &specs(sinks), None).unwrap()
+}
+
 async fn drain(r: &mut OutboxReader) -> Vec<f64> {
     let mut out = Vec::new();
     while let Some(d) = r.next_batch(1000).await.unwrap() {
@@ -63,13 +68,7 @@ async fn drain(r: &mut OutboxReader) -> Vec<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_sink_reads_in_order_and_records_go_once_all_acked() {
     let dir = tempfile::tempdir().unwrap();
-    let ob = Outbox::open(
-        dir.path(),
-        OutboxConfig::default(),
-        &specs(&["a", "b"]),
-        None,
-    )
-    .unwrap();
+    let ob = open_with(dir.path(), &["a", "b"]);
     let t = target("X");
     ob.append(&batch(t, 0, 10)).await.unwrap();
     ob.append(&batch(t, 10, 5)).await.unwrap();
@@ -458,13 +457,7 @@ async fn a_block_sink_never_loses_values_to_the_global_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_records_are_read_as_appended_without_decoding_or_copying() {
     let dir = tempfile::tempdir().unwrap();
-    let ob = Outbox::open(
-        dir.path(),
-        OutboxConfig::default(),
-        &specs(&["a", "b"]),
-        None,
-    )
-    .unwrap();
+    let ob = open_with(dir.path(), &["a", "b"]);
     let t = target("X");
     let appended = Arc::new(RecordValues::new(
         batch(t, 0, 10),
@@ -498,13 +491,7 @@ async fn the_newest_records_are_read_as_appended_without_decoding_or_copying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_every_sink_has_read_leaves_memory_without_waiting_for_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let ob = Outbox::open(
-        dir.path(),
-        OutboxConfig::default(),
-        &specs(&["a", "b"]),
-        None,
-    )
-    .unwrap();
+    let ob = open_with(dir.path(), &["a", "b"]);
     let appended = Arc::new(RecordValues::new(
         batch(target("X"), 0, 10),
         std::time::Instant::now(),
@@ -533,13 +520,7 @@ async fn a_record_every_sink_has_read_leaves_memory_without_waiting_for_the_next
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_latency_counts_each_confirmed_value_from_its_arrival() {
     let dir = tempfile::tempdir().unwrap();
-    let ob = Outbox::open(
-        dir.path(),
-        OutboxConfig::default(),
-        &specs(&["a", "b"]),
-        None,
-    )
-    .unwrap();
+    let ob = open_with(dir.path(), &["a", "b"]);
     let t = target("X");
     let arrived = std::time::Instant::now() - std::time::Duration::from_millis(30);
     ob.append_values(&Arc::new(RecordValues::new(batch(t, 0, 10), arrived)))
