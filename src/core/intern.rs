@@ -1,31 +1,14 @@
-//! String interning: one shared `Arc<str>` per distinct text.
+//! Interning: one process-wide copy per distinct value.
 //!
-//! At 100k mapping rules the same few strings (a submodel's id and idShort, its shell's
-//! idShort, a node's namespace URI) would otherwise be copied into every rule: megabytes of
-//! identical text. An [`Interner`] lives only while the rules are compiled; the `Arc`s it
-//! handed out keep the text alive afterwards.
+//! At 100k mapping rules the same few strings and records (a submodel's id and idShort, its
+//! shell's idShort, a node's namespace URI, an element's unit and semantic id) would otherwise
+//! be copied into every rule: megabytes of identical text. They come from the configuration,
+//! a bounded set that lives as long as the gateway, so each is leaked once and shared as a
+//! `&'static` reference (8 bytes, no reference count).
 
 use std::collections::HashSet;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// Hands out one `Arc<str>` per distinct string it has seen.
-#[derive(Debug, Default)]
-pub struct Interner {
-    seen: HashSet<Arc<str>>,
-}
-
-impl Interner {
-    /// The shared copy of `s` (made on first sight).
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.seen.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.seen.insert(a.clone());
-        a
-    }
-}
+use std::sync::{Mutex, OnceLock};
 
 /// A process-wide set of values that live as long as the process: one leaked copy per
 /// distinct value, for records that many long-lived objects share (a submodel's names, the
@@ -76,17 +59,6 @@ pub fn leaked_str(s: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equal_strings_share_one_allocation() {
-        let mut i = Interner::default();
-        let a = i.intern("urn:sm:1");
-        let b = i.intern(&String::from("urn:sm:1"));
-        let c = i.intern("urn:sm:2");
-        assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &c));
-        assert_eq!(&*c, "urn:sm:2");
-    }
 
     #[test]
     fn a_leaked_set_keeps_one_copy_per_value() {

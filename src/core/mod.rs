@@ -10,7 +10,8 @@
 //! - [`Backoff`]: retry delays with jitter;
 //! - [`conf`]: the config loader's machinery and [`conf::ConfigErrors`], so each component's
 //!   config section validates itself without depending on the aggregate config module;
-//! - [`Interner`]: one shared `Arc<str>` per distinct string (ids repeated by many rules);
+//! - [`LeakedSet`], [`leaked_str`]: one process-wide copy per distinct value of the
+//!   configuration (ids and names repeated by many rules);
 //! - [`LatencyHistogram`]: the end-to-end latency each sink records (read by `/metrics`).
 
 pub mod backoff;
@@ -22,7 +23,7 @@ pub mod value;
 pub mod xs;
 
 pub use backoff::Backoff;
-pub use intern::{leaked_str, Interner, LeakedSet};
+pub use intern::{leaked_str, LeakedSet};
 pub use latency::{LatencyHistogram, LatencySnapshot, ADDED_LATENCY_BUCKETS_S, LATENCY_BUCKETS_S};
 pub use reading::{Reading, ReadingBatch};
 pub use value::{format_timestamp, Quality, TypedValue};

@@ -20,7 +20,6 @@ use opcua::types::NodeId;
 
 use crate::aas::{ElementKind, ElementLocation, Environment, XsType};
 use crate::core::conf::ConfigErrors;
-use crate::core::Interner;
 use crate::model::{ElementTarget, Reading, SubmodelNames, SubmodelUpdate, TypedValue};
 use crate::sources::opcua::config::OpcUaSourceConfig;
 use crate::sources::opcua::node_ref::NodeRef;
@@ -122,12 +121,11 @@ impl Router {
         let mut nodes = Vec::with_capacity(rules.len());
         let mut seen = std::collections::HashMap::new();
         let index = env.top_level_index();
-        // Namespace URIs shared by many rules are stored once (a submodel's names and the
-        // labels are shared process-wide: `SubmodelNames`, `ElementLabels`).
-        let mut strings = Interner::default();
         for (i, rule) in rules.iter().enumerate() {
             let at = |field: &str| format!("mapping[{i}].{field}");
-            let node = match NodeRef::parse_interned(&rule.node_id, &mut strings) {
+            // A namespace URI is kept once per process (as are a submodel's names and the
+            // labels: `SubmodelNames`, `ElementLabels`), not once per rule.
+            let node = match rule.node_id.parse::<NodeRef>() {
                 Ok(n) => n,
                 Err(e) => {
                     errors.push(at("node_id"), e);

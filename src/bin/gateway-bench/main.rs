@@ -85,6 +85,13 @@ struct Args {
     /// Skip the bare-client baseline.
     #[arg(long)]
     no_bare: bool,
+    /// Rounds of each case: every gateway build and the bare client run once per round, in
+    /// turn, and the comparison with the baselines takes the median of the rounds (with their
+    /// range). A single run's CPU moves by about a point at 100k values/s with what else the
+    /// box does (the ILP server's merges, the simulator): one run can put the ratio on either
+    /// side of a target.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Directory with Node-RED installed (benches/node-red); omit to skip that baseline.
     #[arg(long)]
     node_red: Option<PathBuf>,
@@ -287,9 +294,44 @@ struct BaselineRun {
 
 #[derive(Default)]
 struct CaseResult {
+    /// Every gateway run of the case, round after round.
     runs: Vec<GatewayRun>,
-    bare: Option<BaselineRun>,
+    /// The bare client, once per round.
+    bare: Vec<BaselineRun>,
     node_red: Option<BaselineRun>,
+}
+
+/// A run's label without its round (`"MQTT per submodel (round 2)"` → `"MQTT per submodel"`).
+fn without_round(label: &str) -> &str {
+    label
+        .rsplit_once(" (round ")
+        .map_or(label, |(base, _)| base)
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// CPU of a baseline comparison: the one run's, or the median of the rounds with their range.
+fn cpu_cell(cpu: &[f64]) -> String {
+    match cpu {
+        [one] => format!("{one:.1} %"),
+        _ => {
+            let lo = cpu.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = cpu.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "{:.1} % (median of {}: {lo:.1}–{hi:.1})",
+                median(cpu.to_vec()),
+                cpu.len()
+            )
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -373,37 +415,47 @@ async fn run(args: Args) -> Result<()> {
         let sim = Sim::start(&args, n, interval_ms).await?;
         let mut case = CaseResult::default();
         let rate = n as u64 * 1000 / interval_ms.max(1);
-        for (label, bin, mode) in &gateways {
-            if *mode == "value" && args.per_value_max_rate > 0 && rate > args.per_value_max_rate {
-                eprintln!(
-                    "   {label}: skipped above {} values/s (--per-value-max-rate)",
-                    args.per_value_max_rate
-                );
-                continue;
+        let rounds = args.rounds.max(1);
+        for round in 1..=rounds {
+            for (label, bin, mode) in &gateways {
+                if *mode == "value" && args.per_value_max_rate > 0 && rate > args.per_value_max_rate
+                {
+                    if round == 1 {
+                        eprintln!(
+                            "   {label}: skipped above {} values/s (--per-value-max-rate)",
+                            args.per_value_max_rate
+                        );
+                    }
+                    continue;
+                }
+                let label = match rounds {
+                    1 => label.clone(),
+                    _ => format!("{label} (round {round})"),
+                };
+                let r = run_gateway(&RunSpec::new(
+                    &args,
+                    (&label, bin, mode),
+                    &sim,
+                    n,
+                    interval_ms,
+                    args.seconds,
+                ))
+                .await?;
+                eprintln!("   {}", summary(&r));
+                if !r.zero_loss() {
+                    failures.push(format!("{}: {}", label, summary(&r)));
+                }
+                case.runs.push(r);
             }
-            let r = run_gateway(&RunSpec::new(
-                &args,
-                (label, bin, mode),
-                &sim,
-                n,
-                interval_ms,
-                args.seconds,
-            ))
-            .await?;
-            eprintln!("   {}", summary(&r));
-            if !r.zero_loss() {
-                failures.push(format!("{}: {}", label, summary(&r)));
+            if !args.no_bare {
+                let bin = args
+                    .client_bin
+                    .clone()
+                    .unwrap_or_else(|| exe_dir().join("examples").join("scale_client"));
+                let b = run_bare(&bin, &sim.url, n, interval_ms, args.baseline_seconds).await?;
+                eprintln!("   bare client: {b:?}");
+                case.bare.push(b);
             }
-            case.runs.push(r);
-        }
-        if !args.no_bare {
-            let bin = args
-                .client_bin
-                .clone()
-                .unwrap_or_else(|| exe_dir().join("examples").join("scale_client"));
-            let b = run_bare(&bin, &sim.url, n, interval_ms, args.baseline_seconds).await?;
-            eprintln!("   bare client: {b:?}");
-            case.bare = Some(b);
         }
         if let Some(dir) = &args.node_red {
             if n <= args.node_red_max_items {
@@ -1294,17 +1346,38 @@ fn write_report(
         let _ = writeln!(out, "|---|---|---|---|---|---|");
     }
     for ((n, m), case) in results {
-        let Some(g) = case.runs.last() else { continue };
-        let bare = case.bare.as_ref().map_or("not run".into(), |b| {
-            format!(
-                "{:.1} % / {:.0} MiB ({:.0}/s, {:.1} %)",
-                b.usage.cpu_pct, b.usage.rss_max_mib, b.delivered_per_s, b.delivered_pct
-            )
-        });
-        let bare_ratio = case
-            .bare
-            .as_ref()
-            .map_or("–".into(), |b| ratio(g.gateway.cpu_pct, b.usage.cpu_pct));
+        let Some(last) = case.runs.last() else {
+            continue;
+        };
+        // The last build and layout, in every round.
+        let compared: Vec<&GatewayRun> = (case.runs.iter())
+            .filter(|r| without_round(&r.label) == without_round(&last.label))
+            .collect();
+        let gateway_cpu: Vec<f64> = compared.iter().map(|r| r.gateway.cpu_pct).collect();
+        let gateway_median = median(gateway_cpu.clone());
+        let bare_cpu: Vec<f64> = case.bare.iter().map(|b| b.usage.cpu_pct).collect();
+        let bare = match case.bare.first() {
+            None => "not run".into(),
+            Some(b) => {
+                let rss = case.bare.iter().map(|b| b.usage.rss_max_mib);
+                let worst = case
+                    .bare
+                    .iter()
+                    .min_by(|x, y| x.delivered_pct.total_cmp(&y.delivered_pct))
+                    .unwrap_or(b);
+                format!(
+                    "{} / {:.0} MiB ({:.0}/s, {:.1} %)",
+                    cpu_cell(&bare_cpu),
+                    rss.fold(0.0, f64::max),
+                    worst.delivered_per_s,
+                    worst.delivered_pct
+                )
+            }
+        };
+        let bare_ratio = match bare_cpu.is_empty() {
+            true => "–".into(),
+            false => ratio(gateway_median, median(bare_cpu)),
+        };
         let (nr, nr_ratio) = match &case.node_red {
             None => ("not run".to_string(), "–".to_string()),
             Some(b) if !b.note.is_empty() && b.usage.cpu_pct == 0.0 => (b.note.clone(), "–".into()),
@@ -1321,15 +1394,18 @@ fn write_report(
                         format!("; {}", b.note)
                     }
                 ),
-                ratio(g.gateway.cpu_pct, b.usage.cpu_pct),
+                ratio(gateway_median, b.usage.cpu_pct),
             ),
         };
+        let delivered = (compared.iter())
+            .map(|g| 100.0 * g.mqtt_values.min(g.ilp_values) as f64 / g.produced.max(1) as f64)
+            .fold(f64::INFINITY, f64::min);
+        let rss = compared.iter().map(|g| g.gateway.rss_max_mib);
         let _ = writeln!(
             out,
-            "| {n} @ {m} ms | {:.1} % / {:.0} MiB ({:.1} % delivered) | {bare} | {bare_ratio} | {nr} | {nr_ratio} |",
-            g.gateway.cpu_pct,
-            g.gateway.rss_max_mib,
-            100.0 * g.mqtt_values.min(g.ilp_values) as f64 / g.produced.max(1) as f64,
+            "| {n} @ {m} ms | {} / {:.0} MiB ({delivered:.1} % delivered) | {bare} | {bare_ratio} | {nr} | {nr_ratio} |",
+            cpu_cell(&gateway_cpu),
+            rss.fold(0.0, f64::max),
         );
     }
     if !max_runs.is_empty() {
@@ -1404,7 +1480,7 @@ fn write_report(
     );
     if results
         .iter()
-        .any(|(_, c)| c.bare.is_some() || c.node_red.is_some())
+        .any(|(_, c)| !c.bare.is_empty() || c.node_red.is_some())
     {
         let _ = writeln!(out, "\n{}", baseline_edge_note(args.baseline_seconds));
     }
@@ -1517,6 +1593,20 @@ fn write_soak_section(out: &mut String, args: &Args, r: &GatewayRun, csv: Option
 mod tests {
     use super::*;
 
+    /// The report of `sections` (load averages and run time are placeholders).
+    fn report(args: &Args, sections: Sections<'_>) -> String {
+        let mut out = String::new();
+        write_report(
+            &mut out,
+            args,
+            &sections,
+            "0 0 0",
+            "0 0 0",
+            Duration::from_secs(1),
+        );
+        out
+    }
+
     fn run(n: usize, steady: f64, added: bool) -> GatewayRun {
         let mut r = GatewayRun {
             label: "MQTT per submodel".into(),
@@ -1589,19 +1679,14 @@ mod tests {
         let mut case = CaseResult::default();
         case.runs.push(held);
         let cases = [((100_000, 1000), case)];
-        let mut out = String::new();
-        write_report(
-            &mut out,
+        let out = report(
             &args,
-            &Sections {
+            Sections {
                 cases: &cases,
                 max_runs: &max_runs,
                 rss_runs: &[],
                 soak: None,
             },
-            "0 0 0",
-            "0 0 0",
-            Duration::from_secs(1),
         );
         assert!(
             out.contains("| max outbox depth | sim CPU | ILP server CPU | broker CPU | box busy (of 200 %) |"),
@@ -1705,6 +1790,55 @@ mod tests {
         assert!(parse_counts("0", "--rss-items").is_err());
     }
 
+    /// With rounds, the comparison with the bare client is median against median, with each
+    /// side's range; the build compared is the last one, in every round.
+    #[test]
+    fn rounds_compare_the_medians_of_the_last_build() {
+        let args = Args::parse_from(["gateway-bench", "--rounds", "3"]);
+        let mut case = CaseResult::default();
+        for (round, cpu) in [(1, 12.0), (2, 14.5), (3, 13.0)] {
+            let mut other = run(100_000, 90.0, false);
+            other.label = format!("old, MQTT per submodel (round {round})");
+            other.gateway.cpu_pct = 30.0;
+            case.runs.push(other);
+            let mut r = run(100_000, 100.0 + round as f64, false);
+            r.label = format!("new, MQTT per submodel (round {round})");
+            r.gateway.cpu_pct = cpu;
+            case.runs.push(r);
+        }
+        for cpu in [6.0, 7.0, 6.5] {
+            let mut b = BaselineRun {
+                delivered_per_s: 100_000.0,
+                delivered_pct: 100.0,
+                ..Default::default()
+            };
+            b.usage.cpu_pct = cpu;
+            b.usage.rss_max_mib = 70.0;
+            case.bare.push(b);
+        }
+        let cases = [((100_000, 1000), case)];
+        let out = report(
+            &args,
+            Sections {
+                cases: &cases,
+                max_runs: &[],
+                rss_runs: &[],
+                soak: None,
+            },
+        );
+        assert!(
+            out.contains("| 100000 @ 1000 ms | 13.0 % (median of 3: 12.0–14.5) / 104 MiB (100.0 % delivered) | 6.5 % (median of 3: 6.0–7.0) / 70 MiB (100000/s, 100.0 %) | 2.0× |"),
+            "{out}"
+        );
+        assert_eq!(
+            without_round("a, MQTT per value (round 12)"),
+            "a, MQTT per value"
+        );
+        assert_eq!(without_round("MQTT per value"), "MQTT per value");
+        assert_eq!(median(vec![3.0, 1.0]), 2.0);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
     #[test]
     fn report_has_the_added_latency_rss_fit_and_soak() {
         let args = Args::parse_from(["gateway-bench", "--soak-minutes", "30"]);
@@ -1717,19 +1851,14 @@ mod tests {
         let mut case = CaseResult::default();
         case.runs.push(run(10_000, 50.0, true));
         let cases = [((10_000, 1000), case)];
-        let mut out = String::new();
-        write_report(
-            &mut out,
+        let out = report(
             &args,
-            &Sections {
+            Sections {
                 cases: &cases,
                 max_runs: &[],
                 rss_runs: &rss,
                 soak: Some((&soak, Some(Path::new("/x/soak-rss.csv")))),
             },
-            "0 0 0",
-            "0 0 0",
-            Duration::from_secs(1),
         );
         assert!(
             out.contains("| mqtt 2.1 / 18 · questdb – / > 30000 |"),

@@ -6,11 +6,10 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use opcua::types::{NamespaceMap, NodeId};
 
-use crate::core::Interner;
+use crate::core::{leaked_str, LeakedSet};
 
 /// A node id whose namespace may still be a URI.
 ///
@@ -32,15 +31,18 @@ const _: () = assert!(std::mem::size_of::<NodeRef>() <= 48);
 /// process's lifetime (node ids are made from the configuration, a bounded set).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NodeExtras {
-    /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
-    namespace_uri: Option<Arc<str>>,
+    /// Namespace URI for `nsu=` ids (one process-wide copy per URI); `None` for `ns=` ids.
+    namespace_uri: Option<&'static str>,
     /// The text as written, when the canonical form differs (e.g. `ns=0;i=2258`).
     text: Option<Box<str>>,
 }
 
 impl NodeExtras {
-    fn shared(namespace_uri: Option<Arc<str>>, text: Option<Box<str>>) -> Option<&'static Self> {
-        static ALL: crate::core::LeakedSet<NodeExtras> = crate::core::LeakedSet::new();
+    fn shared(
+        namespace_uri: Option<&'static str>,
+        text: Option<Box<str>>,
+    ) -> Option<&'static Self> {
+        static ALL: LeakedSet<NodeExtras> = LeakedSet::new();
         if namespace_uri.is_none() && text.is_none() {
             return None;
         }
@@ -50,25 +52,20 @@ impl NodeExtras {
         };
         Some(ALL.get_or_leak(&extras, || {
             Box::new(NodeExtras {
-                namespace_uri: extras.namespace_uri.clone(),
+                namespace_uri: extras.namespace_uri,
                 text: extras.text.clone(),
             })
         }))
     }
 }
 
+/// Parses a node id as written in a config (`ns=`, `nsu=` or plain). The namespace URI and the
+/// text as written are kept once per process ([`NodeExtras`]): only for ids from the
+/// configuration or the command line, a bounded set, never for ids that arrive at run time.
 impl FromStr for NodeRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NodeRef::parse_interned(s, &mut Interner::default())
-    }
-}
-
-impl NodeRef {
-    /// Parses `s` like [`FromStr`], taking the namespace URI from `strings`, so that the
-    /// nodes of one namespace share one copy of it.
-    pub fn parse_interned(s: &str, strings: &mut Interner) -> Result<NodeRef, String> {
         let invalid = || {
             format!("{s:?} is not a NodeId (expected ns=<index>;<i|s|g|b>=<id> or nsu=<uri>;<i|s|g|b>=<id>)")
         };
@@ -78,22 +75,24 @@ impl NodeRef {
                 return Err(invalid());
             }
             let node_id = NodeId::from_str(id).map_err(|_| invalid())?;
-            (Some(strings.intern(uri)), node_id)
+            (Some(leaked_str(uri)), node_id)
         } else {
             (None, NodeId::from_str(s).map_err(|_| invalid())?)
         };
         // Once per node at start: the text is shown as the user wrote it.
-        let canonical = canonical_text(namespace_uri.as_deref(), &node_id);
+        let canonical = canonical_text(namespace_uri, &node_id);
         let text = (canonical != s).then(|| s.into());
         Ok(NodeRef {
             node_id,
             extras: NodeExtras::shared(namespace_uri, text),
         })
     }
+}
 
+impl NodeRef {
     /// Namespace URI for `nsu=` ids; `None` for `ns=` ids.
     pub fn namespace_uri(&self) -> Option<&str> {
-        self.extras.and_then(|e| e.namespace_uri.as_deref())
+        self.extras.and_then(|e| e.namespace_uri)
     }
 
     /// The concrete node id on a server with the given namespace table.
@@ -157,16 +156,15 @@ mod tests {
 
     #[test]
     fn nodes_of_one_namespace_share_its_uri() {
-        let mut strings = Interner::default();
-        let a = NodeRef::parse_interned("nsu=urn:a;s=X", &mut strings).unwrap();
-        let b = NodeRef::parse_interned("nsu=urn:a;i=7", &mut strings).unwrap();
+        let a: NodeRef = "nsu=urn:a;s=X".parse().unwrap();
+        let b: NodeRef = "nsu=urn:a;i=7".parse().unwrap();
         let (ua, ub) = (a.namespace_uri().unwrap(), b.namespace_uri().unwrap());
         assert!(std::ptr::eq(ua, ub));
         assert!(
             std::ptr::eq(a.extras.unwrap(), b.extras.unwrap()),
             "canonical text is not stored"
         );
-        let plain = NodeRef::parse_interned("ns=2;s=X", &mut strings).unwrap();
+        let plain: NodeRef = "ns=2;s=X".parse().unwrap();
         assert!(plain.extras.is_none());
     }
 
