@@ -19,7 +19,7 @@ use std::time::Instant;
 use aas_gateway::core::XsType;
 use aas_gateway::model::{ElementTarget, SubmodelNames, SubmodelUpdate, TypedValue};
 use aas_gateway::sinks::mqtt::{payload, submodel_messages};
-use aas_gateway::sinks::questdb::append_row;
+use aas_gateway::sinks::questdb::{append_row, RowWriter};
 
 const VALUES: usize = 200_000;
 const ROUNDS: usize = 5;
@@ -199,9 +199,12 @@ fn ilp_row_api_cost(values: &[SubmodelUpdate]) {
         .iter()
         .map(|u| prefixes[&(u.target as *const ElementTarget)].as_slice())
         .collect();
-    let questdb_rows = |vs: &[SubmodelUpdate], buf: &mut questdb::ingress::Buffer| {
+    // The sink's writer, kept across rows as the sink keeps it (its table name is checked
+    // once, not per row as `append_row` does).
+    let mut writer = RowWriter::new("");
+    let mut questdb_rows = |vs: &[SubmodelUpdate], buf: &mut questdb::ingress::Buffer| {
         for u in vs {
-            append_row(buf, "", u).unwrap();
+            writer.append(buf, u).unwrap();
         }
     };
     let reference_rows = |vs: &[SubmodelUpdate], prefixes: &[&[u8]], out: &mut Vec<u8>| {
